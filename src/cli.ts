@@ -1,0 +1,174 @@
+#!/usr/bin/env node
+// The linedns command: `serve`, `check` and `explain`, per the CLI contract in docs/operations.md.
+// Flags override the config file; exit codes: 0 fine, 1 invalid config or failure, 2 usage.
+
+import { parseArgs } from 'node:util';
+import cluster from 'node:cluster';
+import dnsPacket from 'dns-packet';
+import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from './config/load.js';
+import { typeFromName } from './dns/constants.js';
+import { createLogger, LOG_LEVELS, silentLogger, type LogLevel } from './log/logger.js';
+import { Metrics } from './metrics/metrics.js';
+import { QueryContext } from './pipeline/context.js';
+import { buildStages } from './pipeline/registry.js';
+import { Engine } from './server/engine.js';
+import { formatAddress, LineDnsServer } from './server/server.js';
+import { runPrimary, type WorkerReady } from './server/workers.js';
+
+const USAGE = `usage:
+  linedns serve   [--config FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
+                  [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
+  linedns check   [--config FILE]
+  linedns explain NAME [TYPE] --client IP [--config FILE]`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`linedns: ${message}\n`);
+  process.exit(code);
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        listen: { type: 'string', multiple: true },
+        upstream: { type: 'string', multiple: true },
+        records: { type: 'string' },
+        'smart-line': { type: 'string' },
+        workers: { type: 'string' },
+        'log-level': { type: 'string' },
+        client: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    return fail(`${(err as Error).message}\n${USAGE}`);
+  }
+}
+
+function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverrides {
+  const o: ConfigOverrides = {};
+  if (values.listen) o.listen = values.listen;
+  if (values.upstream) o.upstreams = values.upstream;
+  if (values.records) o.records = values.records;
+  if (values['smart-line']) o.smartLine = values['smart-line'];
+  if (values.workers !== undefined) {
+    const n = Number(values.workers);
+    if (!Number.isInteger(n) || n < 1 || n > 64) fail(`--workers takes 1..64, not "${values.workers}"`);
+    o.workers = n;
+  }
+  if (values['log-level'] !== undefined) {
+    if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail(`--log-level takes one of ${LOG_LEVELS.join(', ')}`);
+    o.logLevel = values['log-level'] as LogLevel;
+  }
+  return o;
+}
+
+function load(file: string | null, overrides: ConfigOverrides) {
+  try {
+    return loadConfig(file, overrides);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) process.stderr.write(`${formatIssue(i)}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
+}
+
+async function serve(file: string | null, overrides: ConfigOverrides): Promise<void> {
+  const { config, warnings } = load(file, overrides);
+  const logger = createLogger(config.logLevel);
+  for (const w of warnings) logger.warn(formatIssue(w));
+  if (config.workers > 1 && cluster.isPrimary) {
+    runPrimary(config.workers, logger, (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`));
+    return;
+  }
+  let server: LineDnsServer;
+  try {
+    server = await LineDnsServer.start(config, { logger, overrides });
+  } catch (err) {
+    logger.fatal({ err: (err as Error).message }, 'cannot start');
+    process.exit(1);
+  }
+  const addresses = server.addresses.map(formatAddress);
+  if (cluster.isWorker) process.send?.({ type: 'linedns-ready', addresses } satisfies WorkerReady);
+  else logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
+  let stopping = false;
+  const stop = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping');
+    void server.close().then(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => void server.reloadFromFile());
+}
+
+function check(file: string | null, overrides: ConfigOverrides): void {
+  const { config, warnings } = load(file, overrides);
+  for (const w of warnings) process.stderr.write(`${formatIssue(w)}\n`);
+  process.stdout.write(
+    `${config.file ?? '(defaults)'}: valid: ${config.records.length} records, ${Object.keys(config.smartLine).length} lines, ` +
+      `${config.upstreams.length} upstreams, pipeline ${config.pipeline.join(' -> ')}\n`,
+  );
+}
+
+/** Runs one query through the configured pipeline in-process, tracing each stage. */
+async function explain(file: string | null, overrides: ConfigOverrides, name: string, typeText: string, client: string): Promise<void> {
+  const { config } = load(file, overrides);
+  const qtype = typeFromName(typeText);
+  if (qtype === undefined) fail(`unknown record type "${typeText}"`);
+  const env = { logger: silentLogger(), metrics: new Metrics(), config };
+  const engine = new Engine(await buildStages(config.pipeline, env), env);
+  const raw = dnsPacket.encode({
+    type: 'query',
+    id: 1,
+    flags: dnsPacket.RECURSION_DESIRED,
+    questions: [{ name, type: typeText.toUpperCase() as 'A', class: 'IN' }],
+  });
+  const ctx = new QueryContext(raw, { address: client, port: 53, family: client.includes(':') ? 'IPv6' : 'IPv4' }, 'udp', performance.now());
+  ctx.tracing = true;
+  await engine.run(ctx);
+  await engine.close();
+  const out: string[] = [`query:      ${name} ${typeText.toUpperCase()} from ${client}`];
+  out.push(`lines:      ${ctx.lines ? ctx.lines.lines.join(', ') || '(none)' : '(smartline stage not in pipeline)'}`);
+  out.push(`answered:   ${ctx.answeredBy || '(no stage answered)'}`);
+  for (const t of ctx.trace) out.push(`trace:      ${t}`);
+  if (ctx.response) {
+    const d = dnsPacket.decode(ctx.response) as dnsPacket.DecodedPacket & { rcode?: string };
+    type Rr = { name: string; type: string; ttl?: number; data?: unknown };
+    out.push(`rcode:      ${d.rcode ?? 'NOERROR'}`);
+    for (const a of (d.answers ?? []) as Rr[]) out.push(`answer:     ${a.name} ${a.ttl ?? ''} ${a.type} ${JSON.stringify(a.data)}`);
+    for (const a of (d.authorities ?? []) as Rr[]) out.push(`authority:  ${a.name} ${a.ttl ?? ''} ${a.type}`);
+  }
+  process.stdout.write(`${out.join('\n')}\n`);
+  process.exit(0);
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = parse(process.argv.slice(2));
+  const [command, ...rest] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(command === undefined && !values.help ? 2 : 0);
+  }
+  const overrides = overridesFrom(values);
+  const file = values.config ?? null;
+  switch (command) {
+    case 'serve':
+      return serve(file, overrides);
+    case 'check':
+      return check(file, overrides);
+    case 'explain':
+      if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
+      return explain(file, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
+    default:
+      fail(`unknown command "${command}"\n${USAGE}`);
+  }
+}
+
+void main();

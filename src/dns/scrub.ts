@@ -1,0 +1,82 @@
+// Scrubs an upstream reply of records that do not belong to the question (RFC 5452 section 6,
+// as Unbound's scrubber): whatever a poisoner slips in never reaches a client or the cache.
+
+import dnsPacket from 'dns-packet';
+import { QType } from './constants.js';
+import { isSubdomain, readName } from './name.js';
+import { scanMessage, Section, type MessageScan, type RecordInfo } from './message.js';
+
+function nameAt(buf: Uint8Array, off: number): string {
+  return readName(buf, off)?.name ?? '';
+}
+
+/** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME; authority: the
+ *  zone above the chain's end; additional: addresses of names the kept records point to. */
+function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] {
+  const recs = scan.records;
+  const keep = new Array<boolean>(recs.length).fill(false);
+  const chain = new Set<string>([qname]);
+  // Answer records come in chain order in practice; two passes tolerate a reordered chain.
+  for (let pass = 0; pass < 2; pass++) {
+    recs.forEach((r, i) => {
+      if (r.section !== Section.Answer || keep[i]) return;
+      const owner = nameAt(buf, r.start);
+      if (r.type === QType.DNAME) {
+        for (const c of chain) if (c !== owner && isSubdomain(c, owner)) keep[i] = true;
+        return;
+      }
+      if (!chain.has(owner)) return;
+      keep[i] = true;
+      if (r.type === QType.CNAME) chain.add(nameAt(buf, r.rdStart));
+    });
+  }
+  const targets = new Set<string>();
+  const addTarget = (r: RecordInfo): void => {
+    if (r.type === QType.NS) targets.add(nameAt(buf, r.rdStart));
+    else if (r.type === QType.MX) targets.add(nameAt(buf, r.rdStart + 2));
+    else if (r.type === QType.SRV) targets.add(nameAt(buf, r.rdStart + 6));
+  };
+  recs.forEach((r, i) => {
+    if (r.section === Section.Answer && keep[i]) addTarget(r);
+  });
+  // The zone: the deepest SOA/NS owner in authority that is an ancestor of a chain name.
+  let zone: string | null = null;
+  for (const r of recs) {
+    if (r.section !== Section.Authority || (r.type !== QType.SOA && r.type !== QType.NS)) continue;
+    const owner = nameAt(buf, r.start);
+    for (const c of chain) if (isSubdomain(c, owner) && (zone === null || owner.length > zone.length)) zone = owner;
+  }
+  recs.forEach((r, i) => {
+    if (r.section !== Section.Authority || zone === null) return;
+    if (isSubdomain(nameAt(buf, r.start), zone)) {
+      keep[i] = true;
+      addTarget(r);
+    }
+  });
+  recs.forEach((r, i) => {
+    if (r.section !== Section.Additional) return;
+    if (r.type === QType.OPT) keep[i] = true;
+    else if (targets.has(nameAt(buf, r.start))) keep[i] = true;
+  });
+  return keep;
+}
+
+/**
+ * Returns the scan unchanged when every record belongs, else a re-encoded message holding only
+ * those that do (dns-packet re-encodes: only a validated, class-IN message gets here).
+ */
+export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } {
+  const keep = keepList(buf, scan, qname);
+  const dropped = keep.filter((k) => !k).length;
+  if (dropped === 0) return { buf, scan, dropped };
+  const decoded = dnsPacket.decode(buf);
+  let i = 0;
+  const pick = <T>(list: T[] | undefined): T[] => (list ?? []).filter(() => keep[i++]!);
+  decoded.answers = pick(decoded.answers);
+  decoded.authorities = pick(decoded.authorities);
+  decoded.additionals = pick(decoded.additionals);
+  const wire = dnsPacket.encode(decoded);
+  const again = scanMessage(wire);
+  if (typeof again === 'string') throw new Error(`scrubbed reply is malformed: ${again}`);
+  return { buf: wire, scan: again, dropped };
+}

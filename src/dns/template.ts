@@ -1,0 +1,173 @@
+// Reusable reply wire: a message stored once with the offsets of its TTLs, then stamped per client.
+// Cache hits and local answers are rendered from templates: copy, patch ID/flags/question/TTLs.
+
+import dnsPacket from 'dns-packet';
+import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QType, RCODE_MASK } from './constants.js';
+import { scanMessage, type MessageScan, type RecordInfo, Section } from './message.js';
+import type { ParsedQuery } from './query.js';
+
+export interface WireTemplate {
+  /** Header (ID zero, flags of the source) + question + records, without OPT. */
+  readonly buf: Buffer;
+  readonly questionEnd: number;
+  /** Offset of every record's TTL in `buf`; the TTLs themselves live in `buf`. */
+  readonly ttlOffsets: readonly number[];
+}
+
+/** A template fresh from a scan, with what the cache needs to judge it; not kept. */
+export interface ScannedTemplate extends WireTemplate {
+  readonly rcode: number;
+  readonly records: readonly RecordInfo[];
+}
+
+const OPT_SIZE = 11;
+/** RFC 2181 section 8: a TTL with the top bit set is treated as zero. */
+const MAX_TTL = 0x7fffffff;
+
+/**
+ * Builds a template from a scanned message, dropping its OPT record (the client's own EDNS
+ * state is added back at render time). Only a trailing OPT is cut in place; one in the middle
+ * of the additional section goes through dns-packet, since later names may point past it.
+ */
+export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTemplate {
+  let body: Buffer;
+  let records = scan.records;
+  if (scan.opt < 0) {
+    body = Buffer.from(buf);
+  } else if (scan.opt === records.length - 1) {
+    const opt = records[scan.opt]!;
+    body = Buffer.from(buf.subarray(0, opt.start));
+    body.writeUInt16BE(body.readUInt16BE(10) - 1, 10);
+    records = records.slice(0, -1);
+  } else {
+    const decoded = dnsPacket.decode(Buffer.from(buf));
+    decoded.additionals = (decoded.additionals ?? []).filter((r) => r.type !== 'OPT');
+    const wire = dnsPacket.encode(decoded);
+    const again = scanMessage(wire);
+    if (typeof again === 'string') throw new Error(`re-encoded message is malformed: ${again}`);
+    return templateFromScan(wire, again);
+  }
+  body.writeUInt16BE(0, 0);
+  const ttlOffsets: number[] = new Array(records.length);
+  for (let i = 0; i < records.length; i++) {
+    const r = records[i]!;
+    if (r.ttl > MAX_TTL) body.writeUInt32BE(0, r.ttlOffset);
+    ttlOffsets[i] = r.ttlOffset;
+  }
+  return { buf: body, questionEnd: scan.questionEnd, ttlOffsets, rcode: scan.rcode, records };
+}
+
+/** The TTL of record `i` as the template holds it. */
+export function templateTtl(t: WireTemplate, i: number): number {
+  return t.buf.readUInt32BE(t.ttlOffsets[i]!);
+}
+
+/** Rewrites every TTL of a template into [min, max]; used by the cache's clamps. */
+export function clampTemplateTtls(t: WireTemplate, min: number, max: number): boolean {
+  let changed = false;
+  for (let i = 0; i < t.ttlOffsets.length; i++) {
+    const ttl = templateTtl(t, i);
+    const clamped = Math.min(max, Math.max(min, ttl));
+    if (clamped !== ttl) {
+      t.buf.writeUInt32BE(clamped, t.ttlOffsets[i]!);
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+/** Reply flags: the template's AA/AD/rcode, the client's RD and CD, always RA. */
+function replyFlags(templateFlags: number, q: ParsedQuery): number {
+  let flags = Flag.QR | Flag.RA | (templateFlags & (Flag.AA | RCODE_MASK)) | (q.flags & (Flag.RD | Flag.CD));
+  // RFC 6840 5.8: AD only for clients that asked for it, with AD or DO.
+  if (templateFlags & Flag.AD && (q.flags & Flag.AD || q.edns?.dnssecOk)) flags |= Flag.AD;
+  return flags;
+}
+
+function writeOpt(out: Buffer, at: number, dnssecOk: boolean, extRcode = 0): void {
+  out[at] = 0;
+  out.writeUInt16BE(QType.OPT, at + 1);
+  out.writeUInt16BE(DEFAULT_EDNS_SIZE, at + 3);
+  out[at + 5] = extRcode;
+  out[at + 6] = 0; // version 0
+  out[at + 7] = dnssecOk ? 0x80 : 0;
+  out[at + 8] = 0;
+  out.writeUInt16BE(0, at + 9);
+}
+
+/**
+ * Stamps a template for one client: its ID, flags, its spelling of the question, TTLs aged by
+ * `age` seconds, and an OPT record when the client sent one. The question lengths match because
+ * templates are only looked up by the same name.
+ */
+export function renderTemplate(t: WireTemplate, raw: Uint8Array, q: ParsedQuery, age: number): Buffer {
+  const len = t.buf.length;
+  const out = Buffer.allocUnsafe(q.edns ? len + OPT_SIZE : len);
+  t.buf.copy(out, 0, 0, len);
+  out[0] = q.id >> 8;
+  out[1] = q.id & 0xff;
+  out.writeUInt16BE(replyFlags((t.buf[2]! << 8) | t.buf[3]!, q), 2);
+  out.set(raw.subarray(HEADER_SIZE, q.questionEnd), HEADER_SIZE);
+  if (age > 0) {
+    const offs = t.ttlOffsets;
+    for (let i = 0; i < offs.length; i++) {
+      const ttl = t.buf.readUInt32BE(offs[i]!) - age;
+      out.writeUInt32BE(ttl > 0 ? ttl : 0, offs[i]!);
+    }
+  }
+  if (q.edns) {
+    writeOpt(out, len, q.edns.dnssecOk);
+    out.writeUInt16BE(out.readUInt16BE(10) + 1, 10);
+  }
+  return out;
+}
+
+/**
+ * A reply carrying only a header (and the question and an OPT when they were well formed):
+ * FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS. The opcode and RD/CD of the query are echoed.
+ */
+export function errorReply(
+  raw: Uint8Array,
+  id: number,
+  queryFlags: number,
+  rcode: number,
+  questionEnd: number,
+  edns: { dnssecOk: boolean } | null,
+): Buffer {
+  const qLen = questionEnd > HEADER_SIZE ? questionEnd - HEADER_SIZE : 0;
+  const out = Buffer.alloc(HEADER_SIZE + qLen + (edns ? OPT_SIZE : 0));
+  out.writeUInt16BE(id, 0);
+  const flags = Flag.QR | Flag.RA | (queryFlags & (0x7800 | Flag.RD | Flag.CD)) | (rcode & RCODE_MASK);
+  out.writeUInt16BE(flags, 2);
+  out.writeUInt16BE(qLen > 0 ? 1 : 0, 4);
+  out.writeUInt16BE(edns ? 1 : 0, 10);
+  if (qLen > 0) out.set(raw.subarray(HEADER_SIZE, questionEnd), HEADER_SIZE);
+  if (edns) writeOpt(out, HEADER_SIZE + qLen, edns.dnssecOk, rcode >> 4);
+  return out;
+}
+
+/**
+ * A UDP reply too large for the client becomes header + question (+ OPT) with TC set, so the
+ * client retries over TCP (RFC 7766); partial RRsets are never sent.
+ */
+export function truncateReply(reply: Buffer, questionEnd: number, edns: { dnssecOk: boolean } | null): Buffer {
+  const out = Buffer.alloc(questionEnd + (edns ? OPT_SIZE : 0));
+  reply.copy(out, 0, 0, questionEnd);
+  out.writeUInt16BE(reply.readUInt16BE(2) | Flag.TC, 2);
+  out.writeUInt16BE(0, 6);
+  out.writeUInt16BE(0, 8);
+  out.writeUInt16BE(edns ? 1 : 0, 10);
+  if (edns) writeOpt(out, questionEnd, edns.dnssecOk);
+  return out;
+}
+
+/** Smallest TTL among the records of a section, or undefined when it has none. */
+export function minSectionTtl(t: ScannedTemplate, section: Section): number | undefined {
+  let min: number | undefined;
+  for (let i = 0; i < t.records.length; i++) {
+    if (t.records[i]!.section !== section) continue;
+    const ttl = templateTtl(t, i);
+    if (min === undefined || ttl < min) min = ttl;
+  }
+  return min;
+}

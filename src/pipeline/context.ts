@@ -1,0 +1,58 @@
+// The per-query state that travels down the pipeline and back: one object per query.
+// Stages read the parsed query and leave a wire reply in `response`; the transport sends it.
+
+import type { ParsedQuery } from '../dns/query.js';
+import type { ScannedTemplate } from '../dns/template.js';
+import type { LineSet } from '../smartline/trie.js';
+
+export type Transport = 'udp' | 'tcp';
+
+export interface ClientInfo {
+  address: string;
+  port: number;
+  family: 'IPv4' | 'IPv6';
+}
+
+/** Resolves the smart-line lines of a query's client; set by the smartline stage. */
+export type LineClassifier = (ctx: QueryContext) => LineSet;
+
+export class QueryContext {
+  /** Set by the decode stage; stages after it may rely on it. */
+  query: ParsedQuery | null = null;
+  /** Wire-format reply; the transport truncates it for UDP when needed. */
+  response: Buffer | null = null;
+  /** Name of the stage that produced `response`, for logs and `explain`. */
+  answeredBy = '';
+  /** Why the query was dropped, when no reply is sent on purpose. */
+  dropReason = '';
+  /** The validated upstream reply behind `response`, for the cache to store. */
+  upstreamReply: ScannedTemplate | null = null;
+  classifier: LineClassifier | null = null;
+  private lineSet: LineSet | null = null;
+  /** Free-form notes for `explain` and logs; only filled when `tracing` is on. */
+  readonly trace: string[] = [];
+  tracing = false;
+
+  constructor(
+    readonly raw: Buffer,
+    readonly client: ClientInfo,
+    readonly transport: Transport,
+    /** Milliseconds since an arbitrary epoch, from performance.now(). */
+    readonly receivedAt: number,
+  ) {}
+
+  /** The client's smart-line lines, classified once on first use. */
+  get lines(): LineSet | null {
+    if (this.lineSet === null && this.classifier !== null) this.lineSet = this.classifier(this);
+    return this.lineSet;
+  }
+
+  note(message: string): void {
+    if (this.tracing) this.trace.push(message);
+  }
+
+  respond(stage: string, response: Buffer): void {
+    this.response = response;
+    this.answeredBy = stage;
+  }
+}

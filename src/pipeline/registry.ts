@@ -1,0 +1,47 @@
+// Builds the pipeline from the `pipeline` list: built-in stage names map to their factories,
+// paths load the user's own stage modules (the programmable part).
+
+import { pathToFileURL } from 'node:url';
+import { createAclStage } from '../stages/acl.js';
+import { createCacheStage } from '../stages/cache.js';
+import { createDecodeStage } from '../stages/decode.js';
+import { createForwardStage } from '../stages/forward.js';
+import { createRateLimitStage } from '../stages/ratelimit.js';
+import { createRecordsStage } from '../stages/records.js';
+import { createSmartLineStage } from '../stages/smartline.js';
+import type { Stage, StageEnv, StageFactory } from './stage.js';
+
+export const BUILTIN_FACTORIES: Readonly<Record<string, StageFactory>> = {
+  decode: createDecodeStage,
+  acl: createAclStage,
+  ratelimit: createRateLimitStage,
+  smartline: createSmartLineStage,
+  records: createRecordsStage,
+  cache: createCacheStage,
+  forward: createForwardStage,
+};
+
+function isStage(v: unknown): v is Stage {
+  return typeof v === 'object' && v !== null && typeof (v as Stage).handle === 'function' && typeof (v as Stage).name === 'string';
+}
+
+/**
+ * A user module exports a StageFactory as `default` (or `createStage`), or a ready Stage object.
+ * Anything else is refused with a message naming the file.
+ */
+async function loadUserStage(path: string, env: StageEnv): Promise<Stage> {
+  const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
+  const exported = mod.default ?? mod.createStage;
+  const made = typeof exported === 'function' ? await (exported as StageFactory)(undefined, env) : exported;
+  if (!isStage(made)) throw new Error(`${path}: a stage module must export a factory (default or createStage) returning { name, handle(ctx, next) }`);
+  return made;
+}
+
+export async function buildStages(entries: readonly string[], env: StageEnv): Promise<Stage[]> {
+  const stages: Stage[] = [];
+  for (const entry of entries) {
+    const factory = BUILTIN_FACTORIES[entry];
+    stages.push(factory ? await factory(undefined, env) : await loadUserStage(entry, env));
+  }
+  return stages;
+}

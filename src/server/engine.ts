@@ -1,0 +1,50 @@
+// Runs the composed pipeline for one query and contains its failures: a stage that throws gets
+// the client a SERVFAIL (or nothing, for an undecodable packet), is logged and counted, never a crash.
+
+import { Rcode } from '../dns/constants.js';
+import { errorReply } from '../dns/template.js';
+import { compose, type Handler } from '../pipeline/compose.js';
+import type { QueryContext } from '../pipeline/context.js';
+import type { Stage, StageEnv } from '../pipeline/stage.js';
+import type { Counter } from '../metrics/metrics.js';
+
+export class Engine {
+  private readonly handler: Handler;
+  private readonly errors: Counter;
+  private lastErrorLog = 0;
+
+  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv) {
+    this.handler = compose(stages);
+    this.errors = env.metrics.counter('pipeline_errors_total', 'queries whose pipeline threw; answered SERVFAIL');
+  }
+
+  run(ctx: QueryContext): void | Promise<void> {
+    try {
+      const r = this.handler(ctx);
+      if (r) return r.catch((err: unknown) => this.fail(ctx, err));
+    } catch (err) {
+      this.fail(ctx, err);
+    }
+  }
+
+  private fail(ctx: QueryContext, err: unknown): void {
+    this.errors.value++;
+    const now = Date.now();
+    // At most one log line a second, so a poison query cannot flood the log.
+    if (now - this.lastErrorLog > 1000) {
+      this.lastErrorLog = now;
+      this.env.logger.error({ err, stage: ctx.answeredBy || undefined, client: ctx.client.address }, 'stage failed; answering SERVFAIL');
+    }
+    const q = ctx.query;
+    if (q === null) {
+      ctx.response = null;
+      ctx.dropReason = 'pipeline error before decode';
+      return;
+    }
+    ctx.respond('engine', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.stages) await s.close?.();
+  }
+}

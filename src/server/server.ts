@@ -1,0 +1,144 @@
+// The running server: binds UDP and TCP on every listen address, owns the pipeline, and swaps
+// in a reloaded configuration while keeping the last good one when the new one is invalid.
+
+import type { Logger } from 'pino';
+import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from '../config/load.js';
+import type { RuntimeConfig } from '../config/types.js';
+import { Metrics } from '../metrics/metrics.js';
+import { buildStages } from '../pipeline/registry.js';
+import type { StageEnv } from '../pipeline/stage.js';
+import { Engine } from './engine.js';
+import { startTcp, type TcpTransport } from './tcp.js';
+import { startUdp, type UdpTransport } from './udp.js';
+
+export interface BoundAddress {
+  protocol: 'udp' | 'tcp';
+  host: string;
+  port: number;
+}
+
+export function formatAddress(a: BoundAddress): string {
+  return `${a.protocol}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+export interface StartOptions {
+  logger: Logger;
+  metrics?: Metrics;
+  /** Flags to re-apply when the config file is reloaded. */
+  overrides?: ConfigOverrides;
+}
+
+async function bindPair(host: string, port: number, server: LineDnsServer): Promise<[UdpTransport, TcpTransport]> {
+  // With port 0, UDP picks the port and TCP must get the same one: retry if it is taken.
+  for (let attempt = 0; ; attempt++) {
+    const udp = await startUdp(host, port, () => server.engine, server.metrics, () => server.config.maxUdpSize);
+    try {
+      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp);
+      return [udp, tcp];
+    } catch (err) {
+      await udp.close();
+      if (port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+export class LineDnsServer {
+  engine!: Engine;
+  readonly udp: UdpTransport[] = [];
+  readonly tcp: TcpTransport[] = [];
+  readonly addresses: BoundAddress[] = [];
+  private reloading: Promise<boolean> | null = null;
+
+  private constructor(
+    public config: RuntimeConfig,
+    readonly logger: Logger,
+    readonly metrics: Metrics,
+    private readonly overrides: ConfigOverrides,
+  ) {}
+
+  static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
+    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
+    server.engine = new Engine(await buildStages(config.pipeline, server.env(config)), server.env(config));
+    try {
+      for (const l of config.listen) {
+        try {
+          const [udp, tcp] = await bindPair(l.host, l.port, server);
+          server.udp.push(udp);
+          server.tcp.push(tcp);
+          server.addresses.push({ protocol: 'udp', host: l.host, port: udp.port }, { protocol: 'tcp', host: l.host, port: tcp.port });
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // A host without IPv6 (or IPv4) still serves on the addresses it has.
+          if ((code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT') && config.listen.length > 1) {
+            server.logger.warn({ address: `${l.host}:${l.port}`, code }, 'cannot listen on this address; skipping it');
+            continue;
+          }
+          throw new Error(`cannot listen on ${l.host}:${l.port}: ${code ?? String(err)}`);
+        }
+      }
+      if (server.addresses.length === 0) throw new Error('no listen address could be bound');
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+    return server;
+  }
+
+  private env(config: RuntimeConfig): StageEnv {
+    return { logger: this.logger, metrics: this.metrics, config };
+  }
+
+  /** Port of the first listen address (tests listen on port 0). */
+  get port(): number {
+    return this.addresses[0]!.port;
+  }
+
+  /**
+   * Applies a new configuration: stages reload in place (the cache keeps its entries) unless the
+   * pipeline list changed, in which case a new pipeline replaces the old one. Listen addresses
+   * need a restart.
+   */
+  async apply(next: RuntimeConfig): Promise<void> {
+    const prev = this.config;
+    if (JSON.stringify(prev.listen) !== JSON.stringify(next.listen)) {
+      this.logger.warn('listen addresses changed: restart linedns to apply them');
+    }
+    if (JSON.stringify(prev.pipeline) !== JSON.stringify(next.pipeline)) {
+      const old = this.engine;
+      this.engine = new Engine(await buildStages(next.pipeline, this.env(next)), this.env(next));
+      this.config = next;
+      // Queries in flight finish on the old stages; give them the forward deadline.
+      setTimeout(() => void old.close(), prev.forward.deadlineMs + 100).unref();
+      return;
+    }
+    for (const s of this.engine.stages) await s.reload?.(next);
+    this.config = next;
+  }
+
+  /** Re-reads the config file (SIGHUP). Returns false, keeping the running config, when invalid. */
+  reloadFromFile(): Promise<boolean> {
+    this.reloading ??= (async () => {
+      try {
+        const { config, warnings } = loadConfig(this.config.file, this.overrides);
+        for (const w of warnings) this.logger.warn(formatIssue(w));
+        await this.apply(config);
+        this.metrics.counter('config_reloads_total', 'successful reloads').value++;
+        this.logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded');
+        return true;
+      } catch (err) {
+        this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config').value++;
+        const lines = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+        this.logger.error({ errors: lines }, 'reload failed; keeping the last good configuration');
+        return false;
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    return this.reloading;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.udp, ...this.tcp].map((t) => t.close()));
+    await this.engine?.close();
+  }
+}

@@ -1,0 +1,72 @@
+// UDP transport: one socket per listen address; replies over the client's size limit (512, or
+// its EDNS size, capped by maxUdpSize) go out truncated with TC so the client retries over TCP.
+
+import dgram from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { MIN_UDP_SIZE } from '../dns/constants.js';
+import { truncateReply } from '../dns/template.js';
+import { QueryContext } from '../pipeline/context.js';
+import type { Metrics } from '../metrics/metrics.js';
+import type { Engine } from './engine.js';
+
+export interface UdpTransport {
+  socket: dgram.Socket;
+  port: number;
+  close(): Promise<void>;
+}
+
+export function udpLimit(ctx: QueryContext, maxUdpSize: number): number {
+  const edns = ctx.query?.edns;
+  return edns ? Math.min(edns.udpSize, maxUdpSize) : MIN_UDP_SIZE;
+}
+
+export function startUdp(host: string, port: number, getEngine: () => Engine, metrics: Metrics, getMaxUdp: () => number): Promise<UdpTransport> {
+  const received = metrics.counter('udp_queries_total', 'UDP packets received');
+  const truncated = metrics.counter('udp_truncated_total', 'UDP replies truncated (TC set)');
+  const dropped = metrics.counter('udp_dropped_total', 'UDP packets not answered (dropped by a stage or invalid source)');
+  const sendErrors = metrics.counter('udp_send_errors_total', 'UDP replies the kernel refused');
+  const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host) });
+
+  const reply = (ctx: QueryContext): void => {
+    let out = ctx.response;
+    if (out === null) {
+      dropped.value++;
+      return;
+    }
+    const limit = udpLimit(ctx, getMaxUdp());
+    if (out.length > limit && ctx.query !== null) {
+      out = truncateReply(out, ctx.query.questionEnd, ctx.query.edns);
+      truncated.value++;
+    }
+    socket.send(out, ctx.client.port, ctx.client.address, (err) => {
+      if (err) sendErrors.value++;
+    });
+  };
+
+  socket.on('message', (msg, rinfo) => {
+    received.value++;
+    // Port 0 cannot be answered (send() would throw): a spoofed or broken source.
+    if (rinfo.port === 0) {
+      dropped.value++;
+      return;
+    }
+    const ctx = new QueryContext(msg, { address: rinfo.address, port: rinfo.port, family: rinfo.family as 'IPv4' | 'IPv6' }, 'udp', performance.now());
+    const r = getEngine().run(ctx);
+    if (r) r.then(() => reply(ctx), () => dropped.value++);
+    else reply(ctx);
+  });
+
+  return new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind({ address: host, port, exclusive: false }, () => {
+      socket.off('error', reject);
+      // After binding, an error on the socket is logged by the counter and never kills the process.
+      socket.on('error', () => sendErrors.value++);
+      resolve({
+        socket,
+        port: socket.address().port,
+        close: () => new Promise<void>((res) => socket.close(() => res())),
+      });
+    });
+  });
+}

@@ -1,0 +1,25 @@
+// acl stage: REFUSED for clients whose address is outside `allow` (default: loopback only),
+// so linedns never becomes an open resolver by accident.
+
+import { Rcode } from '../dns/constants.js';
+import { errorReply } from '../dns/template.js';
+import { AddressMatcher } from '../net/matcher.js';
+import type { Stage, StageFactory } from '../pipeline/stage.js';
+
+export const createAclStage: StageFactory = (_options, env): Stage => {
+  let allow = new AddressMatcher(env.config.allow);
+  const refused = env.metrics.counter('acl_refused_total', 'queries refused by the allow list');
+  return {
+    name: 'acl',
+    handle(ctx, next) {
+      if (allow.matches(ctx.client.address)) return next();
+      refused.value++;
+      const q = ctx.query!;
+      ctx.note(`acl: ${ctx.client.address} is not in allow`);
+      ctx.respond('acl', errorReply(ctx.raw, q.id, q.flags, Rcode.REFUSED, q.questionEnd, q.edns));
+    },
+    reload(config) {
+      allow = new AddressMatcher(config.allow);
+    },
+  };
+};

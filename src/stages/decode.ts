@@ -1,0 +1,42 @@
+// decode stage: parse header, question and OPT; answer FORMERR/NOTIMP/BADVERS or drop bad input.
+// Every rejection is counted by reason class so operators can see what the server refused.
+
+import { QType, Rcode } from '../dns/constants.js';
+import { isRejection, parseQuery } from '../dns/query.js';
+import { errorReply } from '../dns/template.js';
+import type { Stage, StageFactory } from '../pipeline/stage.js';
+
+export const createDecodeStage: StageFactory = (_options, env): Stage => {
+  const m = env.metrics;
+  const dropped = m.counter('decode_dropped_total', 'packets dropped: unreadable header or QR set');
+  const formerr = m.counter('decode_formerr_total', 'queries answered FORMERR');
+  const notimp = m.counter('decode_notimp_total', 'queries answered NOTIMP');
+  const badvers = m.counter('decode_badvers_total', 'queries answered BADVERS');
+  const refusedXfr = m.counter('decode_refused_transfer_total', 'zone transfer requests refused');
+  return {
+    name: 'decode',
+    handle(ctx, next) {
+      const p = parseQuery(ctx.raw);
+      if (isRejection(p)) {
+        if (p.action === 'drop') {
+          dropped.value++;
+          ctx.dropReason = p.reason;
+          return;
+        }
+        if (p.rcode === Rcode.NOTIMP) notimp.value++;
+        else if (p.rcode === Rcode.BADVERS) badvers.value++;
+        else formerr.value++;
+        ctx.note(`decode: ${p.reason}`);
+        ctx.respond('decode', errorReply(ctx.raw, p.id, p.flags, p.rcode, p.questionEnd, p.edns ? { dnssecOk: false } : null));
+        return;
+      }
+      ctx.query = p;
+      if (p.qtype === QType.AXFR || p.qtype === QType.IXFR) {
+        refusedXfr.value++;
+        ctx.respond('decode', errorReply(ctx.raw, p.id, p.flags, Rcode.REFUSED, p.questionEnd, p.edns));
+        return;
+      }
+      return next();
+    },
+  };
+};

@@ -1,0 +1,173 @@
+// forward stage: sends the query upstream (UDP, TCP on TC), fails over within a deadline, and
+// accepts only replies that match ID, source, and question; SERVFAIL when every upstream failed.
+
+import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../dns/constants.js';
+import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
+import type { ParsedQuery } from '../dns/query.js';
+import { scrubReply } from '../dns/scrub.js';
+import { errorReply, renderTemplate, templateFromScan } from '../dns/template.js';
+import { tcpQuery } from '../upstream/tcp.js';
+import { UdpExchange } from '../upstream/udp.js';
+import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
+import type { QueryContext } from '../pipeline/context.js';
+import type { Stage, StageFactory } from '../pipeline/stage.js';
+
+interface UpstreamState {
+  config: UpstreamConfig;
+  consecutiveFailures: number;
+  downUntil: number;
+}
+
+/** After this many timeouts in a row an upstream is tried last for DOWN_MS. */
+const FAILURES_BEFORE_DOWN = 3;
+const DOWN_MS = 5_000;
+
+/**
+ * The query we send: the client's question, RD/CD/AD as the client set them, and always an
+ * OPT of our own (our payload size, the client's DO) but none of the client's options: its
+ * subnet and cookies stay here, which is what lets the cache share answers between clients.
+ */
+export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): Buffer {
+  const qLen = q.questionEnd - HEADER_SIZE;
+  const out = Buffer.allocUnsafe(HEADER_SIZE + qLen + (withEdns ? 11 : 0));
+  out.writeUInt16BE(0, 0);
+  out.writeUInt16BE(q.flags & (Flag.RD | Flag.CD | Flag.AD), 2);
+  out.writeUInt16BE(1, 4);
+  out.writeUInt32BE(0, 6);
+  out.writeUInt16BE(withEdns ? 1 : 0, 10);
+  raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+  if (withEdns) {
+    const o = q.questionEnd;
+    out[o] = 0;
+    out.writeUInt16BE(QType.OPT, o + 1);
+    out.writeUInt16BE(DEFAULT_EDNS_SIZE, o + 3);
+    out.writeUInt32BE(q.edns?.dnssecOk ? 0x8000 : 0, o + 5);
+    out.writeUInt16BE(0, o + 9);
+  }
+  return out;
+}
+
+interface Accepted {
+  buf: Buffer;
+  scan: MessageScan;
+}
+
+export const createForwardStage: StageFactory = (_options, env): Stage => {
+  let cfg: ForwardConfig = env.config.forward;
+  let upstreams: UpstreamState[] = env.config.upstreams.map((config) => ({ config, consecutiveFailures: 0, downUntil: 0 }));
+  const udp = new UdpExchange(env.metrics);
+  const m = env.metrics;
+  const forwarded = m.counter('forward_queries_total', 'queries sent upstream');
+  const timeouts = m.counter('forward_timeouts_total', 'upstream attempts that timed out or failed');
+  const servfails = m.counter('forward_servfail_total', 'queries answered SERVFAIL: every upstream failed');
+  const overloaded = m.counter('forward_overload_total', 'queries refused SERVFAIL: too many outstanding upstream queries');
+  const tcpRetries = m.counter('forward_tcp_retries_total', 'replies with TC retried over TCP');
+  const scrubbed = m.counter('forward_scrubbed_records_total', 'out-of-bailiwick records removed from upstream replies');
+  let outstanding = 0;
+
+  function acceptFor(query: Buffer, qEnd: number): (reply: Buffer) => Accepted | null {
+    return (reply) => {
+      const scan = scanMessage(reply);
+      if (typeof scan === 'string') return null;
+      if ((scan.flags & 0x7800) !== 0) return null;
+      if (!sameQuestion(query, qEnd, reply, scan.questionEnd)) return null;
+      return { buf: Buffer.from(reply), scan };
+    };
+  }
+
+  function ordered(now: number): UpstreamState[] {
+    const up = upstreams.filter((u) => u.downUntil <= now);
+    return up.length === upstreams.length ? upstreams : [...up, ...upstreams.filter((u) => u.downUntil > now)];
+  }
+
+  /** One upstream: UDP (or TCP), TC -> TCP, EDNS refused -> once more without OPT. */
+  async function ask(u: UpstreamConfig, ctx: QueryContext, deadline: number): Promise<Accepted | null> {
+    const q = ctx.query!;
+    let withEdns = true;
+    let useTcp = u.protocol === 'tcp';
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const remaining = deadline - performance.now();
+      if (remaining <= 0) return null;
+      const query = upstreamQuery(ctx.raw, q, withEdns);
+      const accept = acceptFor(query, q.questionEnd);
+      const timeout = Math.min(cfg.timeoutMs, remaining);
+      const got = useTcp ? await tcpQuery(query, u.host, u.port, timeout, accept) : await udp.query(query, u.host, u.port, timeout, accept);
+      if (got === null) return null;
+      if (got.scan.flags & Flag.TC && !useTcp) {
+        tcpRetries.value++;
+        ctx.note(`forward: ${u.host}:${u.port} truncated; retrying over TCP`);
+        useTcp = true;
+        continue;
+      }
+      if (withEdns && (got.scan.rcode === Rcode.FORMERR || got.scan.rcode === Rcode.NOTIMP) && got.scan.opt < 0) {
+        withEdns = false; // an upstream from before EDNS (RFC 6891 section 7)
+        continue;
+      }
+      return got.scan.flags & Flag.TC ? null : got;
+    }
+    return null;
+  }
+
+  async function resolve(ctx: QueryContext): Promise<void> {
+    const q = ctx.query!;
+    const start = performance.now();
+    const deadline = start + cfg.deadlineMs;
+    forwarded.value++;
+    for (const u of ordered(start)) {
+      const got = await ask(u.config, ctx, deadline);
+      if (got === null) {
+        timeouts.value++;
+        ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
+        if (++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+        continue;
+      }
+      u.consecutiveFailures = 0;
+      u.downUntil = 0;
+      const rcode = got.scan.rcode;
+      if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
+        ctx.note(`forward: ${u.config.host}:${u.config.port} answered rcode ${rcode}; trying the next upstream`);
+        continue;
+      }
+      let { buf, scan } = got;
+      if (q.qclass === QClass.IN) {
+        const s = scrubReply(buf, scan, q.name);
+        if (s.dropped > 0) {
+          scrubbed.value += s.dropped;
+          ctx.note(`forward: scrubbed ${s.dropped} unrelated records`);
+        }
+        buf = s.buf;
+        scan = s.scan;
+      }
+      const t = templateFromScan(buf, scan);
+      ctx.upstreamReply = t;
+      ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
+      ctx.respond('forward', renderTemplate(t, ctx.raw, q, 0));
+      return;
+    }
+    servfails.value++;
+    ctx.respond('forward', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+  }
+
+  return {
+    name: 'forward',
+    handle(ctx) {
+      const q = ctx.query!;
+      if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
+        overloaded.value++;
+        ctx.respond('forward', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+        return;
+      }
+      outstanding++;
+      return resolve(ctx).finally(() => {
+        outstanding--;
+      });
+    },
+    reload(config) {
+      cfg = config.forward;
+      upstreams = config.upstreams.map((c) => upstreams.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? { config: c, consecutiveFailures: 0, downUntil: 0 });
+    },
+    close() {
+      udp.close();
+    },
+  };
+};

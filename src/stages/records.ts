@@ -1,0 +1,53 @@
+// records stage: answers from records.json as the client's smart-line view allows, else next().
+// Answers are encoded once per (name, type, line set) and then only stamped per query.
+
+import { LRUCache } from 'lru-cache';
+import { QClass } from '../dns/constants.js';
+import { renderTemplate, type WireTemplate } from '../dns/template.js';
+import { encodeLocal } from '../records/encode.js';
+import { RecordStore, type Visibility } from '../records/store.js';
+import { NO_LINES } from '../smartline/trie.js';
+import type { RuntimeConfig } from '../config/types.js';
+import type { Stage, StageFactory } from '../pipeline/stage.js';
+
+/** Memo value for "local data has nothing for this client here": go upstream. */
+const FALL_THROUGH: unique symbol = Symbol('fall through');
+const MEMO_SIZE = 50_000;
+
+export const createRecordsStage: StageFactory = (_options, env): Stage => {
+  let store = new RecordStore(env.config.records);
+  let unmatched = env.config.smartLineUnmatched;
+  let memo = new LRUCache<string, WireTemplate | typeof FALL_THROUGH>({ max: MEMO_SIZE });
+  const answered = env.metrics.counter('records_answered_total', 'queries answered from local data');
+  const hidden = env.metrics.counter('records_fallthrough_total', 'queries with local data none of which this client sees');
+
+  return {
+    name: 'records',
+    handle(ctx, next) {
+      const q = ctx.query!;
+      if (q.qclass !== QClass.IN || !store.mayAnswer(q.name)) return next();
+      const lines = ctx.lines;
+      const key = `${q.name}\u0000${q.qtype}\u0000${lines === null ? -1 : lines.id}`;
+      let t = memo.get(key);
+      if (t === undefined) {
+        const vis: Visibility = { lines, unmatched };
+        const result = store.lookup(q.name, q.qtype, vis);
+        t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(q.name, q.qtype, result);
+        memo.set(key, t);
+      }
+      if (t === FALL_THROUGH) {
+        hidden.value++;
+        ctx.note(`records: nothing visible to lines [${(lines ?? NO_LINES).lines.join(', ')}]; falling through`);
+        return next();
+      }
+      answered.value++;
+      ctx.note(`records: answered for lines [${(lines ?? NO_LINES).lines.join(', ')}]`);
+      ctx.respond('records', renderTemplate(t, ctx.raw, q, 0));
+    },
+    reload(config: RuntimeConfig) {
+      store = new RecordStore(config.records);
+      unmatched = config.smartLineUnmatched;
+      memo = new LRUCache({ max: MEMO_SIZE });
+    },
+  };
+};

@@ -1,0 +1,51 @@
+// Starts linedns in-process for a test: config files written to a temp dir (so paths, schemas
+// and semantic checks are the real ones), listening on 127.0.0.1 port 0, loopback upstreams only.
+
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
+import { silentLogger } from '../../src/log/logger.js';
+import { LineDnsServer } from '../../src/server/server.js';
+
+export interface TestFiles {
+  /** linedns.json content; `listen` defaults to 127.0.0.1:0. */
+  config?: Record<string, unknown>;
+  records?: unknown[];
+  smartLine?: Record<string, string[]>;
+  /** Extra files (name -> content) written beside the config, e.g. a user stage module. */
+  extra?: Record<string, string>;
+}
+
+export interface Running {
+  server: LineDnsServer;
+  port: number;
+  dir: string;
+  configFile: string;
+  close(): Promise<void>;
+}
+
+export function writeConfig(files: TestFiles): { dir: string; configFile: string } {
+  const dir = mkdtempSync(join(tmpdir(), 'linedns-test-'));
+  const config: Record<string, unknown> = { listen: ['127.0.0.1:0'], ...files.config };
+  if (files.records) {
+    writeFileSync(join(dir, 'records.json'), JSON.stringify(files.records, null, 2));
+    config.records ??= 'records.json';
+  }
+  if (files.smartLine) {
+    writeFileSync(join(dir, 'smart-line.json'), JSON.stringify(files.smartLine, null, 2));
+    config.smartLine ??= 'smart-line.json';
+  }
+  for (const [name, content] of Object.entries(files.extra ?? {})) writeFileSync(join(dir, name), content);
+  if (!config.upstreams) throw new Error('test configs must name a loopback upstream');
+  const configFile = join(dir, 'linedns.json');
+  writeFileSync(configFile, JSON.stringify(config, null, 2));
+  return { dir, configFile };
+}
+
+export async function startLineDns(files: TestFiles): Promise<Running> {
+  const { dir, configFile } = writeConfig(files);
+  const { config } = loadConfig(configFile);
+  const server = await LineDnsServer.start(config, { logger: silentLogger() });
+  return { server, port: server.port, dir, configFile, close: () => server.close() };
+}

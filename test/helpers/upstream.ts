@@ -1,0 +1,132 @@
+// A real DNS server on loopback (UDP + TCP, port 0) whose behaviour each test scripts:
+// the upstream linedns forwards to in integration tests.
+
+import dgram from 'node:dgram';
+import net from 'node:net';
+import dnsPacket from 'dns-packet';
+
+export type Packet = dnsPacket.DecodedPacket;
+
+export interface UpstreamRequest {
+  packet: Packet;
+  raw: Buffer;
+  protocol: 'udp' | 'tcp';
+  rinfo: { address: string; port: number };
+}
+
+/**
+ * What the handler returns: a packet to encode (ID and question are filled in from the query
+ * when missing), raw bytes (sent as they are), an array of raw replies (sent in order), or null
+ * for no answer at all.
+ */
+export type UpstreamReply = Partial<Packet> | Buffer | Buffer[] | null | Promise<Partial<Packet> | Buffer | Buffer[] | null>;
+export type UpstreamHandler = (req: UpstreamRequest) => UpstreamReply;
+
+export class TestUpstream {
+  readonly requests: UpstreamRequest[] = [];
+  private constructor(
+    readonly udp: dgram.Socket,
+    readonly tcp: net.Server,
+    readonly port: number,
+    public handler: UpstreamHandler,
+  ) {}
+
+  static async start(handler: UpstreamHandler, host = '127.0.0.1'): Promise<TestUpstream> {
+    const udp = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    await new Promise<void>((r) => udp.bind(0, host, r));
+    const port = udp.address().port;
+    const tcp = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(port, host, () => resolve());
+    });
+    const up = new TestUpstream(udp, tcp, port, handler);
+    udp.on('message', (raw, rinfo) => void up.onUdp(raw, rinfo));
+    tcp.on('connection', (s) => up.onTcp(s));
+    return up;
+  }
+
+  private async reply(raw: Buffer, protocol: 'udp' | 'tcp', rinfo: { address: string; port: number }): Promise<Buffer[]> {
+    let packet: Packet;
+    try {
+      packet = dnsPacket.decode(raw);
+    } catch {
+      return [];
+    }
+    const req = { packet, raw, protocol, rinfo };
+    this.requests.push(req);
+    const r = await this.handler(req);
+    if (r === null) return [];
+    if (Buffer.isBuffer(r)) return [r];
+    if (Array.isArray(r)) return r;
+    return [encodeReply(packet, r)];
+  }
+
+  private async onUdp(raw: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+    for (const out of await this.reply(raw, 'udp', rinfo)) this.udp.send(out, rinfo.port, rinfo.address);
+  }
+
+  private onTcp(socket: net.Socket): void {
+    let buf = Buffer.alloc(0);
+    socket.on('error', () => undefined);
+    socket.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      while (buf.length >= 2 && buf.length >= buf.readUInt16BE(0) + 2) {
+        const msg = buf.subarray(2, buf.readUInt16BE(0) + 2);
+        buf = buf.subarray(msg.length + 2);
+        void this.reply(Buffer.from(msg), 'tcp', { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }).then((outs) => {
+          for (const out of outs) {
+            const framed = Buffer.alloc(out.length + 2);
+            framed.writeUInt16BE(out.length, 0);
+            out.copy(framed, 2);
+            if (!socket.destroyed) socket.write(framed);
+          }
+        });
+      }
+    });
+  }
+
+  get address(): string {
+    return `127.0.0.1:${this.port}`;
+  }
+
+  async close(): Promise<void> {
+    await new Promise<void>((r) => this.udp.close(() => r()));
+    await new Promise<void>((r) => this.tcp.close(() => r()));
+  }
+}
+
+/** Encodes a reply to `query`: ID, question and QR/RD/RA are filled in unless given. */
+export function encodeReply(query: Packet, r: Partial<Packet>): Buffer {
+  return dnsPacket.encode({
+    type: 'response',
+    id: query.id,
+    flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE,
+    questions: query.questions,
+    ...r,
+  } as dnsPacket.Packet);
+}
+
+/** A handler answering every A query with `address`, NXDOMAIN for names starting "nx.". */
+export function simpleHandler(address = '203.0.113.1', ttl = 300): UpstreamHandler {
+  return ({ packet }) => {
+    const q = packet.questions![0]!;
+    if (q.name.startsWith('nx.')) {
+      return {
+        flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 3,
+        authorities: [soa(q.name.split('.').slice(1).join('.') || '.', 60)],
+      };
+    }
+    if (q.type === 'A') return { answers: [{ name: q.name, type: 'A', ttl, data: address }] };
+    return { authorities: [soa(q.name, 60)] };
+  };
+}
+
+export function soa(zone: string, ttl: number, minimum = ttl): dnsPacket.Answer {
+  return {
+    name: zone,
+    type: 'SOA',
+    ttl,
+    data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
+  } as dnsPacket.Answer;
+}
