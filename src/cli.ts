@@ -93,9 +93,6 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
     logger.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);
   }
-  const addresses = server.addresses.map(formatAddress);
-  if (cluster.isWorker) process.send?.({ type: 'linedns-ready', addresses } satisfies WorkerReady);
-  else logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -106,6 +103,10 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => void server.reloadFromFile());
+  // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
+  const addresses = server.addresses.map(formatAddress);
+  if (cluster.isWorker) process.send?.({ type: 'linedns-ready', addresses } satisfies WorkerReady);
+  else logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
 }
 
 function check(file: string | null, overrides: ConfigOverrides): void {

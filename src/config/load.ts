@@ -31,9 +31,17 @@ export function formatIssue(i: ConfigIssue): string {
   return `${i.file}:${i.line}:${i.column}: ${i.severity}: ${i.path}: ${i.message}`;
 }
 
+/** Orders issues by file (in the order files were read), then line and column. */
+function sortIssues(issues: ConfigIssue[]): ConfigIssue[] {
+  const files = [...new Set(issues.map((i) => i.file))];
+  return [...issues].sort((a, b) => files.indexOf(a.file) - files.indexOf(b.file) || a.line - b.line || a.column - b.column);
+}
+
 export class ConfigError extends Error {
-  constructor(readonly issues: ConfigIssue[]) {
+  readonly issues: ConfigIssue[];
+  constructor(issues: ConfigIssue[]) {
     super(issues.filter((i) => i.severity === 'error').map(formatIssue).join('\n'));
+    this.issues = sortIssues(issues);
     this.name = 'ConfigError';
   }
 }
@@ -272,6 +280,7 @@ function checkRecords(f: LoadedFile, lines: Set<string> | null, report: Reporter
   const cnameOwners = new Map<string, number>();
   const otherOwners = new Map<string, number>();
   entries.forEach((e, i) => {
+    if (typeof e !== 'object' || e === null) return;
     nameErr(i, ['name'], e.name, true);
     if (e.action) {
       if (e.rdata !== undefined) report.at(f, [i, 'rdata'], `rdata is ignored when "action" is "${e.action}"`, 'warning');
@@ -317,8 +326,8 @@ function checkRecords(f: LoadedFile, lines: Set<string> | null, report: Reporter
       const owner = normalizeName(e.name);
       (e.type === 'CNAME' ? cnameOwners : otherOwners).set(owner, i);
     }
-    if (lines !== null) {
-      (e.labels ?? []).forEach((l, j) => {
+    if (lines !== null && Array.isArray(e.labels)) {
+      e.labels.forEach((l, j) => {
         if (!lines.has(l)) report.at(f, [i, 'labels', j], `label "${l}" is not a line in smart-line.json: only clients in no line will see this record`, 'warning');
       });
     }
@@ -342,10 +351,12 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const path = file ? resolve(file) : null;
   let raw: Record<string, unknown> = {};
   let main: LoadedFile | null = null;
+  let mainValid = true;
   if (path) {
     main = readJson(path, report);
-    if (main && validateSchema(main, 'linedns', report)) raw = main.value as Record<string, unknown>;
-    else if (main && typeof main.value === 'object' && main.value !== null && !Array.isArray(main.value)) raw = main.value as Record<string, unknown>;
+    mainValid = main !== null && validateSchema(main, 'linedns', report);
+    // Semantic checks still run on a file with schema errors, so one run lists every error.
+    if (main && typeof main.value === 'object' && main.value !== null && !Array.isArray(main.value)) raw = main.value as Record<string, unknown>;
   }
   const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
   const obj = (v: unknown): Record<string, unknown> => (typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
@@ -358,7 +369,7 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     const hp = parseHostPort(t, null);
     if (typeof hp !== 'string') listen.push(hp);
     else if (overrides.listen) report.syntax('--listen', 0, 0, `${show(t)}: ${hp}`);
-    else if (main) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    else if (main && mainValid) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
   });
 
   // upstreams
@@ -412,7 +423,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   let records: RecordEntry[] = [];
   if (recordsPath) {
     const f = readJson(recordsPath, report);
-    if (f && validateSchema(f, 'records', report)) records = checkRecords(f, lineNames ?? new Set(), report);
+    if (f) {
+      const valid = validateSchema(f, 'records', report);
+      if (Array.isArray(f.value)) {
+        const checked = checkRecords(f, lineNames ?? new Set(), report);
+        if (valid) records = checked;
+      }
+    }
   }
 
   const cacheIn = obj(raw.cache);
@@ -467,5 +484,5 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     logLevel: overrides.logLevel ?? (raw.logLevel as LogLevel | undefined) ?? 'info',
     workers: overrides.workers ?? int(raw.workers, 1),
   };
-  return { config, warnings: report.issues };
+  return { config, warnings: sortIssues(report.issues) };
 }

@@ -14,7 +14,7 @@ let ajv: InstanceType<typeof Ajv2020.default> | undefined;
 export function schemaFor(name: SchemaName): ValidateFunction {
   let v = compiled.get(name);
   if (v === undefined) {
-    ajv ??= new Ajv2020.default({ allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true });
+    ajv ??= new Ajv2020.default({ allErrors: true, verbose: true, strict: true, strictRequired: false, allowUnionTypes: true });
     const schema = JSON.parse(readFileSync(new URL(`${name}.schema.json`, schemaDir), 'utf8')) as object;
     v = ajv.compile(schema);
     compiled.set(name, v);

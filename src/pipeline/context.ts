@@ -2,7 +2,7 @@
 // Stages read the parsed query and leave a wire reply in `response`; the transport sends it.
 
 import type { ParsedQuery } from '../dns/query.js';
-import type { ScannedTemplate } from '../dns/template.js';
+import { errorReply, type ScannedTemplate } from '../dns/template.js';
 import type { LineSet } from '../smartline/trie.js';
 
 export type Transport = 'udp' | 'tcp';
@@ -54,5 +54,15 @@ export class QueryContext {
   respond(stage: string, response: Buffer): void {
     this.response = response;
     this.answeredBy = stage;
+  }
+
+  /**
+   * Answers with `rcode` and no records (REFUSED, NXDOMAIN, SERVFAIL, ...): the question and an
+   * OPT are echoed as the client sent them. Needs the decoded query.
+   */
+  respondError(stage: string, rcode: number): void {
+    const q = this.query;
+    if (q === null) throw new Error(`${stage}: respondError needs the decode stage before it`);
+    this.respond(stage, errorReply(this.raw, q.id, q.flags, rcode, q.questionEnd, q.edns));
   }
 }

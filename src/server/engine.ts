@@ -2,7 +2,6 @@
 // the client a SERVFAIL (or nothing, for an undecodable packet), is logged and counted, never a crash.
 
 import { Rcode } from '../dns/constants.js';
-import { errorReply } from '../dns/template.js';
 import { compose, type Handler } from '../pipeline/compose.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageEnv } from '../pipeline/stage.js';
@@ -35,13 +34,12 @@ export class Engine {
       this.lastErrorLog = now;
       this.env.logger.error({ err, stage: ctx.answeredBy || undefined, client: ctx.client.address }, 'stage failed; answering SERVFAIL');
     }
-    const q = ctx.query;
-    if (q === null) {
+    if (ctx.query === null) {
       ctx.response = null;
       ctx.dropReason = 'pipeline error before decode';
       return;
     }
-    ctx.respond('engine', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+    ctx.respondError('engine', Rcode.SERVFAIL);
   }
 
   async close(): Promise<void> {

@@ -2,7 +2,6 @@
 // so linedns never becomes an open resolver by accident.
 
 import { Rcode } from '../dns/constants.js';
-import { errorReply } from '../dns/template.js';
 import { AddressMatcher } from '../net/matcher.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
 
@@ -14,9 +13,8 @@ export const createAclStage: StageFactory = (_options, env): Stage => {
     handle(ctx, next) {
       if (allow.matches(ctx.client.address)) return next();
       refused.value++;
-      const q = ctx.query!;
       ctx.note(`acl: ${ctx.client.address} is not in allow`);
-      ctx.respond('acl', errorReply(ctx.raw, q.id, q.flags, Rcode.REFUSED, q.questionEnd, q.edns));
+      ctx.respondError('acl', Rcode.REFUSED);
     },
     reload(config) {
       allow = new AddressMatcher(config.allow);

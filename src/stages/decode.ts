@@ -33,7 +33,7 @@ export const createDecodeStage: StageFactory = (_options, env): Stage => {
       ctx.query = p;
       if (p.qtype === QType.AXFR || p.qtype === QType.IXFR) {
         refusedXfr.value++;
-        ctx.respond('decode', errorReply(ctx.raw, p.id, p.flags, Rcode.REFUSED, p.questionEnd, p.edns));
+        ctx.respondError('decode', Rcode.REFUSED);
         return;
       }
       return next();

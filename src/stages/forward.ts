@@ -5,7 +5,7 @@ import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../d
 import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
 import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
-import { errorReply, renderTemplate, templateFromScan } from '../dns/template.js';
+import { renderTemplate, templateFromScan } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
 import { UdpExchange } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
@@ -145,16 +145,15 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       return;
     }
     servfails.value++;
-    ctx.respond('forward', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+    ctx.respondError('forward', Rcode.SERVFAIL);
   }
 
   return {
     name: 'forward',
     handle(ctx) {
-      const q = ctx.query!;
       if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
         overloaded.value++;
-        ctx.respond('forward', errorReply(ctx.raw, q.id, q.flags, Rcode.SERVFAIL, q.questionEnd, q.edns));
+        ctx.respondError('forward', Rcode.SERVFAIL);
         return;
       }
       outstanding++;

@@ -3,7 +3,6 @@
 
 import { LRUCache } from 'lru-cache';
 import { Rcode } from '../dns/constants.js';
-import { errorReply } from '../dns/template.js';
 import { parseIp } from '../net/address.js';
 import type { RateLimitConfig } from '../config/types.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -53,8 +52,7 @@ export const createRateLimitStage: StageFactory = (_options, env): Stage => {
         ctx.dropReason = 'rate limited';
         return;
       }
-      const q = ctx.query!;
-      ctx.respond('ratelimit', errorReply(ctx.raw, q.id, q.flags, Rcode.REFUSED, q.questionEnd, q.edns));
+      ctx.respondError('ratelimit', Rcode.REFUSED);
     },
     reload(config) {
       limit = config.rateLimit;

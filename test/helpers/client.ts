@@ -103,3 +103,8 @@ export function resolverFor(port: number, host = '127.0.0.1'): Resolver {
 export function decode(buf: Buffer): dnsPacket.DecodedPacket & { rcode?: string } {
   return dnsPacket.decode(buf) as dnsPacket.DecodedPacket & { rcode?: string };
 }
+
+/** The RDATA of every answer record, for compact assertions. */
+export function answerData(p: dnsPacket.DecodedPacket): unknown[] {
+  return (p.answers ?? []).map((a) => (a as { data?: unknown }).data);
+}

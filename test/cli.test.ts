@@ -1,0 +1,140 @@
+// The `linedns serve` process as a user runs it: the ready line, answers over UDP and TCP,
+// SIGHUP reload (the last good config stays when the new one is invalid), SIGTERM exits 0.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { answerData, query, resolverFor, tcpExchange, buildQuery, decode } from './helpers/client.js';
+import { startLineDns, writeConfig } from './helpers/server.js';
+import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+
+const CLI = new URL('../src/cli.js', import.meta.url).pathname;
+const SHIPPED = new URL('../../config/linedns.json', import.meta.url).pathname;
+
+interface Served {
+  child: ChildProcess;
+  ready: { addresses: string[] };
+  lines: string[];
+  exit: Promise<number | null>;
+}
+
+/** Spawns `linedns serve ...args` and resolves on its ready line (bounded by 10 s). */
+function serve(args: string[]): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ready line: ${lines.join('\n')}`)), 10_000);
+    let pending = '';
+    const onData = (chunk: Buffer): void => {
+      pending += chunk.toString();
+      let nl: number;
+      while ((nl = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, nl);
+        pending = pending.slice(nl + 1);
+        lines.push(line);
+        if (line.includes('linedns ready')) {
+          clearTimeout(timer);
+          resolve({ child, ready: JSON.parse(line) as { addresses: string[] }, lines, exit });
+        }
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', () => reject(new Error(`exited before ready: ${lines.join('\n')}`)));
+  });
+}
+
+function portOf(served: Served, proto = 'udp'): number {
+  const a = served.ready.addresses.find((x) => x.startsWith(`${proto}://127.0.0.1:`))!;
+  return Number(a.slice(a.lastIndexOf(':') + 1));
+}
+
+async function until(check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.fail('condition not met in time');
+}
+
+test('serve: ready line lists every address; SIGHUP reloads; an invalid file keeps the last good; SIGTERM exits 0', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address] }, records: [{ name: 'r.test', type: 'A', rdata: '192.0.2.1' }] });
+  const s = await serve(['--config', files.configFile, '--listen', '127.0.0.1:0', '--listen', '[::1]:0']);
+  try {
+    assert.equal(s.ready.addresses.length, 4);
+    assert.ok(s.ready.addresses.some((a) => a.startsWith('udp://[::1]:')));
+    const port = portOf(s);
+    assert.equal(portOf(s, 'tcp'), port, 'UDP and TCP share the port');
+    assert.deepEqual(await resolverFor(port).resolve4('r.test'), ['192.0.2.1']);
+    const [tcp] = await tcpExchange(port, [buildQuery({ name: 'r.test' })]);
+    assert.deepEqual(answerData(decode(tcp!)), ['192.0.2.1']);
+
+    writeFileSync(join(files.dir, 'records.json'), JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.2' }]));
+    s.child.kill('SIGHUP');
+    await until(async () => JSON.stringify(answerData(await query(port, { name: 'r.test' }))) === '["192.0.2.2"]');
+
+    writeFileSync(join(files.dir, 'records.json'), '[{ "name": "r.test", "type": "A", "rdata": "not-an-ip" }]');
+    s.child.kill('SIGHUP');
+    await until(async () => s.lines.some((l) => l.includes('keeping the last good configuration')));
+    const failure = s.lines.find((l) => l.includes('keeping the last good configuration'))!;
+    assert.match(failure, /records\.json:1:\d+: error: \$\[0\]\.rdata/);
+    assert.deepEqual(answerData(await query(port, { name: 'r.test' })), ['192.0.2.2']);
+
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
+
+test('SIGINT also exits 0', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address] } });
+  const s = await serve(['--config', files.configFile]);
+  try {
+    s.child.kill('SIGINT');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
+
+test('the shipped config serves its local records (split by line) with only --listen and --upstream changed', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const s = await serve(['--config', SHIPPED, '--listen', '127.0.0.1:0', '--upstream', up.address]);
+  try {
+    const port = portOf(s);
+    assert.deepEqual(answerData(await query(port, { name: 'example.com' })), ['192.168.139.10']);
+    assert.deepEqual(answerData(await query(port, { name: 'example.com' }, { from: '127.0.0.2' })), ['192.168.140.10']);
+    assert.equal((await query(port, { name: 'ads.example.net' })).rcode, 'REFUSED');
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
+
+test('a pipeline entry that is a path loads the user stage of docs/examples', async () => {
+  const up = await TestUpstream.start(simpleHandler('203.0.113.5'));
+  const example = readFileSync(new URL('../../docs/examples/refuse-any.js', import.meta.url), 'utf8');
+  const ld = await startLineDns({
+    config: { upstreams: [up.address], pipeline: ['decode', './refuse-any.js', 'cache', 'forward'] },
+    extra: { 'refuse-any.js': example },
+  });
+  try {
+    assert.equal((await query(ld.port, { name: 'any.test', type: 'ANY' })).rcode, 'REFUSED');
+    assert.equal(ld.server.metrics.get('refuse_any_total'), 1);
+    assert.deepEqual(answerData(await query(ld.port, { name: 'a.test' })), ['203.0.113.5'], 'other queries pass through');
+  } finally {
+    await ld.close();
+    await up.close();
+  }
+});

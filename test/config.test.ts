@@ -1,0 +1,104 @@
+// Config loading: schema and semantic errors name file:line:col, the JSON path, the value and
+// what was expected; `linedns check` lists them all and exits 1; flags override the file.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, loadConfig, type ConfigIssue } from '../src/config/load.js';
+import { writeConfig } from './helpers/server.js';
+
+const CLI = new URL('../src/cli.js', import.meta.url).pathname;
+
+function issuesOf(fn: () => unknown): ConfigIssue[] {
+  try {
+    fn();
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.issues;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+test('the shipped config is valid and serves loopback only', () => {
+  const { config } = loadConfig(new URL('../../config/linedns.json', import.meta.url).pathname);
+  assert.deepEqual(config.listen, [{ host: '127.0.0.1', port: 5300 }, { host: '::1', port: 5300 }]);
+  assert.deepEqual(config.allow, ['127.0.0.0/8', '::1/128']);
+  assert.ok(config.records.length > 0);
+});
+
+test('a bad address in records.json is reported with line:col, path, value and expectation', () => {
+  const { dir, configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:53'] }, records: [] });
+  writeFileSync(
+    join(dir, 'records.json'),
+    '[\n  { "name": "a.test", "type": "A", "rdata": "192.0.2.1" },\n  { "name": "b.test", "type": "A", "rdata": "999.1.1.1" }\n]\n',
+  );
+  const [issue] = issuesOf(() => loadConfig(configFile));
+  assert.equal(issue!.file, join(dir, 'records.json'));
+  assert.equal(issue!.line, 3);
+  assert.equal(issue!.column, 45);
+  assert.equal(issue!.path, '$[1].rdata');
+  assert.match(issue!.message, /"999\.1\.1\.1" is not an IPv4 address/);
+});
+
+test('schema errors: unknown key with a suggestion, wrong type, bad enum, all listed', () => {
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'], upstream: ['x'], cache: { maxEntries: 'many' }, logLevel: 'loud' } });
+  const issues = issuesOf(() => loadConfig(configFile));
+  const text = issues.map((i) => `${i.path} ${i.message}`).join('\n');
+  assert.match(text, /\$\.upstream unknown property "upstream" \(did you mean "upstreams"\?\)/);
+  assert.match(text, /\$\.cache\.maxEntries "many" is not an integer/);
+  assert.match(text, /\$\.logLevel "loud" is not one of/);
+  assert.ok(issues.every((i) => i.line > 0 && i.column > 0));
+});
+
+test('syntax errors give line and column', () => {
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'] } });
+  writeFileSync(configFile, '{\n  "listen": ["127.0.0.1:0"],\n  "upstreams": ["127.0.0.1"]\n  "cache": {}\n}\n');
+  const [issue] = issuesOf(() => loadConfig(configFile));
+  assert.equal(issue!.line, 4);
+  assert.equal(issue!.column, 3);
+  assert.match(issue!.message, /expected ','/);
+});
+
+test('semantic checks: bad CIDR, bad upstream, unknown stage, TXT too long; unknown label warns', () => {
+  const { configFile } = writeConfig({
+    config: { upstreams: ['not-an-ip'], allow: ['10.0.0.0/33'], pipeline: ['decode', 'cahce', 'forward'] },
+    records: [
+      { name: 't.test', type: 'TXT', rdata: 'x'.repeat(300) },
+      { name: 'l.test', type: 'A', rdata: '192.0.2.1', labels: ['nowhere'] },
+    ],
+    smartLine: { office: ['10.0.0.0/8', '10.1.0.0/99'] },
+  });
+  const issues = issuesOf(() => loadConfig(configFile));
+  const text = issues.map((i) => `${i.severity} ${i.path} ${i.message}`).join('\n');
+  assert.match(text, /error \$\.upstreams\[0\] "not-an-ip": "not-an-ip" is not an IP address/);
+  assert.match(text, /error \$\.allow\[0\] "10\.0\.0\.0\/33": prefix "\/33" is not 0\.\.32/);
+  assert.match(text, /error \$\.pipeline\[1\] unknown stage "cahce" \(did you mean "cache"\?\)/);
+  assert.match(text, /error \$\.office\[1\] "10\.1\.0\.0\/99"/);
+  assert.match(text, /error \$\[0\]\.rdata a TXT string of 300 octets/);
+  assert.match(text, /warning \$\[1\]\.labels\[0\] label "nowhere" is not a line in smart-line\.json/);
+});
+
+test('flags override the file', () => {
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:53'] } });
+  const { config } = loadConfig(configFile, { listen: ['[::1]:0'], upstreams: ['127.0.0.9:5353'], workers: 2 });
+  assert.deepEqual(config.listen, [{ host: '::1', port: 0 }]);
+  assert.deepEqual(config.upstreams, [{ host: '127.0.0.9', port: 5353, protocol: 'udp' }]);
+  assert.equal(config.workers, 2);
+});
+
+test('linedns check exits 0 on a valid config and 1 listing every error', () => {
+  const good = writeConfig({ config: { upstreams: ['127.0.0.1'] }, records: [{ name: 'a.test', type: 'A', rdata: '192.0.2.1' }] });
+  const ok = spawnSync(process.execPath, [CLI, 'check', '--config', good.configFile], { encoding: 'utf8' });
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.match(ok.stdout, /valid: 1 records/);
+  const bad = writeConfig({ config: { upstreams: ['127.0.0.1'], listen: ['nowhere'] }, records: [{ name: 'a.test', type: 'A', rdata: 'x' }, { name: 'b..test', type: 'MX' }] });
+  const res = spawnSync(process.execPath, [CLI, 'check', '--config', bad.configFile], { encoding: 'utf8' });
+  assert.equal(res.status, 1);
+  const lines = res.stderr.trim().split('\n');
+  assert.ok(lines.length >= 4, res.stderr);
+  assert.ok(lines.every((l) => /^\/.+:\d+:\d+: (error|warning): \$/.test(l)), res.stderr);
+  assert.match(res.stderr, /\$\.listen\[0\]: "nowhere" does not match the expected form HOST:PORT/);
+  assert.match(res.stderr, /\$\[1\]: missing required property "rdata"/);
+});
