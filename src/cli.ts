@@ -138,7 +138,7 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
   const out: string[] = [`query:      ${name} ${typeText.toUpperCase()} from ${client}`];
   out.push(`lines:      ${ctx.lines ? ctx.lines.lines.join(', ') || '(none)' : '(smartline stage not in pipeline)'}`);
   out.push(`answered:   ${ctx.answeredBy || '(no stage answered)'}`);
-  for (const t of ctx.trace) out.push(`trace:      ${t}`);
+  for (const t of ctx.trace ?? []) out.push(`trace:      ${t}`);
   if (ctx.response) {
     const d = dnsPacket.decode(ctx.response) as dnsPacket.DecodedPacket & { rcode?: string };
     type Rr = { name: string; type: string; ttl?: number; data?: unknown };

@@ -103,16 +103,25 @@ function writeOpt(out: Buffer, at: number, dnssecOk: boolean, extRcode = 0): voi
 export function renderTemplate(t: WireTemplate, raw: Uint8Array, q: ParsedQuery, age: number): Buffer {
   const len = t.buf.length;
   const out = Buffer.allocUnsafe(q.edns ? len + OPT_SIZE : len);
-  t.buf.copy(out, 0, 0, len);
+  // TypedArray.set and a byte loop: no Buffer wrappers (subarray, copy) on the hot path.
+  out.set(t.buf, 0);
   out[0] = q.id >> 8;
   out[1] = q.id & 0xff;
-  out.writeUInt16BE(replyFlags((t.buf[2]! << 8) | t.buf[3]!, q), 2);
-  out.set(raw.subarray(HEADER_SIZE, q.questionEnd), HEADER_SIZE);
+  const flags = replyFlags((t.buf[2]! << 8) | t.buf[3]!, q);
+  out[2] = flags >> 8;
+  out[3] = flags & 0xff;
+  for (let i = HEADER_SIZE; i < q.questionEnd; i++) out[i] = raw[i]!;
   if (age > 0) {
     const offs = t.ttlOffsets;
     for (let i = 0; i < offs.length; i++) {
-      const ttl = t.buf.readUInt32BE(offs[i]!) - age;
-      out.writeUInt32BE(ttl > 0 ? ttl : 0, offs[i]!);
+      const o = offs[i]!;
+      // TTLs are at most 2^31 - 1 here (templateFromScan), so plain integer math is exact.
+      let ttl = out[o]! * 0x1000000 + ((out[o + 1]! << 16) | (out[o + 2]! << 8) | out[o + 3]!) - age;
+      if (ttl < 0) ttl = 0;
+      out[o] = ttl >>> 24;
+      out[o + 1] = (ttl >>> 16) & 0xff;
+      out[o + 2] = (ttl >>> 8) & 0xff;
+      out[o + 3] = ttl & 0xff;
     }
   }
   if (q.edns) {

@@ -29,9 +29,8 @@ export class QueryContext {
   upstreamReply: ScannedTemplate | null = null;
   classifier: LineClassifier | null = null;
   private lineSet: LineSet | null = null;
-  /** Free-form notes for `explain` and logs; only filled when `tracing` is on. */
-  readonly trace: string[] = [];
-  tracing = false;
+  /** Notes for `explain` and logs; null (and nothing allocated) unless tracing. */
+  trace: string[] | null = null;
 
   constructor(
     readonly raw: Buffer,
@@ -47,8 +46,16 @@ export class QueryContext {
     return this.lineSet;
   }
 
+  get tracing(): boolean {
+    return this.trace !== null;
+  }
+
+  set tracing(on: boolean) {
+    this.trace = on ? (this.trace ?? []) : null;
+  }
+
   note(message: string): void {
-    if (this.tracing) this.trace.push(message);
+    if (this.trace !== null) this.trace.push(message);
   }
 
   respond(stage: string, response: Buffer): void {

@@ -11,6 +11,8 @@ import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
 
 interface Entry {
+  /** qtype plus the DO and CD bits, which change what an upstream returns. */
+  code: number;
   template: WireTemplate;
   /** Seconds (performance.now() / 1000) when stored, and when it expires. */
   storedAt: number;
@@ -18,13 +20,14 @@ interface Entry {
 }
 
 /**
- * Key: lower-cased name, type, class and the DO and CD bits, which change what an upstream
- * returns. Nothing client-specific: only upstream answers are cached, and upstream queries
- * carry no client subnet, so one client's answer is every client's answer.
+ * The cache is keyed by the lower-cased name (a string the decode stage already built and the
+ * records stage already hashed), then by `variant()`; class IN only. Nothing client-specific:
+ * only upstream answers are cached, and upstream queries carry no client subnet or cookie.
  */
-export function cacheKey(q: ParsedQuery): string {
-  const bits = (q.edns?.dnssecOk ? 1 : 0) | (q.flags & Flag.CD ? 2 : 0);
-  return `${q.name}\u0000${q.qtype}\u0000${q.qclass}\u0000${bits}`;
+type Slot = Entry[];
+
+export function variant(q: ParsedQuery): number {
+  return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
 }
 
 /** RFC 2308 section 5: a negative answer lives min(SOA TTL, SOA MINIMUM); null if no SOA. */
@@ -55,22 +58,33 @@ export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): number {
   return 0;
 }
 
+function newLru(maxEntries: number): LRUCache<string, Slot> {
+  // Sized in entries, not names: a slot weighs as many entries as it holds.
+  return new LRUCache<string, Slot>({ maxSize: Math.max(1, maxEntries), sizeCalculation: (slot) => Math.max(1, slot.length) });
+}
+
 export const createCacheStage: StageFactory = (_options, env): Stage => {
   let cfg = env.config.cache;
-  let lru = new LRUCache<string, Entry>({ max: Math.max(1, cfg.maxEntries) });
+  let lru = newLru(cfg.maxEntries);
   const hits = env.metrics.counter('cache_hits_total', 'answers served from the cache');
   const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
+  const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
 
-  function store(ctx: QueryContext, key: string): void {
+  function store(ctx: QueryContext, code: number): void {
     const reply = ctx.upstreamReply;
     if (reply === null || ctx.answeredBy !== 'forward') return;
+    const q = ctx.query!;
     const lifetime = cacheLifetime(reply, cfg);
     // The reply was rendered before clamping; render again so this client sees the clamped TTLs.
-    ctx.response = renderTemplate(reply, ctx.raw, ctx.query!, 0);
+    ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
     const now = ctx.receivedAt / 1000;
-    lru.set(key, { template: { buf: reply.buf, questionEnd: reply.questionEnd, ttlOffsets: reply.ttlOffsets }, storedAt: now, expiresAt: now + lifetime });
+    const entry: Entry = { code, template: { buf: reply.buf, questionEnd: reply.questionEnd, ttlOffsets: reply.ttlOffsets }, storedAt: now, expiresAt: now + lifetime };
+    const slot = (lru.get(q.name) ?? []).filter((e) => e.code !== code && e.expiresAt > now);
+    slot.push(entry);
+    lru.set(q.name, slot); // re-set so the LRU re-weighs the slot
+    entries.value = lru.calculatedSize;
     stored.value++;
   }
 
@@ -79,28 +93,33 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     handle(ctx, next) {
       const q = ctx.query!;
       if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
-      const key = cacheKey(q);
-      const e = lru.get(key);
-      if (e !== undefined) {
-        const now = ctx.receivedAt / 1000;
-        if (now < e.expiresAt) {
-          hits.value++;
-          ctx.respond('cache', renderTemplate(e.template, ctx.raw, q, Math.floor(now - e.storedAt)));
-          return;
+      const code = variant(q);
+      const slot = lru.get(q.name);
+      if (slot !== undefined) {
+        for (let i = 0; i < slot.length; i++) {
+          const e = slot[i]!;
+          if (e.code !== code) continue;
+          const now = ctx.receivedAt / 1000;
+          if (now < e.expiresAt) {
+            hits.value++;
+            ctx.respond('cache', renderTemplate(e.template, ctx.raw, q, Math.floor(now - e.storedAt)));
+            return;
+          }
+          break;
         }
-        lru.delete(key);
       }
       misses.value++;
       const r = next();
-      if (r) return r.then(() => store(ctx, key));
-      store(ctx, key);
+      if (r) return r.then(() => store(ctx, code));
+      store(ctx, code);
     },
     reload(config) {
       const old = lru;
       cfg = config.cache;
-      lru = new LRUCache<string, Entry>({ max: Math.max(1, cfg.maxEntries) });
+      lru = newLru(cfg.maxEntries);
       // Keep what is still valid; a smaller maxEntries keeps the most recently used.
       for (const [k, v] of [...old.entries()].reverse()) lru.set(k, v);
+      entries.value = lru.calculatedSize;
     },
   };
 };

@@ -12,12 +12,14 @@ import type { Stage, StageFactory } from '../pipeline/stage.js';
 
 /** Memo value for "local data has nothing for this client here": go upstream. */
 const FALL_THROUGH: unique symbol = Symbol('fall through');
+/** Names whose answers are kept encoded; each holds its few (type, line set) variants. */
 const MEMO_SIZE = 50_000;
 
 export const createRecordsStage: StageFactory = (_options, env): Stage => {
   let store = new RecordStore(env.config.records);
   let unmatched = env.config.smartLineUnmatched;
-  let memo = new LRUCache<string, WireTemplate | typeof FALL_THROUGH>({ max: MEMO_SIZE });
+  type Memo = Map<number, WireTemplate | typeof FALL_THROUGH>;
+  let memo = new LRUCache<string, Memo>({ max: MEMO_SIZE });
   const answered = env.metrics.counter('records_answered_total', 'queries answered from local data');
   const hidden = env.metrics.counter('records_fallthrough_total', 'queries with local data none of which this client sees');
 
@@ -27,21 +29,28 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
       const q = ctx.query!;
       if (q.qclass !== QClass.IN || !store.mayAnswer(q.name)) return next();
       const lines = ctx.lines;
-      const key = `${q.name}\u0000${q.qtype}\u0000${lines === null ? -1 : lines.id}`;
-      let t = memo.get(key);
+      // Keyed by the name (hashed once per query, shared with the store's lookup), then by
+      // type and line set: no per-query key string to build and hash.
+      let byName = memo.get(q.name);
+      if (byName === undefined) {
+        byName = new Map();
+        memo.set(q.name, byName);
+      }
+      const code = q.qtype + (lines === null ? 0 : (lines.id + 1) * 0x10000);
+      let t = byName.get(code);
       if (t === undefined) {
         const vis: Visibility = { lines, unmatched };
         const result = store.lookup(q.name, q.qtype, vis);
         t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(q.name, q.qtype, result);
-        memo.set(key, t);
+        byName.set(code, t);
       }
       if (t === FALL_THROUGH) {
         hidden.value++;
-        ctx.note(`records: nothing visible to lines [${(lines ?? NO_LINES).lines.join(', ')}]; falling through`);
+        if (ctx.tracing) ctx.note(`records: nothing visible to lines [${(lines ?? NO_LINES).lines.join(', ')}]; falling through`);
         return next();
       }
       answered.value++;
-      ctx.note(`records: answered for lines [${(lines ?? NO_LINES).lines.join(', ')}]`);
+      if (ctx.tracing) ctx.note(`records: answered for lines [${(lines ?? NO_LINES).lines.join(', ')}]`);
       ctx.respond('records', renderTemplate(t, ctx.raw, q, 0));
     },
     reload(config: RuntimeConfig) {
