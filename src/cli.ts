@@ -136,7 +136,7 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
   await engine.run(ctx);
   await engine.close();
   const out: string[] = [`query:      ${name} ${typeText.toUpperCase()} from ${client}`];
-  out.push(`lines:      ${ctx.lines ? ctx.lines.lines.join(', ') || '(none)' : '(smartline stage not in pipeline)'}`);
+  out.push(`lines:      ${ctx.lines ? ctx.lines.lines.join(', ') || '(none)' : '(not classified: no smartline stage ran)'}`);
   out.push(`answered:   ${ctx.answeredBy || '(no stage answered)'}`);
   for (const t of ctx.trace ?? []) out.push(`trace:      ${t}`);
   if (ctx.response) {

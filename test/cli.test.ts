@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { answerData, query, resolverFor, tcpExchange, buildQuery, decode } from './helpers/client.js';
@@ -135,6 +135,34 @@ test('a pipeline entry that is a path loads the user stage of docs/examples', as
     assert.deepEqual(answerData(await query(ld.port, { name: 'a.test' })), ['203.0.113.5'], 'other queries pass through');
   } finally {
     await ld.close();
+    await up.close();
+  }
+});
+
+test('explain shows the lines, the answering stage and the answer', () => {
+  const files = writeConfig({
+    config: { upstreams: ['127.0.0.1:9'], allow: ['10.0.0.0/8'] },
+    records: [{ name: 'svc.test', type: 'A', rdata: '10.9.0.1', labels: ['inside'] }],
+    smartLine: { inside: ['10.9.0.0/16'] },
+  });
+  const res = spawnSync(process.execPath, [CLI, 'explain', 'svc.test', 'A', '--client', '10.9.1.1', '--config', files.configFile], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(res.status, 0, res.stderr);
+  assert.match(res.stdout, /lines:\s+inside/);
+  assert.match(res.stdout, /answered:\s+records/);
+  assert.match(res.stdout, /answer:\s+svc\.test 300 A "10\.9\.0\.1"/);
+});
+
+test('--workers 2 serves from two processes and stops cleanly', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'] }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
+  const s = await serve(['--config', files.configFile, '--workers', '2']);
+  try {
+    const port = portOf(s);
+    for (let i = 0; i < 20; i++) assert.deepEqual(answerData(await query(port, { name: 'w.test' })), ['192.0.2.44']);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
     await up.close();
   }
 });
