@@ -3,6 +3,8 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
 import { answerData, buildQuery, decode, query, resolverFor, tcpExchange, udpExchange } from './helpers/client.js';
 import { startLineDns, type Running } from './helpers/server.js';
@@ -207,6 +209,58 @@ describe('negative caching TTL', () => {
       const r = await query(ld.port, { name: 'neg.example' });
       assert.equal(r.rcode, 'NXDOMAIN');
       assert.equal((r.authorities![0] as { ttl: number }).ttl, 30);
+    } finally {
+      await ld.close();
+      await up.close();
+    }
+  });
+});
+
+describe('smart-line sources and reloads', () => {
+  test('the ECS address classifies the client only when the sender is in trustEcsFrom', async () => {
+    const up = await TestUpstream.start(simpleHandler('203.0.113.20'));
+    const files = {
+      records: [{ name: 'ecs.test', type: 'A', rdata: '10.20.0.1', labels: ['branch'] }],
+      smartLine: { branch: ['10.20.0.0/16'] },
+    };
+    const trusted = await startLineDns({ ...files, config: { upstreams: [up.address], trustEcsFrom: ['127.0.0.1/32'], smartLineUnmatched: 'unlabelled' } });
+    const untrusted = await startLineDns({ ...files, config: { upstreams: [up.address], smartLineUnmatched: 'unlabelled' } });
+    const ecs = { edns: { options: [{ code: 8, family: 1, sourcePrefixLength: 24, scopePrefixLength: 0, ip: '10.20.5.0' } as dnsPacket.PacketOpt] } };
+    try {
+      assert.deepEqual(answerData(await query(trusted.port, { name: 'ecs.test' }, ecs)), ['10.20.0.1']);
+      assert.deepEqual(answerData(await query(trusted.port, { name: 'ecs.test' }, { ...ecs, from: '127.0.0.9' })), ['203.0.113.20'], 'ECS from an untrusted sender is ignored');
+      assert.deepEqual(answerData(await query(untrusted.port, { name: 'ecs.test' }, ecs)), ['203.0.113.20']);
+      assert.ok(up.requests.every((r) => !(r.packet.additionals ?? []).some((a) => JSON.stringify(a).includes('"code":8'))), 'ECS never forwarded');
+    } finally {
+      await trusted.close();
+      await untrusted.close();
+      await up.close();
+    }
+  });
+
+  test('a reload that adds a local record for a cached name answers locally at once', async () => {
+    const up = await TestUpstream.start(simpleHandler('203.0.113.30'));
+    const ld = await startLineDns({ config: { upstreams: [up.address] }, records: [] });
+    try {
+      assert.deepEqual(answerData(await query(ld.port, { name: 'moved.test' })), ['203.0.113.30']);
+      writeFileSync(join(ld.dir, 'records.json'), JSON.stringify([{ name: 'moved.test', type: 'A', rdata: '192.0.2.30' }]));
+      assert.equal(await ld.server.reloadFromFile(), true);
+      assert.deepEqual(answerData(await query(ld.port, { name: 'moved.test' })), ['192.0.2.30']);
+      writeFileSync(join(ld.dir, 'records.json'), '[{"name": "moved.test"}]');
+      assert.equal(await ld.server.reloadFromFile(), false, 'invalid: refused');
+      assert.deepEqual(answerData(await query(ld.port, { name: 'moved.test' })), ['192.0.2.30'], 'last good config kept');
+    } finally {
+      await ld.close();
+      await up.close();
+    }
+  });
+
+  test('an upstream with "protocol": "tcp" is asked over TCP only', async () => {
+    const up = await TestUpstream.start(simpleHandler('203.0.113.40'));
+    const ld = await startLineDns({ config: { upstreams: [{ address: '127.0.0.1', port: up.port, protocol: 'tcp' }] } });
+    try {
+      assert.deepEqual(answerData(await query(ld.port, { name: 'viatcp.test' })), ['203.0.113.40']);
+      assert.deepEqual(up.requests.map((r) => r.protocol), ['tcp']);
     } finally {
       await ld.close();
       await up.close();
