@@ -8,7 +8,7 @@ import { Metrics } from '../metrics/metrics.js';
 import { buildStages } from '../pipeline/registry.js';
 import type { StageEnv } from '../pipeline/stage.js';
 import { Engine } from './engine.js';
-import { startTcp, type TcpTransport } from './tcp.js';
+import { startTcp, TcpConnectionCounts, type TcpTransport } from './tcp.js';
 import { startUdp, type UdpTransport } from './udp.js';
 
 export interface BoundAddress {
@@ -33,7 +33,7 @@ async function bindPair(host: string, port: number, server: LineDnsServer): Prom
   for (let attempt = 0; ; attempt++) {
     const udp = await startUdp(host, port, () => server.engine, server.metrics, () => server.config.maxUdpSize);
     try {
-      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp);
+      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp, server.tcpCounts);
       return [udp, tcp];
     } catch (err) {
       await udp.close();
@@ -47,6 +47,8 @@ export class LineDnsServer {
   readonly udp: UdpTransport[] = [];
   readonly tcp: TcpTransport[] = [];
   readonly addresses: BoundAddress[] = [];
+  /** TCP connection caps hold across all listen addresses (per process with --workers). */
+  readonly tcpCounts = new TcpConnectionCounts();
   private reloading: Promise<boolean> | null = null;
 
   private constructor(

@@ -13,30 +13,43 @@ export interface TcpTransport {
   close(): Promise<void>;
 }
 
+/** Open connections of one server, shared by all its listen addresses so caps are global. */
+export class TcpConnectionCounts {
+  total = 0;
+  readonly perClient = new Map<string, number>();
+}
+
 /** Above this much unsent reply data, stop reading from a client that does not read. */
 const MAX_UNSENT = 256 * 1024;
 
-export function startTcp(host: string, port: number, getEngine: () => Engine, metrics: Metrics, getConfig: () => TcpConfig): Promise<TcpTransport> {
+export function startTcp(
+  host: string,
+  port: number,
+  getEngine: () => Engine,
+  metrics: Metrics,
+  getConfig: () => TcpConfig,
+  counts = new TcpConnectionCounts(),
+): Promise<TcpTransport> {
   const received = metrics.counter('tcp_queries_total', 'TCP queries received');
   const refusedConns = metrics.counter('tcp_connections_refused_total', 'TCP connections closed at once: over a connection cap');
   const idleClosed = metrics.counter('tcp_idle_closed_total', 'TCP connections closed after the idle timeout');
   const lifetimeClosed = metrics.counter('tcp_lifetime_closed_total', 'TCP connections closed at the maximum connection time');
   const accepted = metrics.counter('tcp_connections_total', 'TCP connections accepted');
-  const perClient = new Map<string, number>();
   const sockets = new Set<net.Socket>();
 
   const server = net.createServer({ noDelay: true }, (socket) => {
     const cfg = getConfig();
     const client = socket.remoteAddress ?? '';
-    const count = perClient.get(client) ?? 0;
-    if (sockets.size >= cfg.maxConnections || count >= cfg.maxConnectionsPerClient) {
+    const count = counts.perClient.get(client) ?? 0;
+    if (counts.total >= cfg.maxConnections || count >= cfg.maxConnectionsPerClient) {
       refusedConns.value++;
       socket.destroy();
       return;
     }
     accepted.value++;
     sockets.add(socket);
-    perClient.set(client, count + 1);
+    counts.total++;
+    counts.perClient.set(client, count + 1);
     const family = socket.remoteFamily === 'IPv6' ? 'IPv6' : 'IPv4';
     const info = { address: client, port: socket.remotePort ?? 0, family } as const;
 
@@ -44,11 +57,14 @@ export function startTcp(host: string, port: number, getEngine: () => Engine, me
     let inFlight = 0;
     let queries = 0;
     let ending = false;
+    let processing = false;
     let idle: NodeJS.Timeout | null = null;
-    // Only whole messages re-arm the idle timer, so a slow-loris trickle still times out.
+    // Only whole messages re-arm the idle timer, so a slow-loris trickle still times out; a
+    // connection waiting on its own answers is not idle.
     const armIdle = (): void => {
       if (idle) clearTimeout(idle);
       idle = setTimeout(() => {
+        if (inFlight > 0) return armIdle();
         idleClosed.value++;
         socket.destroy();
       }, cfg.idleTimeoutMs);
@@ -59,11 +75,9 @@ export function startTcp(host: string, port: number, getEngine: () => Engine, me
     }, cfg.maxConnectionMs);
     armIdle();
 
+    const hasRoom = (): boolean => !ending && inFlight < cfg.maxPipelined && socket.writableLength < MAX_UNSENT;
     const maybeEnd = (): void => {
       if (ending && inFlight === 0 && !socket.destroyed) socket.end();
-    };
-    const resumeIfRoom = (): void => {
-      if (!ending && inFlight < cfg.maxPipelined && socket.writableLength < MAX_UNSENT && socket.isPaused()) socket.resume();
     };
 
     const send = (ctx: QueryContext): void => {
@@ -72,17 +86,18 @@ export function startTcp(host: string, port: number, getEngine: () => Engine, me
       if (out !== null && !socket.destroyed && socket.writable) {
         const framed = Buffer.allocUnsafe(out.length + 2);
         framed.writeUInt16BE(out.length, 0);
-        out.copy(framed, 2);
+        framed.set(out, 2);
         socket.write(framed);
       }
       resumeIfRoom();
       maybeEnd();
     };
 
-    socket.on('drain', resumeIfRoom);
-    socket.on('data', (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      while (buffered.length >= 2 && !ending) {
+    /** Starts the buffered messages while the connection has room for more in flight. */
+    function processBuffered(): void {
+      if (processing) return; // a synchronous answer re-enters through send()
+      processing = true;
+      while (buffered.length >= 2 && hasRoom()) {
         const len = buffered.readUInt16BE(0);
         if (buffered.length < len + 2) break;
         const msg = Buffer.from(buffered.subarray(2, len + 2));
@@ -91,26 +106,37 @@ export function startTcp(host: string, port: number, getEngine: () => Engine, me
         received.value++;
         queries++;
         inFlight++;
+        if (queries >= cfg.maxQueriesPerConnection) ending = true; // answer what is in flight, then close
         const ctx = new QueryContext(msg, info, 'tcp', performance.now());
         const r = getEngine().run(ctx);
         if (r) r.then(() => send(ctx), () => send(ctx));
         else send(ctx);
-        if (queries >= cfg.maxQueriesPerConnection) {
-          ending = true; // answer what is in flight, then close
-          socket.pause();
-        }
       }
-      if (!ending && (inFlight >= cfg.maxPipelined || socket.writableLength >= MAX_UNSENT)) socket.pause();
+      processing = false;
+      if (!hasRoom()) socket.pause();
       maybeEnd();
+    }
+
+    function resumeIfRoom(): void {
+      if (!hasRoom()) return;
+      processBuffered();
+      if (hasRoom() && socket.isPaused()) socket.resume();
+    }
+
+    socket.on('drain', resumeIfRoom);
+    socket.on('data', (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      processBuffered();
     });
     socket.on('error', () => socket.destroy());
     socket.on('close', () => {
       if (idle) clearTimeout(idle);
       clearTimeout(lifetime);
       sockets.delete(socket);
-      const n = (perClient.get(client) ?? 1) - 1;
-      if (n <= 0) perClient.delete(client);
-      else perClient.set(client, n);
+      counts.total--;
+      const n = (counts.perClient.get(client) ?? 1) - 1;
+      if (n <= 0) counts.perClient.delete(client);
+      else counts.perClient.set(client, n);
     });
   });
   server.on('error', () => undefined);

@@ -79,6 +79,9 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     // The reply was rendered before clamping; render again so this client sees the clamped TTLs.
     ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
+    // Copies served later come from our cache, not from an authority (RFC 1035 4.1.1), as
+    // Unbound and dnsmasq answer.
+    reply.buf[2] = reply.buf[2]! & ~(Flag.AA >> 8);
     const now = ctx.receivedAt / 1000;
     const entry: Entry = { code, template: { buf: reply.buf, questionEnd: reply.questionEnd, ttlOffsets: reply.ttlOffsets }, storedAt: now, expiresAt: now + lifetime };
     const slot = (lru.get(q.name) ?? []).filter((e) => e.code !== code && e.expiresAt > now);

@@ -23,15 +23,17 @@ const FAILURES_BEFORE_DOWN = 3;
 const DOWN_MS = 5_000;
 
 /**
- * The query we send: the client's question, RD/CD/AD as the client set them, and always an
- * OPT of our own (our payload size, the client's DO) but none of the client's options: its
- * subnet and cookies stay here, which is what lets the cache share answers between clients.
+ * The query we send: the client's question, RD/CD as the client set them, AD always (RFC 6840
+ * 5.7: a validating upstream then reports AD on every answer we cache; replies drop it for
+ * clients that did not ask), and always an OPT of our own (our payload size, the client's DO)
+ * but none of the client's options: its subnet and cookies stay here, which is what lets the
+ * cache share answers between clients.
  */
 export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): Buffer {
   const qLen = q.questionEnd - HEADER_SIZE;
   const out = Buffer.allocUnsafe(HEADER_SIZE + qLen + (withEdns ? 11 : 0));
   out.writeUInt16BE(0, 0);
-  out.writeUInt16BE(q.flags & (Flag.RD | Flag.CD | Flag.AD), 2);
+  out.writeUInt16BE((q.flags & (Flag.RD | Flag.CD)) | Flag.AD, 2);
   out.writeUInt16BE(1, 4);
   out.writeUInt32BE(0, 6);
   out.writeUInt16BE(withEdns ? 1 : 0, 10);

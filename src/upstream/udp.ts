@@ -63,12 +63,11 @@ export class UdpExchange {
       pool.push(ps);
       return ps;
     }
-    const i = randomBelow(pool.length);
-    let ps = pool[i]!;
+    let ps = pool[randomBelow(pool.length)]!;
     if (ps.uses >= this.opts.usesPerSocket) {
-      this.retire(ps);
+      this.retire(ps); // takes it out of the pool; it closes once its last reply is in
       ps = this.open(kind);
-      pool[i] = ps;
+      pool.push(ps);
     }
     return ps;
   }

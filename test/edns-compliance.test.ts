@@ -1,0 +1,318 @@
+// ISC's EDNS compliance checks (genreport, RFC 8906 section 8) run with dig against linedns:
+// versions, unknown options and flags, header bits, opcodes and the 512-byte limit.
+
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { after, before, describe, it } from 'node:test';
+import dnsPacket from 'dns-packet';
+import { startLineDns, type Running } from './helpers/server.js';
+import { TestUpstream, soa, type UpstreamHandler } from './helpers/upstream.js';
+import { dig, findBinary, type DigReply } from './helpers/peers.js';
+
+const DIG = findBinary('dig');
+
+/** The options RFC 8906 section 8 adds to every query: no cookie, so replies are comparable. */
+const BASE = ['+nocookie'];
+const ZONE = 'edns.test';
+const ECS = 8;
+
+/**
+ * Upstream for edns.test. Names under v.edns.test behave like a validating resolver (AD only
+ * when the query has AD or DO, RFC 6840 5.7); every other name comes back with AD always set,
+ * so linedns's own AD filtering is what the tests see.
+ */
+const upstreamZone: UpstreamHandler = ({ packet }) => {
+  const q = packet.questions![0]!;
+  const name = q.name.toLowerCase();
+  const opt = (packet.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
+  const asked = (packet.flags! & dnsPacket.AUTHENTIC_DATA) !== 0 || opt?.flag_do === true;
+  const validator = name.endsWith('.v.edns.test');
+  const ad = !validator || asked ? dnsPacket.AUTHENTIC_DATA : 0;
+  const flags = (packet.flags! & (dnsPacket.RECURSION_DESIRED | dnsPacket.CHECKING_DISABLED)) | dnsPacket.RECURSION_AVAILABLE | ad;
+  if (q.type === 'SOA' && name === ZONE) return { flags, answers: [soa(ZONE, 300)] };
+  if (q.type === 'TXT' && name === `medium.${ZONE}`) {
+    // ~750 bytes: fits the 1232 linedns advertises upstream, not a 512-byte client.
+    return { flags, answers: [{ name: q.name, type: 'TXT', ttl: 300, data: Array.from({ length: 5 }, (_, i) => `m${i}`.padEnd(140, 'm')) }] };
+  }
+  if (q.type === 'TXT' && name === `small.${ZONE}`) {
+    // ~330 bytes: over 100 but within 512.
+    return { flags, answers: [{ name: q.name, type: 'TXT', ttl: 300, data: ['s'.padEnd(150, 's'), 't'.padEnd(150, 't')] }] };
+  }
+  if (q.type === 'A') return { flags, answers: [{ name: q.name, type: 'A', ttl: 300, data: '192.0.2.53' }] };
+  return { flags, authorities: [soa(ZONE, 60)] };
+};
+
+function soaAnswered(r: DigReply): void {
+  assert.equal(r.status, 'NOERROR');
+  assert.deepEqual(r.answer.map((x) => `${x.name} ${x.type}`), [`${ZONE}. SOA`]);
+}
+
+function assertNoOptions(r: DigReply): void {
+  assert.ok(r.edns, 'OPT present');
+  assert.deepEqual(r.edns.options.map((o) => o.name), [], 'no EDNS option echoed');
+}
+
+function assertBadvers(r: DigReply): void {
+  assert.equal(r.status, 'BADVERS');
+  assert.ok(r.edns, 'BADVERS travels in an OPT');
+  assert.equal(r.edns.version, 0, 'the OPT names the version we do speak');
+  assert.equal(r.counts.answer, 0, 'no answer to a version we do not speak');
+}
+
+describe('ISC EDNS compliance (dig against linedns)', { skip: DIG === null ? 'dig not installed' : false }, () => {
+  let up: TestUpstream;
+  let ld: Running;
+  const q = async (...args: string[]): Promise<DigReply> => (await dig(ld.port, [...BASE, ...args])).reply;
+
+  before(async () => {
+    up = await TestUpstream.start(upstreamZone);
+    ld = await startLineDns({ config: { upstreams: [up.address] } });
+  });
+  after(async () => {
+    await ld?.close();
+    await up?.close();
+  });
+
+  it('dns: a plain query gets NOERROR and no OPT back', async () => {
+    const r = await q('+noedns', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.equal(r.edns, null);
+    assert.equal(r.counts.additional, 0);
+  });
+
+  it('edns: an EDNS 0 query gets an OPT of version 0, no unknown flags, no options', async () => {
+    const r = await q('+edns=0', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.ok(r.edns);
+    assert.equal(r.edns.version, 0);
+    assert.equal(r.edns.mbz, 0);
+    assert.deepEqual(r.edns.flags, []);
+    assert.ok(r.edns.udp >= 512, `advertised UDP size ${r.edns.udp}`);
+    assertNoOptions(r);
+  });
+
+  it('edns1: EDNS version 1 gets BADVERS with an OPT of version 0', async () => {
+    assertBadvers(await q('+edns=1', '+noednsneg', ZONE, 'SOA'));
+  });
+
+  it('edns1 over TCP: BADVERS too', async () => {
+    const r = await q('+tcp', '+edns=1', '+noednsneg', ZONE, 'SOA');
+    assert.equal(r.transport, 'TCP');
+    assertBadvers(r);
+  });
+
+  it('ednsopt: an unknown option (100) is ignored and not echoed', async () => {
+    const r = await q('+edns=0', '+ednsopt=100', ZONE, 'SOA');
+    soaAnswered(r);
+    assertNoOptions(r);
+  });
+
+  it('ednsopt with data: an unknown option carrying bytes is ignored and not echoed', async () => {
+    const r = await q('+edns=0', '+ednsopt=65001:deadbeef', ZONE, 'SOA');
+    soaAnswered(r);
+    assertNoOptions(r);
+  });
+
+  it('edns1opt: version 1 with option 100 gets BADVERS, option not echoed', async () => {
+    const r = await q('+edns=1', '+noednsneg', '+ednsopt=100', ZONE, 'SOA');
+    assertBadvers(r);
+    assertNoOptions(r);
+  });
+
+  it('ednsflags: an unknown EDNS flag (0x40) is ignored and the reply has no Z bits', async () => {
+    const r = await q('+edns=0', '+ednsflags=0x40', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.ok(r.edns);
+    assert.equal(r.edns.mbz, 0, 'MBZ bits clear');
+    assert.deepEqual(r.edns.flags, [], 'DO not invented');
+  });
+
+  it('ednsflags: every unknown EDNS flag (0x7fff) at once: still ignored, Z bits clear', async () => {
+    const r = await q('+edns=0', '+ednsflags=0x7fff', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.equal(r.edns?.mbz, 0);
+  });
+
+  it('edns1flags: version 1 with flag 0x40 gets BADVERS with Z bits clear', async () => {
+    const r = await q('+edns=1', '+noednsneg', '+ednsflags=0x40', ZONE, 'SOA');
+    assertBadvers(r);
+    assert.equal(r.edns?.mbz, 0);
+  });
+
+  it('edns1optflags: version 1, option 100, flag 0x40 and DO: BADVERS, nothing unknown echoed', async () => {
+    const r = await q('+edns=1', '+noednsneg', '+ednsopt=100', '+ednsflags=0x40', '+dnssec', ZONE, 'SOA');
+    assertBadvers(r);
+    assertNoOptions(r);
+    assert.equal(r.edns?.mbz, 0);
+  });
+
+  it('do: DO is echoed when asked', async () => {
+    const r = await q('+edns=0', '+dnssec', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.deepEqual(r.edns?.flags, ['do']);
+  });
+
+  it('do: DO is not set when not asked', async () => {
+    const r = await q('+edns=0', '+nodnssec', ZONE, 'SOA');
+    assert.deepEqual(r.edns?.flags, []);
+  });
+
+  it('optlist: NSID, Client Subnet, EXPIRE and a cookie together: NOERROR, none echoed', async () => {
+    const r = await q('+edns=0', '+nsid', '+subnet=0.0.0.0/0', '+expire', '+cookie=0102030405060708', ZONE, 'SOA');
+    soaAnswered(r);
+    assertNoOptions(r);
+  });
+
+  it('zflag: the header Z bit of the query is not echoed', async () => {
+    const r = await q('+noedns', '+zflag', ZONE, 'SOA');
+    soaAnswered(r);
+    assert.equal(r.headerMbz, 0, 'Z clear');
+  });
+
+  it('rd: RD echoed set and echoed clear', async () => {
+    const on = await q('+rec', `rd-on.${ZONE}`, 'A');
+    const off = await q('+norec', `rd-off.${ZONE}`, 'A');
+    assert.ok(on.flags.has('rd'));
+    assert.ok(!off.flags.has('rd'));
+    assert.ok(on.flags.has('ra') && off.flags.has('ra'));
+  });
+
+  it('cd: CD echoed set and echoed clear', async () => {
+    const on = await q('+cd', `cd.${ZONE}`, 'A');
+    const off = await q('+nocd', `cd.${ZONE}`, 'A');
+    assert.ok(on.flags.has('cd'));
+    assert.ok(!off.flags.has('cd'));
+  });
+
+  it('ad: AD only for a client that asked with AD or DO, though the upstream always sets it', async () => {
+    const name = `ad.${ZONE}`;
+    const plain = await q('+noadflag', '+nodnssec', name, 'A');
+    const withAd = await q('+adflag', '+nodnssec', name, 'A');
+    const withDo = await q('+noadflag', '+dnssec', name, 'A');
+    const noEdns = await q('+noadflag', '+noedns', name, 'A');
+    assert.ok(!plain.flags.has('ad'), 'no AD when neither AD nor DO was asked');
+    assert.ok(!noEdns.flags.has('ad'), 'no AD for a plain non-EDNS query');
+    assert.ok(withAd.flags.has('ad'), 'AD for a client that set AD');
+    assert.ok(withDo.flags.has('ad'), 'AD for a client that set DO');
+  });
+
+  it('ad: a validating upstream\'s AD reaches an AD-asking client even after a client that did not ask', async () => {
+    // A validator (RFC 6840 5.7) sets AD only when asked; the first client here did not ask,
+    // so its answer has AD=0. The next client sets AD and must not get that AD-less copy.
+    const name = `mixed.v.${ZONE}`;
+    const first = await q('+noadflag', '+nodnssec', name, 'A');
+    assert.ok(!first.flags.has('ad'));
+    const second = await q('+adflag', '+nodnssec', name, 'A');
+    assert.ok(second.flags.has('ad'), `flags for the AD-asking client: ${[...second.flags].join(' ')}`);
+  });
+
+  for (const edns of ['+noedns', '+edns=0']) {
+    it(`opcode: unknown opcode 15 (${edns}) gets NOTIMP with the opcode echoed and no answer`, async () => {
+      const r = await q(edns, '+opcode=15', ZONE, 'SOA');
+      assert.equal(r.status, 'NOTIMP');
+      assert.equal(r.opcode, 'RESERVED15');
+      assert.equal(r.counts.answer, 0);
+      assert.ok(r.flags.has('qr'));
+    });
+  }
+
+  it('opcode: STATUS (2) gets NOTIMP with the opcode echoed', async () => {
+    const r = await q('+noedns', '+opcode=2', ZONE, 'SOA');
+    assert.equal(r.status, 'NOTIMP');
+    assert.equal(r.opcode, 'STATUS');
+  });
+
+  it('edns@512: a 750-byte answer to an EDNS-512 query comes back within 512 bytes, with TC and an OPT', async () => {
+    const r = await q('+bufsize=512', '+ignore', `medium.${ZONE}`, 'TXT');
+    assert.ok(r.size !== null && r.size <= 512, `reply of ${r.size} bytes`);
+    assert.ok(r.flags.has('tc'));
+    assert.ok(r.edns, 'the truncated reply still carries an OPT');
+  });
+
+  it('edns@512 with DO: within 512 bytes, DO still echoed', async () => {
+    const r = await q('+bufsize=512', '+dnssec', '+ignore', `medium.${ZONE}`, 'TXT');
+    assert.ok(r.size !== null && r.size <= 512);
+    assert.ok(r.flags.has('tc'));
+    assert.deepEqual(r.edns?.flags, ['do']);
+  });
+
+  it('edns@512: an answer that fits 512 is not truncated', async () => {
+    const r = await q('+bufsize=512', '+ignore', `small.${ZONE}`, 'TXT');
+    assert.ok(!r.flags.has('tc'));
+    assert.equal(r.answer.length, 1);
+    assert.ok(r.size !== null && r.size <= 512);
+  });
+
+  it('a bufsize below 512 counts as 512 (RFC 6891 6.2.5): a 330-byte answer is not truncated', async () => {
+    const r = await q('+bufsize=100', '+ignore', `small.${ZONE}`, 'TXT');
+    assert.ok(!r.flags.has('tc'));
+    assert.equal(r.answer.length, 1);
+  });
+
+  it('no EDNS: a 750-byte answer comes back within 512 bytes with TC', async () => {
+    const r = await q('+noedns', '+ignore', `medium.${ZONE}`, 'TXT');
+    assert.ok(r.size !== null && r.size <= 512);
+    assert.ok(r.flags.has('tc'));
+    assert.equal(r.edns, null);
+  });
+
+  it('ednstcp: EDNS over TCP gets the whole 750-byte answer and an OPT', async () => {
+    const r = await q('+tcp', '+bufsize=512', `medium.${ZONE}`, 'TXT');
+    assert.equal(r.transport, 'TCP');
+    assert.ok(!r.flags.has('tc'));
+    assert.equal(r.answer.length, 1);
+    assert.ok(r.edns);
+    assert.equal(r.edns.version, 0);
+  });
+
+  it('Client Subnet from an untrusted client is not sent upstream', async () => {
+    const name = `ecs.${ZONE}`;
+    await q('+subnet=203.0.113.0/24', name, 'A');
+    const sent = up.requests.filter((r) => r.packet.questions?.[0]?.name.toLowerCase() === name);
+    assert.ok(sent.length >= 1);
+    for (const r of sent) {
+      const codes = (r.packet.additionals ?? []).flatMap((a) => (a.type === 'OPT' ? (a as dnsPacket.OptAnswer).options.map((o) => Number(o.code)) : []));
+      assert.ok(!codes.includes(ECS));
+    }
+  });
+});
+
+/**
+ * A deliberately non-compliant server: it echoes the query back with QR set, OPT, options,
+ * unknown flags and the header Z bit included. The checks above must be able to see all of it,
+ * or a passing run would prove nothing.
+ */
+describe('harness self-check: the dig parser sees what a non-compliant server echoes', { skip: DIG === null ? 'dig not installed' : false }, () => {
+  let sock: dgram.Socket;
+  let port: number;
+
+  before(async () => {
+    sock = dgram.createSocket('udp4');
+    sock.on('message', (msg, rinfo) => {
+      if (msg.length < 12) return;
+      const out = Buffer.from(msg);
+      out[2] = out[2]! | 0x80; // QR
+      out[3] = (out[3]! & 0xf0) | 0x80; // RA, rcode 0, Z and AD/CD as sent
+      sock.send(out, rinfo.port, rinfo.address);
+    });
+    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', () => r()));
+    port = sock.address().port;
+  });
+  after(async () => {
+    await new Promise<void>((r) => sock.close(() => r()));
+  });
+
+  it('echoed option 100, Client Subnet, Z bits and header Z are all detected', async () => {
+    const { reply } = await dig(port, [...BASE, '+edns=0', '+ednsopt=100:abcd', '+subnet=192.0.2.0/24', '+ednsflags=0x40', '+zflag', '+dnssec', ZONE, 'SOA']);
+    assert.ok(reply.edns);
+    assert.deepEqual(reply.edns.options.map((o) => o.code).sort((a, b) => (a ?? 0) - (b ?? 0)), [ECS, 100]);
+    assert.equal(reply.edns.mbz, 0x40);
+    assert.deepEqual(reply.edns.flags, ['do']);
+    assert.notEqual(reply.headerMbz, 0);
+  });
+
+  it('an echoed EDNS version 1 is seen as version 1', async () => {
+    const { reply } = await dig(port, [...BASE, '+edns=1', '+noednsneg', ZONE, 'SOA']);
+    assert.equal(reply.edns?.version, 1);
+  });
+});
