@@ -9,7 +9,7 @@ import { checkPresentationName, normalizeName } from '../dns/name.js';
 import { parseCidr } from '../net/address.js';
 import { resolvConfNameservers } from '../upstream/resolvconf.js';
 import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
-import { schemaFor, type ErrorObject, type SchemaName } from './schemas.js';
+import { schemaAt, schemaFor, type ErrorObject, type SchemaName } from './schemas.js';
 import type { LogLevel } from '../log/logger.js';
 import type { ListenAddress, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
@@ -119,7 +119,7 @@ function editDistance(a: string, b: string): number {
 }
 
 /** Words an ajv error for a person; null for errors that only echo a more precise one. */
-function describe(e: ErrorObject, value: unknown): { message: string; key: boolean; extra?: PathSegment } | null {
+function describe(e: ErrorObject, value: unknown, schema: SchemaName): { message: string; key: boolean; extra?: PathSegment } | null {
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
     case 'if':
@@ -131,7 +131,7 @@ function describe(e: ErrorObject, value: unknown): { message: string; key: boole
       return { message: `missing required property "${String(p.missingProperty)}"`, key: false };
     case 'additionalProperties': {
       const name = String(p.additionalProperty);
-      const props = Object.keys((e.parentSchema as { properties?: object } | undefined)?.properties ?? {});
+      const props = Object.keys((schemaAt(schema, e.schemaPath)?.properties as object | undefined) ?? {});
       const hint = suggest(name, props);
       return { message: `unknown property "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${props.map((k) => `"${k}"`).join(', ')}`, key: true, extra: name };
     }
@@ -195,7 +195,7 @@ function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): bo
   for (const e of errors) {
     if ((e.keyword === 'oneOf' || e.keyword === 'anyOf') && paths.some((p) => p.startsWith(e.instancePath + '/'))) continue;
     const path = pointerToPath(e.instancePath, f.value);
-    const d = describe(e, valueAt(f.value, path));
+    const d = describe(e, valueAt(f.value, path), schema);
     if (d === null) continue;
     const full = d.extra !== undefined ? [...path, d.extra] : path;
     const id = `${formatPath(full)}|${d.message}`;
