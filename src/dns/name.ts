@@ -134,8 +134,13 @@ export function normalizeName(name: string): string {
   return n.toLowerCase();
 }
 
+/** Host-name syntax with labels of 1-63 characters: the common case, accepted in one test. */
+const PLAIN_NAME = /^(?:\*\.)?(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$/;
+
 /** Validates a presentation name written in config (no escapes): returns a reason or null. */
 export function checkPresentationName(name: string, allowWildcard: boolean): string | null {
+  // ASCII names of at most 253 characters fit in 255 octets on the wire.
+  if (name.length <= 253 && (allowWildcard || name.charCodeAt(0) !== 0x2a) && PLAIN_NAME.test(name)) return null;
   const n = normalizeName(name);
   if (n === '.') return null;
   const labels = n.split('.');

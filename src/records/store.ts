@@ -20,9 +20,26 @@ export interface LocalRecord {
   labels: readonly string[] | null;
 }
 
-interface NameNode {
-  rrsets: Map<number, LocalRecord[]>;
-  action: 'deny' | 'nxdomain' | null;
+/** The records of one owner name. Parallel arrays, not a Map: most names hold one or two
+ *  types, and 200k Maps cost a noticeable part of start-up with a 100k-record file. */
+class NameNode {
+  readonly types: number[] = [];
+  readonly sets: LocalRecord[][] = [];
+  action: 'deny' | 'nxdomain' | null = null;
+
+  get(type: number): LocalRecord[] | undefined {
+    const i = this.types.indexOf(type);
+    return i < 0 ? undefined : this.sets[i];
+  }
+
+  add(rec: LocalRecord): void {
+    const set = this.get(rec.type);
+    if (set) set.push(rec);
+    else {
+      this.types.push(rec.type);
+      this.sets.push([rec]);
+    }
+  }
 }
 
 /** One record to put on the wire, with its owner as it must appear. */
@@ -92,6 +109,8 @@ export class RecordStore {
   private readonly zones: string[] = [];
   private readonly hasWildcards: boolean;
   readonly size: number;
+  /** Automatic PTRs are built on the first .arpa question unless reverse zones are local. */
+  private pendingPtr: readonly RecordEntry[] | null;
 
   constructor(entries: readonly RecordEntry[]) {
     let wild = false;
@@ -111,50 +130,60 @@ export class RecordStore {
         data: rdataFor(type, e.rdata),
         labels: e.labels && e.labels.length > 0 ? e.labels : null,
       };
-      this.add(node, rec);
+      node.add(rec);
       if (type === QType.SOA && !owner.startsWith('*.')) this.zones.push(owner);
     }
-    this.addAutomaticPtr(entries);
     this.hasWildcards = wild;
     this.zones.sort((a, b) => b.length - a.length);
     this.size = entries.length;
+    // Half the start-up of a large file is its reverse names. They can wait for the first
+    // .arpa question, except when a local wildcard or zone under .arpa needs them to exist.
+    this.pendingPtr = entries;
+    const arpaData = [...this.names.keys()].some((n) => n.endsWith('.arpa') && (n.startsWith('*.') || this.zones.includes(n)));
+    if (arpaData) this.ensurePtr('.arpa');
+  }
+
+  private ensurePtr(name: string): void {
+    if (this.pendingPtr === null || !name.endsWith('.arpa')) return;
+    const entries = this.pendingPtr;
+    this.pendingPtr = null;
+    this.addAutomaticPtr(entries);
   }
 
   private node(owner: string): NameNode {
     let node = this.names.get(owner);
     if (node === undefined) {
-      node = { rrsets: new Map(), action: null };
+      node = new NameNode();
       this.names.set(owner, node);
-      for (let n: string | null = owner; n !== null; n = parentName(n)) this.existing.add(n);
+      // A name already known brings its ancestors with it: stop there (start-up with 100k records).
+      for (let n: string | null = owner; n !== null && !this.existing.has(n); n = parentName(n)) this.existing.add(n);
     }
     return node;
-  }
-
-  private add(node: NameNode, rec: LocalRecord): void {
-    const set = node.rrsets.get(rec.type);
-    if (set) set.push(rec);
-    else node.rrsets.set(rec.type, [rec]);
   }
 
   /** PTR for each local A/AAAA, unless records.json already gives that reverse name a PTR. */
   private addAutomaticPtr(entries: readonly RecordEntry[]): void {
     const explicit = new Set<string>();
-    for (const [name, node] of this.names) if (node.rrsets.has(QType.PTR)) explicit.add(name);
+    for (const [name, node] of this.names) if (node.get(QType.PTR) !== undefined) explicit.add(name);
     for (const e of entries) {
       if ((e.type !== 'A' && e.type !== 'AAAA') || e.name.startsWith('*')) continue;
       const rev = reverseName(e.rdata as string);
       if (rev === null || explicit.has(rev)) continue;
       const owner = normalizeName(e.name);
       const node = this.node(rev);
-      const existingPtr = node.rrsets.get(QType.PTR);
+      const existingPtr = node.get(QType.PTR);
       if (existingPtr?.some((r) => r.data === owner && sameLabels(r.labels, e.labels))) continue;
-      this.add(node, { owner: rev, type: QType.PTR, ttl: e.ttl ?? DEFAULT_RECORD_TTL, data: owner, labels: e.labels && e.labels.length > 0 ? e.labels : null });
+      node.add({ owner: rev, type: QType.PTR, ttl: e.ttl ?? DEFAULT_RECORD_TTL, data: owner, labels: e.labels && e.labels.length > 0 ? e.labels : null });
     }
   }
 
   /** Cheap pre-check on the hot path: could local data say anything about this name? */
   mayAnswer(name: string): boolean {
     if (this.names.has(name)) return true;
+    if (this.pendingPtr !== null && name.endsWith('.arpa')) {
+      this.ensurePtr(name);
+      if (this.names.has(name)) return true;
+    }
     if (!this.hasWildcards && this.zones.length === 0) return false;
     for (const z of this.zones) if (isSubdomain(name, z)) return true;
     return this.hasWildcards && this.wildcardFor(name) !== null;
@@ -175,7 +204,7 @@ export class RecordStore {
 
   private soaAuthority(zone: string | null, vis: Visibility): AnswerRecord[] {
     if (zone === null) return [];
-    const soa = visible(this.names.get(zone)?.rrsets.get(QType.SOA), vis);
+    const soa = visible(this.names.get(zone)?.get(QType.SOA), vis);
     if (soa.length === 0) return [];
     const rec = soa[0]!;
     // RFC 2308 section 3: the SOA of a negative answer carries min(TTL, MINIMUM).
@@ -185,6 +214,7 @@ export class RecordStore {
 
   /** Resolves a question against local data as the client with visibility `vis` sees it. */
   lookup(qname: string, qtype: number, vis: Visibility): LocalResult {
+    this.ensurePtr(qname);
     const answers: AnswerRecord[] = [];
     const seen = new Set<string>();
     let name = qname;
@@ -204,7 +234,7 @@ export class RecordStore {
       if (node.action !== null && answers.length === 0) {
         return { kind: 'action', rcode: node.action === 'deny' ? Rcode.REFUSED : Rcode.NXDOMAIN, authority: node.action === 'nxdomain' ? this.soaAuthority(zone, vis) : [] };
       }
-      const cname = qtype !== QType.CNAME ? visible(node.rrsets.get(QType.CNAME), vis) : [];
+      const cname = qtype !== QType.CNAME ? visible(node.get(QType.CNAME), vis) : [];
       if (cname.length > 0) {
         const rec = cname[0]!;
         answers.push({ name, record: rec });
@@ -216,8 +246,8 @@ export class RecordStore {
       }
       const found =
         qtype === QType.ANY
-          ? [...node.rrsets.values()].flatMap((set) => visible(set, vis))
-          : visible(node.rrsets.get(qtype), vis);
+          ? node.sets.flatMap((set) => visible(set, vis))
+          : visible(node.get(qtype), vis);
       if (found.length > 0) {
         for (const record of found) answers.push({ name, record });
         return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
@@ -228,25 +258,13 @@ export class RecordStore {
       const addressFamily = qtype === QType.A || qtype === QType.AAAA;
       const ownsAddresses =
         addressFamily &&
-        (visible(node.rrsets.get(QType.A), vis).length > 0 || visible(node.rrsets.get(QType.AAAA), vis).length > 0);
+        (visible(node.get(QType.A), vis).length > 0 || visible(node.get(QType.AAAA), vis).length > 0);
       if (zone !== null || ownsAddresses) {
         return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: this.soaAuthority(zone, vis) };
       }
       return NONE;
     }
     return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
-  }
-
-  /** Every label any record uses (for the "label not in smart-line.json" warning). */
-  labelsUsed(): Set<string> {
-    const out = new Set<string>();
-    for (const node of this.names.values()) for (const set of node.rrsets.values()) for (const r of set) for (const l of r.labels ?? []) out.add(l);
-    return out;
-  }
-
-  /** True when `name` has local data or lies under a local zone (used to drop shadowed cache). */
-  shadows(name: string): boolean {
-    return this.mayAnswer(name);
   }
 }
 
