@@ -398,6 +398,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   if (main && firstBuiltin >= 0 && (decodeAt < 0 || decodeAt > firstBuiltin)) {
     report.at(main, ['pipeline'], `"decode" must come before "${pipeline[firstBuiltin]}": built-in stages read the decoded query`);
   }
+  // The cache is shared by every client, so it may only hold what does not depend on the client's
+  // lines: it must sit after records, or one client's upstream answer hides another's local record.
+  const cacheAt = pipeline.indexOf('cache');
+  const recordsAt = pipeline.indexOf('records');
+  if (main && cacheAt >= 0 && recordsAt > cacheAt) {
+    report.at(main, ['pipeline'], '"records" must come before "cache": cached upstream answers carry no smart-line view, so a cache hit would hide local records from the clients whose lines see them');
+  }
 
   // access lists
   const allow = Array.isArray(raw.allow) ? (raw.allow as unknown[]).filter((x): x is string => typeof x === 'string') : ['127.0.0.0/8', '::1/128'];

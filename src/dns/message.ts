@@ -101,3 +101,79 @@ export function rdataName(buf: Uint8Array, rec: RecordInfo, skip = 0): string | 
   if (rec.rdLength <= skip) return null;
   return readName(buf, rec.rdStart + skip)?.name ?? null;
 }
+
+/** Appends the name at `off` uncompressed to `out`; returns the offset past it, or -1. */
+function copyName(buf: Uint8Array, off: number, out: number[]): number {
+  let end = -1;
+  let octets = 0;
+  // Every step copies a label (the 255-octet cap ends those) or follows a pointer (capped here).
+  for (let pointers = 0; pointers < 128; ) {
+    if (off >= buf.length) return -1;
+    const len = buf[off]!;
+    if (len === 0) {
+      out.push(0);
+      return end < 0 ? off + 1 : end;
+    }
+    if ((len & 0xc0) === 0xc0) {
+      if (off + 1 >= buf.length) return -1;
+      if (end < 0) end = off + 2;
+      off = ((len & 0x3f) << 8) | buf[off + 1]!;
+      pointers++;
+      continue;
+    }
+    octets += len + 1;
+    if (len > 63 || octets > 254 || off + 1 + len > buf.length) return -1;
+    for (let i = off; i <= off + len; i++) out.push(buf[i]!);
+    off += len + 1;
+  }
+  return -1;
+}
+
+/** Octets before, and names in, the RDATA of the types whose names may be compressed. */
+const RDATA_NAMES: Record<number, { skip: number; names: number }> = {
+  [QType.NS]: { skip: 0, names: 1 },
+  [QType.CNAME]: { skip: 0, names: 1 },
+  [QType.PTR]: { skip: 0, names: 1 },
+  [QType.DNAME]: { skip: 0, names: 1 },
+  [QType.MX]: { skip: 2, names: 1 },
+  [QType.SRV]: { skip: 6, names: 1 },
+  [QType.SOA]: { skip: 0, names: 2 },
+};
+
+/**
+ * The message with only the records `keep` marks, rebuilt on the wire with their names
+ * uncompressed (a kept record may point into a dropped one). Octets are copied, never decoded:
+ * a dns-packet round trip would rewrite label octets over 0x7f as U+FFFD. Throws when a name
+ * it must expand is malformed.
+ */
+export function rebuildMessage(buf: Uint8Array, scan: MessageScan, keep: readonly boolean[]): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < scan.questionEnd; i++) out.push(buf[i]!);
+  const counts = [0, 0, 0];
+  scan.records.forEach((r, i) => {
+    if (!keep[i]) return;
+    counts[r.section]!++;
+    if (copyName(buf, r.start, out) < 0) throw new Error('malformed owner name');
+    for (let o = r.ttlOffset - 4; o < r.ttlOffset + 4; o++) out.push(buf[o]!);
+    const lenAt = out.length;
+    out.push(0, 0);
+    const shape = RDATA_NAMES[r.type];
+    const rdEnd = r.rdStart + r.rdLength;
+    let o = r.rdStart;
+    if (shape !== undefined && r.klass === 1) {
+      if (o + shape.skip > rdEnd) throw new Error(`type ${r.type}: RDATA too short`);
+      for (; o < r.rdStart + shape.skip; o++) out.push(buf[o]!);
+      for (let n = 0; n < shape.names; n++) {
+        o = copyName(buf, o, out);
+        if (o < 0 || o > rdEnd) throw new Error(`type ${r.type}: malformed name in RDATA`);
+      }
+    }
+    for (; o < rdEnd; o++) out.push(buf[o]!);
+    const rdLength = out.length - lenAt - 2;
+    out[lenAt] = rdLength >> 8;
+    out[lenAt + 1] = rdLength & 0xff;
+  });
+  const wire = Buffer.from(out);
+  for (let s = 0; s < 3; s++) wire.writeUInt16BE(counts[s]!, 6 + 2 * s);
+  return wire;
+}

@@ -1,10 +1,9 @@
 // Scrubs an upstream reply of records that do not belong to the question (RFC 5452 section 6,
 // as Unbound's scrubber): whatever a poisoner slips in never reaches a client or the cache.
 
-import dnsPacket from 'dns-packet';
 import { QType } from './constants.js';
 import { isSubdomain, readName } from './name.js';
-import { scanMessage, Section, type MessageScan, type RecordInfo } from './message.js';
+import { rebuildMessage, scanMessage, Section, type MessageScan, type RecordInfo } from './message.js';
 
 function nameAt(buf: Uint8Array, off: number): string {
   return readName(buf, off)?.name ?? '';
@@ -62,20 +61,14 @@ function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] 
 }
 
 /**
- * Returns the scan unchanged when every record belongs, else a re-encoded message holding only
- * those that do (dns-packet re-encodes: only a validated, class-IN message gets here).
+ * Returns the scan unchanged when every record belongs, else the message rebuilt with only
+ * those that do (on the wire: see rebuildMessage).
  */
 export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } {
   const keep = keepList(buf, scan, qname);
   const dropped = keep.filter((k) => !k).length;
   if (dropped === 0) return { buf, scan, dropped };
-  const decoded = dnsPacket.decode(buf);
-  let i = 0;
-  const pick = <T>(list: T[] | undefined): T[] => (list ?? []).filter(() => keep[i++]!);
-  decoded.answers = pick(decoded.answers);
-  decoded.authorities = pick(decoded.authorities);
-  decoded.additionals = pick(decoded.additionals);
-  const wire = dnsPacket.encode(decoded);
+  const wire = rebuildMessage(buf, scan, keep);
   const again = scanMessage(wire);
   if (typeof again === 'string') throw new Error(`scrubbed reply is malformed: ${again}`);
   return { buf: wire, scan: again, dropped };

@@ -1,9 +1,8 @@
 // Reusable reply wire: a message stored once with the offsets of its TTLs, then stamped per client.
 // Cache hits and local answers are rendered from templates: copy, patch ID/flags/question/TTLs.
 
-import dnsPacket from 'dns-packet';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QType, RCODE_MASK } from './constants.js';
-import { scanMessage, type MessageScan, type RecordInfo, Section } from './message.js';
+import { rebuildMessage, scanMessage, type MessageScan, type RecordInfo, Section } from './message.js';
 import type { ParsedQuery } from './query.js';
 
 export interface WireTemplate {
@@ -27,7 +26,7 @@ const MAX_TTL = 0x7fffffff;
 /**
  * Builds a template from a scanned message, dropping its OPT record (the client's own EDNS
  * state is added back at render time). Only a trailing OPT is cut in place; one in the middle
- * of the additional section goes through dns-packet, since later names may point past it.
+ * of the additional section means rebuilding, since later names may point past it.
  */
 export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTemplate {
   let body: Buffer;
@@ -40,11 +39,9 @@ export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTem
     body.writeUInt16BE(body.readUInt16BE(10) - 1, 10);
     records = records.slice(0, -1);
   } else {
-    const decoded = dnsPacket.decode(Buffer.from(buf));
-    decoded.additionals = (decoded.additionals ?? []).filter((r) => r.type !== 'OPT');
-    const wire = dnsPacket.encode(decoded);
+    const wire = rebuildMessage(buf, scan, records.map((_, i) => i !== scan.opt));
     const again = scanMessage(wire);
-    if (typeof again === 'string') throw new Error(`re-encoded message is malformed: ${again}`);
+    if (typeof again === 'string') throw new Error(`rebuilt message is malformed: ${again}`);
     return templateFromScan(wire, again);
   }
   body.writeUInt16BE(0, 0);

@@ -5,7 +5,7 @@ import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../d
 import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
 import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
-import { renderTemplate, templateFromScan } from '../dns/template.js';
+import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
 import { UdpExchange } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
@@ -50,8 +50,10 @@ export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): B
 }
 
 interface Accepted {
-  buf: Buffer;
   scan: MessageScan;
+  /** The scrubbed reply, ready to render; null for a truncated reply (it is retried over TCP). */
+  template: ScannedTemplate | null;
+  scrubbed: number;
 }
 
 export const createForwardStage: StageFactory = (_options, env): Stage => {
@@ -67,13 +69,22 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
   const scrubbed = m.counter('forward_scrubbed_records_total', 'out-of-bailiwick records removed from upstream replies');
   let outstanding = 0;
 
-  function acceptFor(query: Buffer, qEnd: number): (reply: Buffer) => Accepted | null {
+  /**
+   * Validates, scrubs and templates a reply inside the exchange: both can throw on RDATA that
+   * scanMessage does not check (a 3-octet SOA, a broken MX name), and the exchange counts a throw
+   * as an ignored reply and keeps waiting, so such junk cannot pre-empt the real answer.
+   */
+  function acceptFor(query: Buffer, q: ParsedQuery): (reply: Buffer) => Accepted | null {
     return (reply) => {
-      const scan = scanMessage(reply);
+      let scan = scanMessage(reply);
       if (typeof scan === 'string') return null;
       if ((scan.flags & 0x7800) !== 0) return null;
-      if (!sameQuestion(query, qEnd, reply, scan.questionEnd)) return null;
-      return { buf: Buffer.from(reply), scan };
+      if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
+      if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
+      let buf: Buffer = Buffer.from(reply);
+      let scrubbed = 0;
+      if (q.qclass === QClass.IN) ({ buf, scan, dropped: scrubbed } = scrubReply(buf, scan, q.name));
+      return { scan, template: templateFromScan(buf, scan), scrubbed };
     };
   }
 
@@ -91,7 +102,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       const remaining = deadline - performance.now();
       if (remaining <= 0) return null;
       const query = upstreamQuery(ctx.raw, q, withEdns);
-      const accept = acceptFor(query, q.questionEnd);
+      const accept = acceptFor(query, q);
       const timeout = Math.min(cfg.timeoutMs, remaining);
       const got = useTcp ? await tcpQuery(query, u.host, u.port, timeout, accept) : await udp.query(query, u.host, u.port, timeout, accept);
       if (got === null) return null;
@@ -130,17 +141,11 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
         ctx.note(`forward: ${u.config.host}:${u.config.port} answered rcode ${rcode}; trying the next upstream`);
         continue;
       }
-      let { buf, scan } = got;
-      if (q.qclass === QClass.IN) {
-        const s = scrubReply(buf, scan, q.name);
-        if (s.dropped > 0) {
-          scrubbed.value += s.dropped;
-          ctx.note(`forward: scrubbed ${s.dropped} unrelated records`);
-        }
-        buf = s.buf;
-        scan = s.scan;
+      if (got.scrubbed > 0) {
+        scrubbed.value += got.scrubbed;
+        ctx.note(`forward: scrubbed ${got.scrubbed} unrelated records`);
       }
-      const t = templateFromScan(buf, scan);
+      const t = got.template!;
       ctx.upstreamReply = t;
       ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
       ctx.respond('forward', renderTemplate(t, ctx.raw, q, 0));

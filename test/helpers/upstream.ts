@@ -32,14 +32,28 @@ export class TestUpstream {
   ) {}
 
   static async start(handler: UpstreamHandler, host = '127.0.0.1'): Promise<TestUpstream> {
-    const udp = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    await new Promise<void>((r) => udp.bind(0, host, r));
-    const port = udp.address().port;
-    const tcp = net.createServer();
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(port, host, () => resolve());
-    });
+    // The TCP side takes the port the kernel gave UDP; a TIME_WAIT from any test's TCP client can
+    // hold it (EADDRINUSE), so try another port, closing the UDP socket that would else leak.
+    for (let attempt = 0; ; attempt++) {
+      const udp = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
+      await new Promise<void>((r) => udp.bind(0, host, r));
+      const port = udp.address().port;
+      const tcp = net.createServer();
+      try {
+        await new Promise<void>((resolve, reject) => {
+          tcp.once('error', reject);
+          tcp.listen(port, host, () => resolve());
+        });
+      } catch (err) {
+        await new Promise<void>((r) => udp.close(() => r()));
+        if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+        continue;
+      }
+      return TestUpstream.wire(udp, tcp, port, handler);
+    }
+  }
+
+  private static wire(udp: dgram.Socket, tcp: net.Server, port: number, handler: UpstreamHandler): TestUpstream {
     const up = new TestUpstream(udp, tcp, port, handler);
     udp.on('message', (raw, rinfo) => void up.onUdp(raw, rinfo));
     tcp.on('connection', (s) => up.onTcp(s));

@@ -1,0 +1,564 @@
+// Upstreams that misbehave on purpose: mismatched, spoofed, junk, truncated, oversized-TTL, slow and
+// silent replies. No bad reply may reach the client or the cache; the valid one, when it comes, must.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { Metrics } from '../src/metrics/metrics.js';
+import { UdpExchange } from '../src/upstream/udp.js';
+import { startLineDns, type Running } from './helpers/server.js';
+import { TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
+import { tcpExchange, udpExchange } from './helpers/client.js';
+import {
+  aRecords,
+  header,
+  ipv4,
+  mustParse,
+  nameWire,
+  QNAME_PTR,
+  QR,
+  questionEndOf,
+  RA,
+  rawQuery,
+  RD,
+  replyTo,
+  rr,
+  soaRdata,
+  TC,
+  u16,
+  type CheckedMessage,
+} from './helpers/packets.js';
+
+/**
+ * The test upstreams live on their own loopback address: TestUpstream listens on TCP at the port
+ * the kernel gave its UDP socket, and a TIME_WAIT left on 127.0.0.1 by any test's TCP client
+ * can hold that port there (EADDRINUSE), while nothing connects from this address.
+ */
+const UP_HOST = '127.0.0.71';
+const GOOD = '192.0.2.10';
+const LATER = '192.0.2.77';
+const TIMEOUT = 300;
+const DEADLINE = 900;
+
+/** Fails instead of hanging when a close never completes (a connection left open keeps it waiting). */
+async function bounded(p: Promise<void>, what: string, ms = 5000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([p, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+interface Rig {
+  up: TestUpstream;
+  up2: TestUpstream | null;
+  ld: Running;
+  metric(name: string): number;
+}
+
+/** A linedns whose upstream runs `handler` (and a second upstream when given), closed after `body`. */
+async function withRig(handler: UpstreamHandler, body: (rig: Rig) => Promise<void>, second?: UpstreamHandler): Promise<void> {
+  const up = await TestUpstream.start(handler, UP_HOST);
+  const up2 = second ? await TestUpstream.start(second, UP_HOST) : null;
+  const ld = await startLineDns({
+    config: { upstreams: [up, ...(up2 ? [up2] : [])].map((u) => `${UP_HOST}:${u.port}`), forward: { timeout: TIMEOUT, deadline: DEADLINE } },
+  });
+  try {
+    await body({ up, up2, ld, metric: (n) => ld.server.metrics.get(n) });
+  } finally {
+    await bounded(ld.close(), 'linedns');
+    await bounded(up.close(), 'the upstream');
+    if (up2) await bounded(up2.close(), 'the second upstream');
+  }
+}
+
+/** A valid answer to linedns's upstream query: its ID and question, one A record. */
+function answer(raw: Buffer, addr = GOOD, ttl = 300): Buffer {
+  return replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, ttl, ipv4(addr))] });
+}
+
+let nextId = 1000;
+
+interface Asked {
+  m: CheckedMessage;
+  ms: number;
+  id: number;
+}
+
+/** One UDP query from the client; the reply must be well formed, carry our ID and our question. */
+async function ask(port: number, name: string, type = 1): Promise<Asked> {
+  const id = nextId++ & 0xffff;
+  const q = rawQuery(name, type, { id });
+  const t0 = performance.now();
+  const reply = await udpExchange(port, q, { timeoutMs: 3000 });
+  const ms = performance.now() - t0;
+  const m = mustParse(reply, `reply for ${name}`);
+  assert.equal(m.id, id);
+  assert.ok(m.flags & QR);
+  assert.ok(reply!.subarray(12, m.questionEnd).equals(q.subarray(12, m.questionEnd)), 'question not echoed as asked');
+  return { m, ms, id };
+}
+
+const SERVFAIL = 2;
+
+/**
+ * After a bad exchange: the next query for the same name must go upstream (nothing was cached)
+ * and bring back what the upstream says now.
+ */
+async function assertNothingCached(rig: Rig, name: string): Promise<void> {
+  const hits = rig.metric('cache_hits_total');
+  const before = rig.up.requests.length;
+  rig.up.handler = ({ raw }) => answer(raw, LATER);
+  const { m } = await ask(rig.ld.port, name);
+  assert.equal(m.rcode, 0);
+  assert.deepEqual(aRecords(m), [`${name} ${LATER}`]);
+  assert.equal(rig.metric('cache_hits_total'), hits, 'the second query was a cache hit');
+  assert.ok(rig.up.requests.length > before, 'the second query did not go upstream');
+}
+
+/** Polls a counter (late packets are counted when they land). */
+async function waitFor(check: () => boolean, ms = 1500): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (check()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return check();
+}
+
+describe('hostile upstream: mismatched replies', { timeout: 30_000 }, () => {
+  test('a reply with the wrong ID is ignored: SERVFAIL, counted, nothing cached', async () => {
+    await withRig(({ raw }) => {
+      const r = answer(raw, '6.6.6.6');
+      r.writeUInt16BE(r.readUInt16BE(0) ^ 0x5a5a, 0);
+      return r;
+    }, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'wrong-id.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms < DEADLINE + 300, `SERVFAIL took ${ms} ms`);
+      assert.equal(rig.metric('upstream_replies_ignored_total'), 1);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+      await assertNothingCached(rig, 'wrong-id.example');
+    });
+  });
+
+  for (const [what, tweak] of [
+    ['another name', (raw: Buffer) => Buffer.concat([raw.subarray(0, 12), nameWire('other.example'), raw.subarray(questionEndOf(raw) - 4, questionEndOf(raw))])],
+    ['another type', (raw: Buffer) => { const q = Buffer.from(raw.subarray(0, questionEndOf(raw))); q.writeUInt16BE(28, q.length - 4); return q; }],
+    ['another class', (raw: Buffer) => { const q = Buffer.from(raw.subarray(0, questionEndOf(raw))); q.writeUInt16BE(3, q.length - 2); return q; }],
+    ['a name one label longer', (raw: Buffer) => Buffer.concat([raw.subarray(0, 12), nameWire('x.wrong-q.example'), raw.subarray(questionEndOf(raw) - 4, questionEndOf(raw))])],
+  ] as const) {
+    test(`a reply for ${what} is ignored: SERVFAIL, counted, nothing cached`, async () => {
+      await withRig(({ raw }) => {
+        return replyTo(tweak(raw), { answers: [rr(QNAME_PTR, what === 'another type' ? 28 : 1, what === 'another class' ? 3 : 1, 300, what === 'another type' ? Buffer.alloc(16, 6) : ipv4('6.6.6.6'))] });
+      }, async (rig) => {
+        const { m } = await ask(rig.ld.port, 'wrong-q.example');
+        assert.equal(m.rcode, SERVFAIL);
+        assert.equal(m.records.length, 0);
+        assert.equal(rig.metric('upstream_replies_ignored_total'), 1);
+        assert.equal(rig.metric('cache_stores_total'), 0);
+        await assertNothingCached(rig, 'wrong-q.example');
+      });
+    });
+  }
+
+  test('a reply spelling the question in other case is the same question (0x20) and is used', async () => {
+    await withRig(({ raw }) => {
+      const r = answer(raw);
+      for (let i = 12; i < questionEndOf(r) - 4; i++) if (r[i]! >= 0x61 && r[i]! <= 0x7a) r[i] = r[i]! - 0x20;
+      return r;
+    }, async (rig) => {
+      const { m } = await ask(rig.ld.port, 'case.example');
+      assert.equal(m.rcode, 0);
+      assert.deepEqual(aRecords(m), [`case.example ${GOOD}`]);
+    });
+  });
+});
+
+describe('hostile upstream: replies from elsewhere', { timeout: 30_000 }, () => {
+  for (const from of ['127.0.0.2 (another address)', `${UP_HOST} (another port)`]) {
+    const addr = from.split(' ')[0]!;
+    test(`a reply from ${from} is ignored; the real upstream's reply then gets through`, async () => {
+      const spoofer = dgram.createSocket('udp4');
+      await new Promise<void>((r) => spoofer.bind(0, addr, r));
+      let realAnswers = true;
+      try {
+        await withRig(async ({ raw, rinfo }) => {
+          // The spoof carries the right ID and question: only its source gives it away.
+          spoofer.send(answer(raw, '6.6.6.6'), rinfo.port, rinfo.address);
+          if (!realAnswers) return null;
+          await new Promise((r) => setTimeout(r, 30));
+          return answer(raw);
+        }, async (rig) => {
+          const { m } = await ask(rig.ld.port, 'spoofed.example');
+          assert.equal(m.rcode, 0);
+          assert.deepEqual(aRecords(m), [`spoofed.example ${GOOD}`]);
+          assert.equal(rig.metric('upstream_replies_wrong_source_total'), 1);
+
+          // Only the spoof: SERVFAIL, and the spoof is not cached either.
+          realAnswers = false;
+          const second = await ask(rig.ld.port, 'spoof-only.example');
+          assert.equal(second.m.rcode, SERVFAIL);
+          assert.equal(rig.metric('upstream_replies_wrong_source_total'), 2);
+          realAnswers = true;
+          await assertNothingCached(rig, 'spoof-only.example');
+        });
+      } finally {
+        spoofer.close();
+      }
+    });
+  }
+});
+
+/** Replies that must all be ignored; each is otherwise a good answer to `raw`. */
+function junkFor(raw: Buffer): [string, Buffer][] {
+  const good = answer(raw, '6.6.6.6');
+  const qEnd = questionEndOf(raw);
+  const set = (b: Buffer, at: number, v: number): Buffer => {
+    const c = Buffer.from(b);
+    c.writeUInt16BE(v, at);
+    return c;
+  };
+  const out: [string, Buffer][] = [
+    ['runt', Buffer.from([raw[0]!, raw[1]!, 0x81, 0x80, 0])],
+    ['random bytes', Buffer.concat([raw.subarray(0, 2), Buffer.from('deadbeefcafebabe0123456789abcdef', 'hex')])],
+    ['wrong ID', set(good, 0, raw.readUInt16BE(0) ^ 1)],
+    ['QR clear', set(good, 2, RD | RA)],
+    ['opcode 2', set(good, 2, QR | RD | RA | (2 << 11))],
+    ['QDCOUNT 0 (header only)', Buffer.concat([header({ id: raw.readUInt16BE(0), flags: QR | RD | RA, qd: 0 })])],
+    ['QDCOUNT 2', set(good, 4, 2)],
+    ['ANCOUNT past the records', set(good, 6, 2)],
+    ['RDLENGTH overrun', Buffer.concat([good.subarray(0, good.length - 6), u16(200), good.subarray(good.length - 4)])],
+    ['A with RDLENGTH 2', replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, Buffer.from([6, 6]))] })],
+    ['trailing garbage', Buffer.concat([good, Buffer.from([1, 2, 3])])],
+    ['pointer loop in the answer owner', replyTo(raw, { answers: [rr(Buffer.from([0xc0, qEnd]), 1, 1, 300, ipv4('6.6.6.6'))] })],
+    ['forward pointer in a CNAME target', replyTo(raw, { answers: [rr(QNAME_PTR, 5, 1, 300, Buffer.from([0xc0, 0xff]))] })],
+    ['two OPT records', replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4('6.6.6.6'))], additional: [rr('.', 41, 1232, 0, Buffer.alloc(0)), rr('.', 41, 1232, 0, Buffer.alloc(0))] })],
+    ['OPT in the answer section', replyTo(raw, { answers: [rr('.', 41, 1232, 0, Buffer.alloc(0))] })],
+  ];
+  return out;
+}
+
+describe('hostile upstream: junk before the real reply', { timeout: 30_000 }, () => {
+  test('over UDP, fifteen kinds of junk are each ignored and counted; the valid reply that follows is used', async () => {
+    let kinds = 0;
+    await withRig(({ raw }) => {
+      const junk = junkFor(raw);
+      kinds = junk.length;
+      return [...junk.map(([, b]) => b), answer(raw)];
+    }, async (rig) => {
+      const { m } = await ask(rig.ld.port, 'junk-first.example');
+      assert.equal(m.rcode, 0);
+      assert.deepEqual(aRecords(m), [`junk-first.example ${GOOD}`]);
+      assert.equal(m.records.length, 1);
+      assert.ok(await waitFor(() => rig.metric('upstream_replies_ignored_total') === kinds), `ignored ${rig.metric('upstream_replies_ignored_total')} of ${kinds}`);
+      assert.equal(rig.metric('cache_stores_total'), 1);
+      // The cached answer is the valid one.
+      const again = await ask(rig.ld.port, 'junk-first.example');
+      assert.equal(rig.metric('cache_hits_total'), 1);
+      assert.deepEqual(aRecords(again.m), [`junk-first.example ${GOOD}`]);
+    });
+  });
+
+  test('over UDP, only junk: SERVFAIL within the deadline, nothing cached', async () => {
+    await withRig(({ raw }) => junkFor(raw).map(([, b]) => b), async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'only-junk.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms < DEADLINE + 300, `took ${ms} ms`);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+      await assertNothingCached(rig, 'only-junk.example');
+    });
+  });
+
+  test('over TCP (after TC), junk frames are skipped and the valid reply is used', async () => {
+    await withRig(({ raw, protocol }) => {
+      if (protocol === 'udp') return replyTo(raw, { flags: QR | RD | RA | TC });
+      return [...junkFor(raw).map(([, b]) => b), answer(raw)];
+    }, async (rig) => {
+      const { m } = await ask(rig.ld.port, 'tcp-junk.example');
+      assert.equal(m.rcode, 0);
+      assert.equal(m.flags & TC, 0);
+      assert.deepEqual(aRecords(m), [`tcp-junk.example ${GOOD}`]);
+      assert.equal(rig.metric('forward_tcp_retries_total'), 1);
+    });
+  });
+
+  test('junk that scans as a reply but carries an unrelated record dns-packet cannot decode does not stop the valid reply', async () => {
+    // The junk has the right ID and question and the right answer, plus an unrelated authority SOA
+    // with 3 octets of RDATA: scanMessage accepts it, the scrubber must remove the SOA, and
+    // re-encoding through dns-packet throws (see the scrub fuzz in fuzz.test.ts).
+    await withRig(({ raw }) => [
+      replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))], authority: [rr('evil.test', 6, 1, 300, Buffer.from([1, 2, 3]))] }),
+      answer(raw),
+    ], async (rig) => {
+      const { m } = await ask(rig.ld.port, 'undecodable.example');
+      assert.equal(m.rcode, 0, `rcode ${m.rcode}: the junk broke the forward stage instead of being ignored`);
+      assert.deepEqual(aRecords(m), [`undecodable.example ${GOOD}`]);
+      assert.equal(m.records.length, 1, 'the unrelated SOA reached the client');
+      assert.equal(rig.metric('pipeline_errors_total'), 0);
+    });
+  });
+});
+
+describe('hostile upstream: truncation', { timeout: 30_000 }, () => {
+  test('TC without records over UDP: the TCP answer is used; the truncated reply never reaches the client', async () => {
+    await withRig(({ raw, protocol }) => (protocol === 'udp' ? replyTo(raw, { flags: QR | RD | RA | TC }) : answer(raw)), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'tc.example');
+      assert.equal(m.rcode, 0);
+      assert.equal(m.flags & TC, 0);
+      assert.deepEqual(aRecords(m), [`tc.example ${GOOD}`]);
+      assert.deepEqual(rig.up.requests.map((r) => r.protocol), ['udp', 'tcp']);
+      assert.equal(rig.metric('cache_stores_total'), 1);
+    });
+  });
+
+  for (const [what, tcpReply] of [
+    ['does not answer', null],
+    ['answers with TC again', 'tc'],
+  ] as const) {
+    test(`TC over UDP and the TCP side ${what}: SERVFAIL within the deadline, nothing cached`, async () => {
+      await withRig(({ raw, protocol }) => {
+        if (protocol === 'udp') return replyTo(raw, { flags: QR | RD | RA | TC });
+        return tcpReply === null ? null : replyTo(raw, { flags: QR | RD | RA | TC });
+      }, async (rig) => {
+        const { m, ms } = await ask(rig.ld.port, 'tc-dead.example');
+        assert.equal(m.rcode, SERVFAIL);
+        assert.equal(m.flags & TC, 0, 'the upstream TC leaked to the client');
+        assert.ok(ms < DEADLINE + 300, `took ${ms} ms`);
+        assert.equal(rig.metric('cache_stores_total'), 0);
+        await assertNothingCached(rig, 'tc-dead.example');
+      });
+    });
+  }
+
+  test('a TCP client gets the TCP-retried answer too', async () => {
+    await withRig(({ raw, protocol }) => (protocol === 'udp' ? replyTo(raw, { flags: QR | RD | RA | TC }) : answer(raw)), async (rig) => {
+      const [reply] = await tcpExchange(rig.ld.port, [rawQuery('tc-tcp.example', 1, { id: 77 })], { timeoutMs: 3000 });
+      const m = mustParse(reply ?? null);
+      assert.equal(m.id, 77);
+      assert.deepEqual(aRecords(m), [`tc-tcp.example ${GOOD}`]);
+    });
+  });
+});
+
+describe('hostile upstream: TTLs', { timeout: 30_000 }, () => {
+  test('TTL 2^31+1 reaches the client as 0 and is not cached', async () => {
+    await withRig(({ raw }) => answer(raw, GOOD, 2 ** 31 + 1), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'ttl.example');
+      assert.equal(m.rcode, 0);
+      assert.deepEqual(aRecords(m), [`ttl.example ${GOOD}`]);
+      assert.equal(m.records[0]!.ttl, 0);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+      await assertNothingCached(rig, 'ttl.example');
+    });
+  });
+
+  test('TTL 2^31+1 in one record of an RRset zeroes it and keeps the RRset out of the cache', async () => {
+    await withRig(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD)), rr(QNAME_PTR, 1, 1, 2 ** 31 + 1, ipv4('192.0.2.11'))] }), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'ttl-mixed.example');
+      assert.deepEqual(m.records.map((r) => r.ttl), [300, 0]);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+    });
+  });
+
+  test('an NXDOMAIN whose SOA has TTL 2^31+1 reaches the client with TTL 0 and is not cached', async () => {
+    await withRig(({ raw }) => replyTo(raw, { rcode: 3, authority: [rr('example', 6, 1, 2 ** 31 + 1, soaRdata('ns.example', 'h.example', 600))] }), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'nx-ttl.example');
+      assert.equal(m.rcode, 3);
+      assert.equal(m.records.length, 1);
+      assert.equal(m.records[0]!.ttl, 0);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+    });
+  });
+});
+
+describe('hostile upstream: empty replies', { timeout: 30_000 }, () => {
+  test('a header-only NOERROR (no question) is ignored: SERVFAIL, nothing cached', async () => {
+    await withRig(({ raw }) => header({ id: raw.readUInt16BE(0), flags: QR | RD | RA, qd: 0 }), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'header-only.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.equal(rig.metric('upstream_replies_ignored_total'), 1);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+      await assertNothingCached(rig, 'header-only.example');
+    });
+  });
+
+  test('a header-only NOERROR followed by the real reply: the real reply is used', async () => {
+    await withRig(({ raw }) => [header({ id: raw.readUInt16BE(0), flags: QR | RD | RA, qd: 0 }), answer(raw)], async (rig) => {
+      const { m } = await ask(rig.ld.port, 'header-then-real.example');
+      assert.deepEqual(aRecords(m), [`header-then-real.example ${GOOD}`]);
+    });
+  });
+
+  test('NOERROR with the question but no records and no SOA is passed on as NODATA, but not cached', async () => {
+    await withRig(({ raw }) => replyTo(raw), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'nodata.example');
+      assert.equal(m.rcode, 0);
+      assert.equal(m.records.length, 0);
+      assert.equal(rig.metric('cache_stores_total'), 0, 'a negative answer without SOA has no TTL to cache it by (RFC 2308 section 5)');
+    });
+  });
+});
+
+describe('hostile upstream: slow and silent', { timeout: 30_000 }, () => {
+  test('an answer slower than the timeout: SERVFAIL, the late reply is counted and not cached', async () => {
+    await withRig(async ({ raw }) => {
+      await new Promise((r) => setTimeout(r, TIMEOUT + 200));
+      return answer(raw, '6.6.6.6');
+    }, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'slow.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms < DEADLINE + 300, `took ${ms} ms`);
+      assert.ok(await waitFor(() => rig.metric('upstream_replies_ignored_total') === 1), 'the late reply was not counted');
+      assert.equal(rig.metric('cache_stores_total'), 0);
+      await assertNothingCached(rig, 'slow.example');
+    });
+  });
+
+  test('an answer within the timeout is used', async () => {
+    await withRig(async ({ raw }) => {
+      await new Promise((r) => setTimeout(r, TIMEOUT / 3));
+      return answer(raw);
+    }, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'slowish.example');
+      assert.deepEqual(aRecords(m), [`slowish.example ${GOOD}`]);
+      assert.ok(ms >= TIMEOUT / 3 - 20, `answered in ${ms} ms: before the upstream did`);
+    });
+  });
+
+  test('no answer at all from the only upstream: SERVFAIL within the deadline', async () => {
+    await withRig(() => null, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'silent.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms >= TIMEOUT - 20 && ms < DEADLINE + 300, `SERVFAIL after ${ms} ms`);
+      assert.equal(rig.metric('forward_servfail_total'), 1);
+      assert.equal(rig.metric('cache_stores_total'), 0);
+    });
+  });
+
+  test('no answer from the first of two upstreams: failover to the second within the deadline', async () => {
+    await withRig(() => null, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'failover.example');
+      assert.equal(m.rcode, 0);
+      assert.deepEqual(aRecords(m), [`failover.example ${LATER}`]);
+      assert.ok(ms >= TIMEOUT - 20 && ms < DEADLINE + 300, `answered after ${ms} ms`);
+      assert.equal(rig.up.requests.length, 1);
+      assert.equal(rig.up2!.requests.length, 1);
+      assert.equal(rig.metric('forward_timeouts_total'), 1);
+    }, ({ raw }) => answer(raw, LATER));
+  });
+
+  test('both upstreams silent: SERVFAIL no later than the deadline', async () => {
+    await withRig(() => null, async (rig) => {
+      const { m, ms } = await ask(rig.ld.port, 'all-silent.example');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms < DEADLINE + 300, `SERVFAIL after ${ms} ms`);
+    }, () => null);
+  });
+
+  test('a SERVFAIL or REFUSED from the first upstream fails over to the second', async () => {
+    for (const rcode of [2, 5]) {
+      await withRig(({ raw }) => replyTo(raw, { rcode }), async (rig) => {
+        const { m } = await ask(rig.ld.port, `rcode${rcode}.example`);
+        assert.equal(m.rcode, 0);
+        assert.deepEqual(aRecords(m), [`rcode${rcode}.example ${LATER}`]);
+      }, ({ raw }) => answer(raw, LATER));
+    }
+  });
+});
+
+describe('hostile upstream: fuzzed replies', { timeout: 30_000 }, () => {
+  test('mutated replies ahead of the valid one: every client reply is well formed and nothing throws', async () => {
+    // Mutants keep the ID, so they reach the validation; one that still validates is a legitimate
+    // answer (nothing can tell it apart), so only shape, ID, question and survival are checked.
+    let state = 12345;
+    const rnd = (n: number): number => {
+      state = (state * 1103515245 + 12345) & 0x7fffffff;
+      return state % n;
+    };
+    const mutant = (good: Buffer): Buffer => {
+      const b = Buffer.from(good);
+      const k = rnd(5);
+      if (k === 0) for (let i = 0; i < 1 + rnd(4); i++) b[2 + rnd(b.length - 2)]! ^= 1 << rnd(8);
+      else if (k === 1) return b.subarray(0, 12 + rnd(b.length - 11));
+      else if (k === 2) b.writeUInt16BE(rnd(4), 6 + 2 * rnd(3));
+      else if (k === 3) b[12 + rnd(b.length - 12)] = [0xc0, 0x3f, 0x40, 0xff, 0][rnd(5)]!;
+      else return Buffer.concat([b, Buffer.from([rnd(256), rnd(256)])]);
+      return b;
+    };
+    const N = 300;
+    await withRig(({ raw }) => {
+      const good = replyTo(raw, {
+        answers: [rr(QNAME_PTR, 5, 1, 60, nameWire('target.example.net')), rr('target.example.net', 1, 1, 60, ipv4(GOOD))],
+        authority: [rr('example.net', 2, 1, 60, nameWire('ns.example.net')), rr('other.test', 2, 1, 60, nameWire('ns.other.test'))],
+        additional: [rr('ns.example.net', 1, 1, 60, ipv4('192.0.2.53')), rr('ns.other.test', 1, 1, 60, ipv4('192.0.2.54'))],
+      });
+      return [mutant(good), mutant(good), answer(raw)];
+    }, async (rig) => {
+      const rcodes = new Map<number, number>();
+      for (let i = 0; i < N; i++) {
+        const { m } = await ask(rig.ld.port, `f${i}.fuzz.example`);
+        rcodes.set(m.rcode, (rcodes.get(m.rcode) ?? 0) + 1);
+        assert.ok([0, 2, 3].includes(m.rcode), `rcode ${m.rcode}`);
+      }
+      const errors = rig.metric('pipeline_errors_total');
+      // Still serving afterwards.
+      rig.up.handler = ({ raw }) => answer(raw, LATER);
+      const { m } = await ask(rig.ld.port, 'after.fuzz.example');
+      assert.deepEqual(aRecords(m), [`after.fuzz.example ${LATER}`]);
+      assert.equal(errors, 0, `${errors} of ${N} replies made the forward stage throw (rcodes ${JSON.stringify([...rcodes])})`);
+    });
+  });
+});
+
+/** Whether a UDP port is still bound on 0.0.0.0 (where the upstream exchange binds its sockets). */
+function portBound(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = dgram.createSocket('udp4');
+    probe.once('error', () => {
+      probe.close();
+      resolve(true);
+    });
+    probe.bind({ port, address: '0.0.0.0', exclusive: true }, () => probe.close(() => resolve(false)));
+  });
+}
+
+async function boundPorts(ports: Iterable<number>): Promise<number[]> {
+  const out: number[] = [];
+  for (const p of ports) if (await portBound(p)) out.push(p);
+  return out;
+}
+
+describe('hostile upstream: source-port rotation', { timeout: 30_000 }, () => {
+  test('rotating upstream sockets to new random ports keeps matching replies and leaks no socket', async () => {
+    // Fresh ports are the spoofing defence (RFC 5452); a socket dropped from the pool without
+    // closing would leak a descriptor per rotation and keep the process alive.
+    const up = await TestUpstream.start(({ raw }) => answer(raw), UP_HOST);
+    const ex = new UdpExchange(new Metrics(), { socketsPerFamily: 2, usesPerSocket: 3 });
+    const ports = new Set<number>();
+    try {
+      for (let i = 0; i < 60; i++) {
+        const got = await ex.query(rawQuery(`r${i}.example`), UP_HOST, up.port, 1000, (b) => b);
+        assert.ok(got, `query ${i} got no reply`);
+        ports.add(up.requests.at(-1)!.rinfo.port);
+      }
+      assert.ok(ports.size >= 15, `only ${ports.size} source ports over 60 queries at 3 uses per socket`);
+      const open = await boundPorts(ports);
+      assert.ok(open.length <= 2, `${open.length} upstream sockets still bound; the pool holds 2`);
+      ex.close();
+      let still = await boundPorts(ports);
+      for (let i = 0; i < 50 && still.length > 0; i++) {
+        await new Promise((r) => setTimeout(r, 10));
+        still = await boundPorts(still);
+      }
+      assert.deepEqual(still, [], 'upstream sockets still bound after close()');
+    } finally {
+      ex.close();
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+});
