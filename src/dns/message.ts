@@ -33,8 +33,32 @@ function u16(buf: Uint8Array, o: number): number {
 
 /** Octet length RDATA must have for types whose size is fixed. */
 const FIXED_RDLEN: Record<number, number> = { [QType.A]: 4, [QType.AAAA]: 16 };
-/** Types whose RDATA is a single name: it must be a valid name filling RDATA exactly. */
-const NAME_RDATA = new Set<number>([QType.NS, QType.CNAME, QType.PTR, QType.DNAME]);
+/**
+ * Class-IN types whose RDATA holds names (which may be compressed): octets before the names,
+ * how many names, and octets after them. scanMessage checks the names and the exact length, so
+ * rebuildMessage and the scrubber can follow them safely.
+ */
+const RDATA_NAMES: Record<number, { skip: number; names: number; tail: number }> = {
+  [QType.NS]: { skip: 0, names: 1, tail: 0 },
+  [QType.CNAME]: { skip: 0, names: 1, tail: 0 },
+  [QType.PTR]: { skip: 0, names: 1, tail: 0 },
+  [QType.DNAME]: { skip: 0, names: 1, tail: 0 },
+  [QType.MX]: { skip: 2, names: 1, tail: 0 },
+  [QType.SRV]: { skip: 6, names: 1, tail: 0 },
+  [QType.SOA]: { skip: 0, names: 2, tail: 20 },
+};
+
+/** True when the RDATA of a name-bearing type is well formed and exactly fills RDLENGTH. */
+function rdataNamesValid(buf: Uint8Array, type: number, rdStart: number, rdLength: number): boolean {
+  const shape = RDATA_NAMES[type];
+  if (shape === undefined) return true;
+  let o = rdStart + shape.skip;
+  for (let n = 0; n < shape.names; n++) {
+    o = skipName(buf, o);
+    if (o < 0 || o > rdStart + rdLength) return false;
+  }
+  return o + shape.tail === rdStart + rdLength;
+}
 
 /**
  * Walks a message: the header must be a response (QR=1), with one question and records that
@@ -65,7 +89,7 @@ export function scanMessage(buf: Uint8Array): MessageScan | string {
       if (rdStart + rdLength > buf.length) return 'RDLENGTH overruns the packet';
       const fixed = FIXED_RDLEN[type];
       if (fixed !== undefined && klass === 1 && rdLength !== fixed) return `type ${type} with RDLENGTH ${rdLength}`;
-      if (NAME_RDATA.has(type) && skipName(buf, rdStart) !== rdStart + rdLength) return `type ${type} with a malformed name`;
+      if (klass === 1 && !rdataNamesValid(buf, type, rdStart, rdLength)) return `type ${type} with malformed RDATA`;
       if (type === QType.OPT) {
         if (section !== Section.Additional) return 'OPT outside the additional section';
         if (opt >= 0) return 'two OPT records';
@@ -106,8 +130,8 @@ export function rdataName(buf: Uint8Array, rec: RecordInfo, skip = 0): string | 
 function copyName(buf: Uint8Array, off: number, out: number[]): number {
   let end = -1;
   let octets = 0;
-  // Every step copies a label (the 255-octet cap ends those) or follows a pointer (capped here).
-  for (let pointers = 0; pointers < 128; ) {
+  let limit = off; // pointers go strictly backwards, as skipName demands: no loops
+  for (;;) {
     if (off >= buf.length) return -1;
     const len = buf[off]!;
     if (len === 0) {
@@ -118,7 +142,8 @@ function copyName(buf: Uint8Array, off: number, out: number[]): number {
       if (off + 1 >= buf.length) return -1;
       if (end < 0) end = off + 2;
       off = ((len & 0x3f) << 8) | buf[off + 1]!;
-      pointers++;
+      if (off >= limit) return -1;
+      limit = off;
       continue;
     }
     octets += len + 1;
@@ -126,19 +151,7 @@ function copyName(buf: Uint8Array, off: number, out: number[]): number {
     for (let i = off; i <= off + len; i++) out.push(buf[i]!);
     off += len + 1;
   }
-  return -1;
 }
-
-/** Octets before, and names in, the RDATA of the types whose names may be compressed. */
-const RDATA_NAMES: Record<number, { skip: number; names: number }> = {
-  [QType.NS]: { skip: 0, names: 1 },
-  [QType.CNAME]: { skip: 0, names: 1 },
-  [QType.PTR]: { skip: 0, names: 1 },
-  [QType.DNAME]: { skip: 0, names: 1 },
-  [QType.MX]: { skip: 2, names: 1 },
-  [QType.SRV]: { skip: 6, names: 1 },
-  [QType.SOA]: { skip: 0, names: 2 },
-};
 
 /**
  * The message with only the records `keep` marks, rebuilt on the wire with their names

@@ -100,18 +100,34 @@ function writeOpt(out: Buffer, at: number, dnssecOk: boolean, extRcode = 0): voi
 export function renderTemplate(t: WireTemplate, raw: Uint8Array, q: ParsedQuery, age: number): Buffer {
   const len = t.buf.length;
   const out = Buffer.allocUnsafe(q.edns ? len + OPT_SIZE : len);
-  // TypedArray.set and a byte loop: no Buffer wrappers (subarray, copy) on the hot path.
+  // TypedArray.set: no Buffer wrappers (subarray, copy) on the hot path.
   out.set(t.buf, 0);
+  return stamp(out, len, t.ttlOffsets, raw, q, age);
+}
+
+/**
+ * The same from a template held as a latin1 string (one octet per character): the cache keeps
+ * its replies so, as a string costs a 16-octet header where a Buffer costs an object and pins
+ * a shared 8 KiB pool slab.
+ */
+export function renderWire(wire: string, ttlOffsets: readonly number[], raw: Uint8Array, q: ParsedQuery, age: number): Buffer {
+  const len = wire.length;
+  const out = Buffer.allocUnsafe(q.edns ? len + OPT_SIZE : len);
+  out.write(wire, 0, len, 'latin1');
+  return stamp(out, len, ttlOffsets, raw, q, age);
+}
+
+/** Patches a copied template in place: ID, flags, question spelling, aged TTLs, OPT. */
+function stamp(out: Buffer, len: number, ttlOffsets: readonly number[], raw: Uint8Array, q: ParsedQuery, age: number): Buffer {
   out[0] = q.id >> 8;
   out[1] = q.id & 0xff;
-  const flags = replyFlags((t.buf[2]! << 8) | t.buf[3]!, q);
+  const flags = replyFlags((out[2]! << 8) | out[3]!, q);
   out[2] = flags >> 8;
   out[3] = flags & 0xff;
   for (let i = HEADER_SIZE; i < q.questionEnd; i++) out[i] = raw[i]!;
   if (age > 0) {
-    const offs = t.ttlOffsets;
-    for (let i = 0; i < offs.length; i++) {
-      const o = offs[i]!;
+    for (let i = 0; i < ttlOffsets.length; i++) {
+      const o = ttlOffsets[i]!;
       // TTLs are at most 2^31 - 1 here (templateFromScan), so plain integer math is exact.
       let ttl = out[o]! * 0x1000000 + ((out[o + 1]! << 16) | (out[o + 2]! << 8) | out[o + 3]!) - age;
       if (ttl < 0) ttl = 0;

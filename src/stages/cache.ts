@@ -5,18 +5,25 @@ import { LRUCache } from 'lru-cache';
 import { Flag, QClass, QType, Rcode } from '../dns/constants.js';
 import { Section } from '../dns/message.js';
 import type { ParsedQuery } from '../dns/query.js';
-import { clampTemplateTtls, minSectionTtl, renderTemplate, templateTtl, type ScannedTemplate, type WireTemplate } from '../dns/template.js';
+import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate } from '../dns/template.js';
 import type { CacheConfig } from '../config/types.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
 
+/**
+ * One cached reply. Kept small, as a million of them must fit in a few hundred MB: the wire as
+ * a latin1 string, whole seconds (small integers, not boxed doubles), and the other variants of
+ * the same name (type, DO, CD) chained through `next` rather than held in an array.
+ */
 interface Entry {
   /** qtype plus the DO and CD bits, which change what an upstream returns. */
   code: number;
-  template: WireTemplate;
-  /** Seconds (performance.now() / 1000) when stored, and when it expires. */
+  wire: string;
+  ttlOffsets: readonly number[];
+  /** Whole seconds since the cache stage started: when stored, and when it expires. */
   storedAt: number;
   expiresAt: number;
+  next: Entry | null;
 }
 
 /**
@@ -24,8 +31,6 @@ interface Entry {
  * records stage already hashed), then by `variant()`; class IN only. Nothing client-specific:
  * only upstream answers are cached, and upstream queries carry no client subnet or cookie.
  */
-type Slot = Entry[];
-
 export function variant(q: ParsedQuery): number {
   return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
 }
@@ -58,9 +63,15 @@ export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): number {
   return 0;
 }
 
-function newLru(maxEntries: number): LRUCache<string, Slot> {
-  // Sized in entries, not names: a slot weighs as many entries as it holds.
-  return new LRUCache<string, Slot>({ maxSize: Math.max(1, maxEntries), sizeCalculation: (slot) => Math.max(1, slot.length) });
+function chainLength(e: Entry): number {
+  let n = 0;
+  for (let c: Entry | null = e; c !== null; c = c.next) n++;
+  return n;
+}
+
+function newLru(maxEntries: number): LRUCache<string, Entry> {
+  // Sized in answers, not names: a name weighs as many entries as its chain holds.
+  return new LRUCache<string, Entry>({ maxSize: Math.max(1, maxEntries), sizeCalculation: chainLength });
 }
 
 export const createCacheStage: StageFactory = (_options, env): Stage => {
@@ -70,6 +81,10 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
   const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
+
+  /** Whole seconds on a clock of our own: small integers stay unboxed in every entry. */
+  const epoch = performance.now();
+  const seconds = (ms: number): number => Math.floor((ms - epoch) / 1000);
 
   function store(ctx: QueryContext, code: number): void {
     const reply = ctx.upstreamReply;
@@ -82,11 +97,14 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     // Copies served later come from our cache, not from an authority (RFC 1035 4.1.1), as
     // Unbound and dnsmasq answer.
     reply.buf[2] = reply.buf[2]! & ~(Flag.AA >> 8);
-    const now = ctx.receivedAt / 1000;
-    const entry: Entry = { code, template: { buf: reply.buf, questionEnd: reply.questionEnd, ttlOffsets: reply.ttlOffsets }, storedAt: now, expiresAt: now + lifetime };
-    const slot = (lru.get(q.name) ?? []).filter((e) => e.code !== code && e.expiresAt > now);
-    slot.push(entry);
-    lru.set(q.name, slot); // re-set so the LRU re-weighs the slot
+    const now = seconds(ctx.receivedAt);
+    let rest = lru.get(q.name) ?? null;
+    // Drop the variant being replaced and any expired one from the chain.
+    let kept: Entry | null = null;
+    for (let c = rest; c !== null; c = c.next) if (c.code !== code && c.expiresAt > now) kept = { ...c, next: kept };
+    rest = kept;
+    const entry: Entry = { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, next: rest };
+    lru.set(q.name, entry); // set again so the LRU re-weighs the chain
     entries.value = lru.calculatedSize;
     stored.value++;
   }
@@ -97,19 +115,15 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       const q = ctx.query!;
       if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
       const code = variant(q);
-      const slot = lru.get(q.name);
-      if (slot !== undefined) {
-        for (let i = 0; i < slot.length; i++) {
-          const e = slot[i]!;
-          if (e.code !== code) continue;
-          const now = ctx.receivedAt / 1000;
-          if (now < e.expiresAt) {
-            hits.value++;
-            ctx.respond('cache', renderTemplate(e.template, ctx.raw, q, Math.floor(now - e.storedAt)));
-            return;
-          }
-          break;
+      for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
+        if (e.code !== code) continue;
+        const now = seconds(ctx.receivedAt);
+        if (now < e.expiresAt) {
+          hits.value++;
+          ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, now - e.storedAt));
+          return;
         }
+        break;
       }
       misses.value++;
       const r = next();

@@ -51,7 +51,9 @@ export class UdpExchange {
     const ps: PooledSocket = { kind, socket, pending: new Map(), uses: 0, retired: false };
     socket.on('message', (msg, rinfo) => this.onMessage(ps, msg, rinfo));
     socket.on('error', () => this.retire(ps));
-    socket.bind(0);
+    // exclusive: under --workers, cluster would otherwise share one upstream socket between
+    // workers, and a reply would reach whichever worker read it first.
+    socket.bind({ port: 0, exclusive: true });
     return ps;
   }
 
