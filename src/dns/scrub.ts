@@ -61,10 +61,25 @@ function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] 
 }
 
 /**
+ * The common reply needs no name decoding: every record sits in the answer section, is not a
+ * CNAME or DNAME, and its owner is a pointer to the question name (offset 12), so all of them
+ * belong (a non-OPT additional or any authority record takes the full path).
+ */
+function onlyQuestionOwners(buf: Uint8Array, scan: MessageScan): boolean {
+  for (const r of scan.records) {
+    if (r.type === QType.OPT) continue;
+    if (r.section !== Section.Answer || r.type === QType.CNAME || r.type === QType.DNAME) return false;
+    if (buf[r.start] !== 0xc0 || buf[r.start + 1] !== 12) return false;
+  }
+  return true;
+}
+
+/**
  * Returns the scan unchanged when every record belongs, else the message rebuilt with only
  * those that do (on the wire: see rebuildMessage).
  */
 export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } {
+  if (onlyQuestionOwners(buf, scan)) return { buf, scan, dropped: 0 };
   const keep = keepList(buf, scan, qname);
   const dropped = keep.filter((k) => !k).length;
   if (dropped === 0) return { buf, scan, dropped };

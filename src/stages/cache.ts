@@ -46,21 +46,23 @@ function negativeTtl(t: ScannedTemplate): number | null {
   return null;
 }
 
-/** How long a reply may be cached, in seconds; 0 when it must not be. Clamps its TTLs too. */
-export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): number {
+/**
+ * How long a reply may be cached, in seconds (0: not at all), after clamping its TTLs into the
+ * configured bounds; `clamped` tells whether any TTL the client would see changed.
+ */
+export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): { lifetime: number; clamped: boolean } {
   const answers = minSectionTtl(t, Section.Answer);
   if (t.rcode === Rcode.NOERROR && answers !== undefined) {
-    clampTemplateTtls(t, cfg.minTtl, cfg.maxTtl);
-    return Math.min(cfg.maxTtl, Math.max(cfg.minTtl, answers));
+    const clamped = clampTemplateTtls(t, cfg.minTtl, cfg.maxTtl);
+    return { lifetime: Math.min(cfg.maxTtl, Math.max(cfg.minTtl, answers)), clamped };
   }
   if (t.rcode === Rcode.NXDOMAIN || t.rcode === Rcode.NOERROR) {
     const neg = negativeTtl(t);
-    if (neg === null) return 0;
+    if (neg === null) return { lifetime: 0, clamped: false };
     const ttl = Math.min(neg, cfg.negativeTtl);
-    clampTemplateTtls(t, 0, ttl);
-    return ttl;
+    return { lifetime: ttl, clamped: clampTemplateTtls(t, 0, ttl) };
   }
-  return 0;
+  return { lifetime: 0, clamped: false };
 }
 
 function chainLength(e: Entry): number {
@@ -90,9 +92,9 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     const reply = ctx.upstreamReply;
     if (reply === null || ctx.answeredBy !== 'forward') return;
     const q = ctx.query!;
-    const lifetime = cacheLifetime(reply, cfg);
-    // The reply was rendered before clamping; render again so this client sees the clamped TTLs.
-    ctx.response = renderTemplate(reply, ctx.raw, q, 0);
+    const { lifetime, clamped } = cacheLifetime(reply, cfg);
+    // The reply was rendered before clamping: render again if this client would see other TTLs.
+    if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
     // Copies served later come from our cache, not from an authority (RFC 1035 4.1.1), as
     // Unbound and dnsmasq answer.
