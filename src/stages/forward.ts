@@ -147,7 +147,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       }
       const t = got.template!;
       ctx.upstreamReply = t;
-      ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
+      if (ctx.tracing) ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
       ctx.respond('forward', renderTemplate(t, ctx.raw, q, 0));
       return;
     }

@@ -1,0 +1,62 @@
+// Benchmark settings read from the environment (BENCH_*), with the defaults of a full run.
+// One place so that run.ts, the report and the docs agree on what a "quick" run shortens.
+
+export interface BenchOptions {
+  /** Seconds of each measured dnsperf run. */
+  seconds: number;
+  /** Measured runs per (workload, server) cell; the median is reported. */
+  runs: number;
+  /** Seconds of the warm-up pass before the measured runs. */
+  warmupSeconds: number;
+  /** dnsperf clients (source ports) and outstanding queries. */
+  clients: number;
+  outstanding: number;
+  /** Fraction of the measured max qps used by the fixed-rate latency run. */
+  latencyLoad: number;
+  /** Answers to put in the linedns cache for the memory step. */
+  memEntries: number;
+  /** Only these servers / sections (comma lists); empty means all. */
+  onlyServers: string[];
+  onlySections: string[];
+  /** Write docs/benchmarks.md (off with BENCH_NO_DOCS=1, e.g. for a trial run). */
+  writeDocs: boolean;
+}
+
+function num(name: string, fallback: number, min: number): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < min) throw new Error(`${name}=${text}: expected a number >= ${min}`);
+  return n;
+}
+
+function list(name: string): string[] {
+  return (process.env[name] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+}
+
+export function readOptions(): BenchOptions {
+  const seconds = num('BENCH_SECONDS', 10, 1);
+  // A short run is a smoke test: fill 100,000 answers and extrapolate per entry, since a full
+  // million takes minutes of cache-miss traffic on its own.
+  const memDefault = seconds >= 10 ? 1_000_000 : 100_000;
+  return {
+    seconds,
+    runs: Math.round(num('BENCH_RUNS', 3, 1)),
+    warmupSeconds: num('BENCH_WARMUP', Math.min(3, seconds), 1),
+    clients: Math.round(num('BENCH_CLIENTS', 4, 1)),
+    outstanding: Math.round(num('BENCH_OUTSTANDING', 100, 1)),
+    latencyLoad: num('BENCH_LATENCY_LOAD', 0.7, 0.05),
+    memEntries: Math.round(num('BENCH_MEM_ENTRIES', memDefault, 1000)),
+    onlyServers: list('BENCH_SERVERS'),
+    onlySections: list('BENCH_SECTIONS'),
+    writeDocs: process.env.BENCH_NO_DOCS !== '1',
+  };
+}
+
+export function wantSection(o: BenchOptions, name: string): boolean {
+  return o.onlySections.length === 0 || o.onlySections.includes(name);
+}
+
+export function wantServer(o: BenchOptions, name: string): boolean {
+  return o.onlyServers.length === 0 || o.onlyServers.includes(name);
+}

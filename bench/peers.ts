@@ -1,0 +1,243 @@
+// The servers under test and the nsd upstream: how each is configured (the same way: loopback,
+// one thread, nsd as the only upstream, a cache) and started on a port the benchmark picks.
+
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { freePort, LOOPBACK, waitForDns } from './net.js';
+import { commandExists, start, stop, versionOf, type Started } from './proc.js';
+import { localPairs, PROBE_NAME, ZONE, type Dataset, type WorkloadName } from './workloads.js';
+
+export interface PeerEnv {
+  /** Temporary directory for configs and logs. */
+  dir: string;
+  /** Repository root: dist/bench/*.js (the reference servers) are under it. */
+  root: string;
+  /** Root of the linedns under test (a snapshot of the build): dist/src/cli.js is under it. */
+  linednsRoot: string;
+  data: Dataset;
+  nsdPort: number;
+}
+
+export interface Running {
+  name: string;
+  port: number;
+  /** The process whose CPU and RSS (with its descendants) are measured. */
+  pid: number;
+  proc: Started | null;
+  stop(): Promise<void>;
+}
+
+export interface LineDnsOptions {
+  workers?: number;
+  nodeArgs?: string[];
+  cacheEntries?: number;
+  upstreamPort?: number;
+  logLevel?: string;
+  /** Extra records.json / smart-line.json (start-up test). */
+  records?: string;
+  smartLine?: string;
+}
+
+export interface ServerSpec {
+  name: string;
+  /** What the table says about how it was run. */
+  note: string;
+  /** Binary that must be installed, or null for Node servers. */
+  binary: string | null;
+  workloads: readonly WorkloadName[];
+  start(env: PeerEnv, workload: WorkloadName): Promise<Running>;
+}
+
+const READY_MS = 15_000;
+
+async function launch(name: string, dir: string, port: number, cmd: string, args: string[], logName: string): Promise<Running> {
+  const proc = start(name, cmd, args, join(dir, `${logName}.log`));
+  try {
+    await waitForDns(port, PROBE_NAME, READY_MS, () => proc.child.exitCode === null);
+  } catch (err) {
+    await stop(proc);
+    throw new Error(`${name} did not start: ${(err as Error).message}\n${proc.output().slice(-2000)}`);
+  }
+  return { name, port, pid: proc.pid, proc, stop: () => stop(proc) };
+}
+
+let logCounter = 0;
+const logName = (name: string): string => `${name}-${logCounter++}`;
+
+export async function startNsd(dir: string, zoneFile: string): Promise<Running> {
+  const port = await freePort();
+  const conf = join(dir, 'nsd.conf');
+  // rrl-ratelimit 0: otherwise nsd rate-limits the wildcard answers the miss workload relies on.
+  writeFileSync(
+    conf,
+    `server:
+  ip-address: ${LOOPBACK}
+  port: ${port}
+  do-ip6: no
+  server-count: 1
+  username: ""
+  chroot: ""
+  zonesdir: "${dir}"
+  database: ""
+  zonelistfile: "${join(dir, 'nsd.zonelist')}"
+  xfrdfile: "${join(dir, 'nsd.xfrd')}"
+  pidfile: "${join(dir, 'nsd.pid')}"
+  logfile: "${join(dir, 'nsd.log')}"
+  verbosity: 0
+  rrl-ratelimit: 0
+  rrl-whitelist-ratelimit: 0
+remote-control:
+  control-enable: no
+zone:
+  name: ${ZONE}
+  zonefile: "${zoneFile}"
+`,
+  );
+  return launch('nsd', dir, port, 'nsd', ['-d', '-c', conf], 'nsd');
+}
+
+/** linedns with the benchmark's config: nsd upstream, records.json + smart-line.json, a cache. */
+export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Promise<Running> {
+  const port = await freePort();
+  const conf = join(env.dir, `linedns-${port}.json`);
+  writeFileSync(
+    conf,
+    JSON.stringify({
+      listen: [`${LOOPBACK}:${port}`],
+      upstreams: [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
+      records: opts.records ?? env.data.records,
+      smartLine: opts.smartLine ?? env.data.smartLine,
+      cache: { maxEntries: opts.cacheEntries ?? 100_000 },
+    }),
+  );
+  const args = [...(opts.nodeArgs ?? []), join(env.linednsRoot, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', opts.logLevel ?? 'warn'];
+  if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
+  const name = opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : 'linedns';
+  return launch(name, env.dir, port, process.execPath, args, logName(name));
+}
+
+async function startDnsdist(env: PeerEnv): Promise<Running> {
+  const port = await freePort();
+  const conf = join(env.dir, `dnsdist-${port}.conf`);
+  const names = localPairs().map(([n]) => `s:add(newDNSName('${n}.'))`).join('\n');
+  // Security polling would send a query to the Internet through the system resolver: off.
+  writeFileSync(
+    conf,
+    `setLocal('${LOOPBACK}:${port}')
+setSecurityPollSuffix('')
+newServer({address='${LOOPBACK}:${env.nsdPort}', checkName='${ZONE}.', checkType='SOA', checkInterval=1})
+pc = newPacketCache(100000, {maxTTL=86400, minTTL=0})
+getPool(''):setCache(pc)
+local s = newDNSNameSet()
+${names}
+-- One address for the whole set: dnsdist has no per-name local data short of Lua or 1000 rules.
+addAction(QNameSetRule(s), SpoofAction('192.168.0.1'))
+`,
+  );
+  return launch('dnsdist', env.dir, port, 'dnsdist', ['-C', conf, '--supervised', '--disable-syslog'], logName('dnsdist'));
+}
+
+async function startUnbound(env: PeerEnv): Promise<Running> {
+  const port = await freePort();
+  const conf = join(env.dir, `unbound-${port}.conf`);
+  const hints = join(env.dir, 'empty.hints');
+  writeFileSync(hints, '');
+  const local = localPairs().map(([n, a]) => `  local-data: "${n}. 60 IN A ${a}"`).join('\n');
+  // A pure forwarder: no validator (nor trust anchors to fetch), empty root hints, and "test."
+  // un-blocked (Unbound answers .test itself by default, RFC 6761).
+  writeFileSync(
+    conf,
+    `server:
+  interface: ${LOOPBACK}@${port}
+  port: ${port}
+  do-ip6: no
+  num-threads: 1
+  username: ""
+  chroot: ""
+  directory: "${env.dir}"
+  pidfile: "${join(env.dir, `unbound-${port}.pid`)}"
+  do-daemonize: no
+  use-syslog: no
+  logfile: ""
+  verbosity: 0
+  do-not-query-localhost: no
+  root-hints: "${hints}"
+  module-config: "iterator"
+  qname-minimisation: no
+  num-queries-per-thread: 4096
+  local-zone: "test." nodefault
+  local-zone: "local.test." static
+${local}
+forward-zone:
+  name: "."
+  forward-addr: ${LOOPBACK}@${env.nsdPort}
+`,
+  );
+  return launch('unbound', env.dir, port, 'unbound', ['-d', '-c', conf], logName('unbound'));
+}
+
+async function startDnsmasq(env: PeerEnv): Promise<Running> {
+  const port = await freePort();
+  const hosts = join(env.dir, 'dnsmasq.hosts');
+  writeFileSync(hosts, `${localPairs().map(([n, a]) => `${a} ${n}`).join('\n')}\n`);
+  // cache-size 10000: dnsmasq warns that more "may cause performance issues"; the hit workload
+  // needs 1000 entries.
+  return launch(
+    'dnsmasq',
+    env.dir,
+    port,
+    'dnsmasq',
+    [
+      '--no-daemon',
+      '--conf-file=/dev/null',
+      '--no-resolv',
+      '--no-hosts',
+      `--addn-hosts=${hosts}`,
+      `--server=${LOOPBACK}#${env.nsdPort}`,
+      `--port=${port}`,
+      `--listen-address=${LOOPBACK}`,
+      '--bind-interfaces',
+      '--cache-size=10000',
+      '--dns-forward-max=1000',
+      '--pid-file=',
+    ],
+    logName('dnsmasq'),
+  );
+}
+
+/** The Node reference servers answer for the hit and local workloads and forward for misses. */
+async function startNodeRef(env: PeerEnv, name: string, script: string, workload: WorkloadName): Promise<Running> {
+  const port = await freePort();
+  const args = [join(env.root, 'dist/bench', script), '--port', String(port)];
+  if (workload === 'miss') args.push('--forward', `${LOOPBACK}:${env.nsdPort}`);
+  return launch(name, env.dir, port, process.execPath, args, logName(name));
+}
+
+export const SERVERS: readonly ServerSpec[] = [
+  { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
+  { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
+  { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'ceiling', 'ceiling.js', w) },
+  { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },
+  { name: 'dnsdist', note: 'packet cache 100k; local names: one QNameSetRule + SpoofAction', binary: 'dnsdist', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsdist(env) },
+  { name: 'unbound', note: 'forwarder, 1 thread, iterator only; local-data for local names', binary: 'unbound', workloads: ['hit', 'local', 'miss'], start: (env) => startUnbound(env) },
+  { name: 'dnsmasq', note: 'cache-size 10000; addn-hosts for local names', binary: 'dnsmasq', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsmasq(env) },
+];
+
+export function installed(spec: ServerSpec): boolean {
+  return spec.binary === null || commandExists(spec.binary) !== null;
+}
+
+export interface ToolVersions {
+  [tool: string]: string | null;
+}
+
+export function toolVersions(): ToolVersions {
+  return {
+    node: process.version,
+    nsd: versionOf('nsd', ['-v'], /NSD version (\S+)/),
+    unbound: versionOf('unbound', ['-V'], /Version (\S+)/),
+    dnsdist: versionOf('dnsdist', ['--version'], /dnsdist (\S+)/),
+    dnsmasq: versionOf('dnsmasq', ['--version'], /Dnsmasq version (\S+)/),
+    dnsperf: versionOf('dnsperf', ['-h'], /Version (\S+)/),
+  };
+}
