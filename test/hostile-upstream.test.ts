@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Metrics } from '../src/metrics/metrics.js';
 import { UdpExchange } from '../src/upstream/udp.js';
-import { startLineDns, type Running } from './helpers/server.js';
+import { bounded, startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
 import { tcpExchange, udpExchange } from './helpers/client.js';
 import {
@@ -39,19 +39,6 @@ const GOOD = '192.0.2.10';
 const LATER = '192.0.2.77';
 const TIMEOUT = 300;
 const DEADLINE = 900;
-
-/** Fails instead of hanging when a close never completes (a connection left open keeps it waiting). */
-async function bounded(p: Promise<void>, what: string, ms = 5000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
-  });
-  try {
-    await Promise.race([p, limit]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 interface Rig {
   up: TestUpstream;

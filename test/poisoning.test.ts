@@ -4,7 +4,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError } from '../src/config/load.js';
-import { startLineDns, type Running, type TestFiles } from './helpers/server.js';
+import { bounded, startLineDns, type Running, type TestFiles } from './helpers/server.js';
 import { TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
 import { udpExchange } from './helpers/client.js';
 import {
@@ -45,19 +45,6 @@ function qname(raw: Buffer): string {
   const m = checkMessage(raw);
   if (typeof m === 'string' || m.qname === null) throw new Error(`upstream got an unreadable query: ${m}`);
   return m.qname;
-}
-
-/** Fails instead of hanging when a close never completes (a connection left open keeps it waiting). */
-async function bounded(p: Promise<void>, what: string, ms = 5000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
-  });
-  try {
-    await Promise.race([p, limit]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 interface Rig {

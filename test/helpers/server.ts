@@ -49,3 +49,17 @@ export async function startLineDns(files: TestFiles): Promise<Running> {
   const server = await LineDnsServer.start(config, { logger: silentLogger() });
   return { server, port: server.port, dir, configFile, close: () => server.close() };
 }
+
+/** Fails instead of hanging when a close never completes (a connection left open keeps it waiting). */
+export async function bounded(p: Promise<void>, what: string, ms = 5000): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not close within ${ms} ms`)), ms);
+  });
+  try {
+    await Promise.race([p, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
