@@ -143,3 +143,32 @@ test('visibility: unlabelled always, the most specific line with records wins, n
   assert.equal(s.lookup('lab-only.example', QType.A, as('10.1.0.5')).kind, 'none', 'hidden from office: falls through');
   assert.equal(s.lookup('lab-only.example', QType.A, as('10.2.0.5')).kind, 'answer');
 });
+
+test('one name asked with 2000 qtypes: answers stay right across the per-name memo bound', async () => {
+  const { createRecordsStage } = await import('../src/stages/records.js');
+  const { QueryContext } = await import('../src/pipeline/context.js');
+  const { parseQuery, isRejection } = await import('../src/dns/query.js');
+  const { Metrics } = await import('../src/metrics/metrics.js');
+  const { silentLogger } = await import('../src/log/logger.js');
+  const { loadConfig } = await import('../src/config/load.js');
+  const { writeConfig } = await import('./helpers/server.js');
+  const { buildQuery } = await import('./helpers/client.js');
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'] }, records: [{ name: 'one.test', type: 'A', rdata: '192.0.2.1' }] });
+  const metrics = new Metrics();
+  const stage = await createRecordsStage(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config });
+  let fellThrough = 0;
+  for (let t = 1; t < 2000; t++) {
+    if (t === 41) continue; // OPT is not a question type (FORMERR at decode)
+    const raw = buildQuery({ name: 'one.test', type: `UNKNOWN_${t}` });
+    const q = parseQuery(raw);
+    assert.ok(!isRejection(q));
+    const ctx = new QueryContext(raw, { address: '127.0.0.1', port: 1, family: 'IPv4' }, 'udp', 0);
+    ctx.query = q;
+    await stage.handle(ctx, () => {
+      fellThrough++;
+    });
+  }
+  // A, AAAA (NODATA) and ANY answer locally, every other type falls through, also after the memo was cleared.
+  assert.equal(metrics.get('records_answered_total') + fellThrough, 1998);
+  assert.equal(metrics.get('records_answered_total'), 3);
+});

@@ -14,6 +14,8 @@ import type { Stage, StageFactory } from '../pipeline/stage.js';
 const FALL_THROUGH: unique symbol = Symbol('fall through');
 /** Names whose answers are kept encoded; each holds its few (type, line set) variants. */
 const MEMO_SIZE = 50_000;
+/** Variants (type x line set) memoised per name at most. */
+const MAX_VARIANTS = 64;
 
 export const createRecordsStage: StageFactory = (_options, env): Stage => {
   let store = new RecordStore(env.config.records);
@@ -42,6 +44,8 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
         const vis: Visibility = { lines, unmatched };
         const result = store.lookup(q.name, q.qtype, vis);
         t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(q.name, q.qtype, result);
+        // Bounded per name too: a client cycling through 65536 qtypes must not grow it.
+        if (byName.size >= MAX_VARIANTS) byName.clear();
         byName.set(code, t);
       }
       if (t === FALL_THROUGH) {
