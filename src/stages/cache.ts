@@ -65,6 +65,9 @@ export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): { lifetime:
   return { lifetime: 0, clamped: false };
 }
 
+/** Answers kept per name (type, DO, CD variants) at most. */
+const MAX_VARIANTS = 32;
+
 function chainLength(e: Entry): number {
   let n = 0;
   for (let c: Entry | null = e; c !== null; c = c.next) n++;
@@ -102,8 +105,15 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     const now = seconds(ctx.receivedAt);
     let rest = lru.get(q.name) ?? null;
     // Drop the variant being replaced and any expired one from the chain.
+    // At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make chains long.
     let kept: Entry | null = null;
-    for (let c = rest; c !== null; c = c.next) if (c.code !== code && c.expiresAt > now) kept = { ...c, next: kept };
+    let n = 1;
+    for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
+      if (c.code !== code && c.expiresAt > now) {
+        kept = { ...c, next: kept };
+        n++;
+      }
+    }
     rest = kept;
     const entry: Entry = { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, next: rest };
     lru.set(q.name, entry); // set again so the LRU re-weighs the chain
