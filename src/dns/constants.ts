@@ -78,8 +78,3 @@ export function typeFromName(name: string): number | undefined {
 export function typeName(type: number): string {
   return TYPE_BY_NUMBER.get(type) ?? `TYPE${type}`;
 }
-
-const RCODE_BY_NUMBER = new Map<number, string>(Object.entries(Rcode).map(([k, v]) => [v, k]));
-export function rcodeName(rcode: number): string {
-  return RCODE_BY_NUMBER.get(rcode) ?? `RCODE${rcode}`;
-}

@@ -2,7 +2,7 @@
 // It records where every TTL sits so the wire can be reused and aged without a decode.
 
 import { Flag, HEADER_SIZE, QType } from './constants.js';
-import { readName, skipName, wireNamesEqual } from './name.js';
+import { skipName, wireNamesEqual } from './name.js';
 
 export const enum Section { Answer = 0, Authority = 1, Additional = 2 }
 
@@ -113,17 +113,6 @@ export function sameQuestion(query: Uint8Array, queryQEnd: number, reply: Uint8A
   if (!wireNamesEqual(query, HEADER_SIZE, reply, HEADER_SIZE, nameLen)) return false;
   for (let i = queryQEnd - 4; i < queryQEnd; i++) if (query[i] !== reply[i]) return false;
   return true;
-}
-
-/** Owner name of a record, lower-cased presentation form. */
-export function ownerName(buf: Uint8Array, rec: RecordInfo): string {
-  return readName(buf, rec.start)!.name;
-}
-
-/** The name at the start of RDATA (CNAME/NS/PTR/DNAME target), or after `skip` octets (MX, SRV). */
-export function rdataName(buf: Uint8Array, rec: RecordInfo, skip = 0): string | null {
-  if (rec.rdLength <= skip) return null;
-  return readName(buf, rec.rdStart + skip)?.name ?? null;
 }
 
 /** Appends the name at `off` uncompressed to `out`; returns the offset past it, or -1. */

@@ -84,11 +84,3 @@ function fullV6(addr: string): Uint8Array {
   full.set(bytes, 16 - bytes.length);
   return full;
 }
-
-/** Presentation form of 4 or 16 octets (for logs and PTR). */
-export function formatIp(bytes: Uint8Array): string {
-  if (bytes.length === 4) return bytes.join('.');
-  const groups: string[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
-  return new Address6(groups.join(':')).correctForm();
-}

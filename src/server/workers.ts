@@ -39,7 +39,3 @@ export function runPrimary(workers: number, logger: Logger, onReady: (addresses:
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
   });
 }
-
-export function isWorker(): boolean {
-  return cluster.isWorker;
-}
