@@ -1,7 +1,7 @@
 // Smart-line classification: which lines (labels of smart-line.json) a client address is in.
 // Every line whose CIDRs hold the address counts, ordered most specific prefix first.
 
-import { parseCidr, parseIp } from '../net/address.js';
+import { parseCidr } from '../net/address.js';
 import { NO_LINES, PrefixTrie, type LineSet } from './trie.js';
 
 export type SmartLineConfig = Record<string, readonly string[]>;
@@ -9,7 +9,6 @@ export type SmartLineConfig = Record<string, readonly string[]>;
 export class LineTable {
   private readonly trie = new PrefixTrie<LineSet>();
   readonly lineNames: readonly string[];
-  private readonly recent = new Map<string, LineSet>();
 
   constructor(config: SmartLineConfig) {
     this.lineNames = Object.keys(config);
@@ -39,14 +38,7 @@ export class LineTable {
 
   /** Lines of an address string as a socket reports it; NO_LINES when in none. */
   classify(address: string): LineSet {
-    let set = this.recent.get(address);
-    if (set !== undefined) return set;
-    const bytes = parseIp(address);
-    set = bytes === null ? NO_LINES : this.classifyBytes(bytes);
-    // Bounded so that a flood of spoofed sources cannot grow it.
-    if (this.recent.size >= 4096) this.recent.clear();
-    this.recent.set(address, set);
-    return set;
+    return this.trie.lookupAddress(address) ?? NO_LINES;
   }
 
   classifyBytes(bytes: Uint8Array): LineSet {

@@ -1,7 +1,7 @@
 // Binary prefix tries for IPv4 and IPv6: lookup cost depends on address length, not on how
 // many CIDRs are loaded. Used for smart-line classification, ACLs and ECS trust.
 
-import type { Cidr } from '../net/address.js';
+import { parseIp, type Cidr } from '../net/address.js';
 
 interface Node<T> {
   zero: Node<T> | null;
@@ -17,6 +17,8 @@ export class PrefixTrie<T> {
   private readonly v4: Node<T> = newNode();
   private readonly v6: Node<T> = newNode();
   size = 0;
+  /** Answers of lookupAddress per address string, bounded so spoofed sources cannot grow it. */
+  private readonly recent = new Map<string, T | undefined>();
 
   /** Sets the value at a prefix; `merge` combines with a value already there. */
   insert(cidr: Cidr, value: T, merge?: (old: T, added: T) => T): void {
@@ -31,6 +33,7 @@ export class PrefixTrie<T> {
       }
       node = next;
     }
+    this.recent.clear();
     if (node.value === undefined) this.size++;
     node.value = node.value !== undefined && merge ? merge(node.value, value) : value;
   }
@@ -45,6 +48,19 @@ export class PrefixTrie<T> {
       if (node === null) break;
       if (node.value !== undefined) found = node.value;
     }
+    return found;
+  }
+
+  /**
+   * longest() for an address as a socket reports it (IPv4-mapped IPv6 counts as IPv4), memoised
+   * per string: a busy client's address is parsed once, not on every packet.
+   */
+  lookupAddress(address: string): T | undefined {
+    if (this.recent.has(address)) return this.recent.get(address);
+    const bytes = parseIp(address);
+    const found = bytes === null ? undefined : this.longest(bytes);
+    if (this.recent.size >= 4096) this.recent.clear();
+    this.recent.set(address, found);
     return found;
   }
 
