@@ -2,6 +2,7 @@
 // idle and lifetime timeouts, caps on connections (global, per client) and queries per connection.
 
 import net from 'node:net';
+import { frame } from '../dns/framing.js';
 import { QueryContext } from '../pipeline/context.js';
 import type { TcpConfig } from '../config/types.js';
 import type { Metrics } from '../metrics/metrics.js';
@@ -83,12 +84,7 @@ export function startTcp(
     const send = (ctx: QueryContext): void => {
       inFlight--;
       const out = ctx.response;
-      if (out !== null && !socket.destroyed && socket.writable) {
-        const framed = Buffer.allocUnsafe(out.length + 2);
-        framed.writeUInt16BE(out.length, 0);
-        framed.set(out, 2);
-        socket.write(framed);
-      }
+      if (out !== null && !socket.destroyed && socket.writable) socket.write(frame(out));
       resumeIfRoom();
       maybeEnd();
     };

@@ -2,6 +2,7 @@
 // two-octet length framing (RFC 1035 4.2.2), bounded by a timeout, connection closed after.
 
 import net from 'node:net';
+import { frame } from '../dns/framing.js';
 import { randomU16 } from './random.js';
 import type { Accept } from './udp.js';
 
@@ -22,12 +23,7 @@ export function tcpQuery<T>(query: Buffer, host: string, port: number, timeoutMs
     const timer = setTimeout(() => finish(null), timeoutMs);
     socket.on('error', () => finish(null));
     socket.on('close', () => finish(null));
-    socket.on('connect', () => {
-      const framed = Buffer.allocUnsafe(query.length + 2);
-      framed.writeUInt16BE(query.length, 0);
-      query.copy(framed, 2);
-      socket.write(framed);
-    });
+    socket.on('connect', () => socket.write(frame(query)));
     socket.on('data', (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       while (buffered.length >= 2) {
