@@ -172,3 +172,13 @@ test('one name asked with 2000 qtypes: answers stay right across the per-name me
   assert.equal(metrics.get('records_answered_total') + fellThrough, 1998);
   assert.equal(metrics.get('records_answered_total'), 3);
 });
+
+test('reverse names built on first use still block a wildcard above them (RFC 4592 closest encloser)', () => {
+  const s = new RecordStore([
+    { name: 'host.example', type: 'A', rdata: '192.0.2.5' },
+    { name: '*.0.192.in-addr.arpa', type: 'PTR', rdata: 'wild.example' },
+  ]);
+  assert.deepEqual(answers(s.lookup('7.1.0.192.in-addr.arpa', QType.PTR, ALL)), ['7.1.0.192.in-addr.arpa 12 "wild.example"']);
+  assert.equal(s.lookup('9.2.0.192.in-addr.arpa', QType.PTR, ALL).kind, 'none', '2.0.192.in-addr.arpa exists: the wildcard does not apply below it');
+  assert.deepEqual(answers(s.lookup('5.2.0.192.in-addr.arpa', QType.PTR, ALL)), ['5.2.0.192.in-addr.arpa 12 "host.example"']);
+});

@@ -109,7 +109,7 @@ export class RecordStore {
   private readonly zones: string[] = [];
   private readonly hasWildcards: boolean;
   readonly size: number;
-  /** Automatic PTRs are built on the first .arpa question unless reverse zones are local. */
+  /** The entries whose automatic PTRs are still to be built (on the first .arpa question). */
   private pendingPtr: readonly RecordEntry[] | null;
 
   constructor(entries: readonly RecordEntry[]) {
@@ -136,11 +136,10 @@ export class RecordStore {
     this.hasWildcards = wild;
     this.zones.sort((a, b) => b.length - a.length);
     this.size = entries.length;
-    // Half the start-up of a large file is its reverse names. They can wait for the first
-    // .arpa question, except when a local wildcard or zone under .arpa needs them to exist.
+    // Half the start-up of a large file is its reverse names. They can wait for the first .arpa
+    // question: only names under .arpa (wildcards and zones there too) depend on them, and
+    // mayAnswer and lookup both build them before looking at such a name.
     this.pendingPtr = entries;
-    const arpaData = [...this.names.keys()].some((n) => n.endsWith('.arpa') && (n.startsWith('*.') || this.zones.includes(n)));
-    if (arpaData) this.ensurePtr('.arpa');
   }
 
   private ensurePtr(name: string): void {
