@@ -50,7 +50,8 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
       dropped.value++;
       return;
     }
-    const ctx = new QueryContext(msg, { address: rinfo.address, port: rinfo.port, family: rinfo.family as 'IPv4' | 'IPv6' }, 'udp', performance.now());
+    // rinfo already has the ClientInfo shape: no second object per packet.
+    const ctx = new QueryContext(msg, rinfo, 'udp', performance.now());
     const r = getEngine().run(ctx);
     if (r) r.then(() => reply(ctx), () => dropped.value++);
     else reply(ctx);

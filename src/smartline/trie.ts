@@ -13,12 +13,19 @@ function newNode<T>(): Node<T> {
   return { zero: null, one: null, value: undefined };
 }
 
+/** Memo value for "no prefix holds this address" (undefined would need a second probe). */
+const ABSENT: unique symbol = Symbol('absent');
+
 export class PrefixTrie<T> {
   private readonly v4: Node<T> = newNode();
   private readonly v6: Node<T> = newNode();
   size = 0;
   /** Answers of lookupAddress per address string, bounded so spoofed sources cannot grow it. */
-  private readonly recent = new Map<string, T | undefined>();
+  private readonly recent = new Map<string, T | typeof ABSENT>();
+  /** The last address looked up: a sidecar's traffic is mostly one client, so this often
+   *  answers with one string comparison instead of hashing a fresh string into the Map. */
+  private lastAddress = '';
+  private lastFound: T | undefined = undefined;
 
   /** Sets the value at a prefix; `merge` combines with a value already there. */
   insert(cidr: Cidr, value: T, merge?: (old: T, added: T) => T): void {
@@ -34,6 +41,7 @@ export class PrefixTrie<T> {
       node = next;
     }
     this.recent.clear();
+    this.lastAddress = '';
     if (node.value === undefined) this.size++;
     node.value = node.value !== undefined && merge ? merge(node.value, value) : value;
   }
@@ -56,11 +64,18 @@ export class PrefixTrie<T> {
    * per string: a busy client's address is parsed once, not on every packet.
    */
   lookupAddress(address: string): T | undefined {
-    if (this.recent.has(address)) return this.recent.get(address);
-    const bytes = parseIp(address);
-    const found = bytes === null ? undefined : this.longest(bytes);
-    if (this.recent.size >= 4096) this.recent.clear();
-    this.recent.set(address, found);
+    if (address === this.lastAddress) return this.lastFound;
+    const known = this.recent.get(address);
+    let found: T | undefined;
+    if (known !== undefined) found = known === ABSENT ? undefined : known;
+    else {
+      const bytes = parseIp(address);
+      found = bytes === null ? undefined : this.longest(bytes);
+      if (this.recent.size >= 4096) this.recent.clear();
+      this.recent.set(address, found === undefined ? ABSENT : found);
+    }
+    this.lastAddress = address;
+    this.lastFound = found;
     return found;
   }
 
