@@ -7,7 +7,7 @@ import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
-import { UdpExchange } from '../upstream/udp.js';
+import { UdpExchange, type Waiter } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -74,72 +74,130 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
    * scanMessage does not check (a 3-octet SOA, a broken MX name), and the exchange counts a throw
    * as an ignored reply and keeps waiting, so such junk cannot pre-empt the real answer.
    */
-  function acceptFor(query: Buffer, q: ParsedQuery): (reply: Buffer) => Accepted | null {
-    return (reply) => {
-      let scan = scanMessage(reply);
-      if (typeof scan === 'string') return null;
-      if ((scan.flags & 0x7800) !== 0) return null;
-      if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
-      if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
-      let buf: Buffer = Buffer.from(reply);
-      let scrubbed = 0;
-      if (q.qclass === QClass.IN) ({ buf, scan, dropped: scrubbed } = scrubReply(buf, scan, q.name));
-      return { scan, template: templateFromScan(buf, scan), scrubbed };
-    };
+  function accept(query: Buffer, q: ParsedQuery, reply: Buffer): Accepted | null {
+    let scan = scanMessage(reply);
+    if (typeof scan === 'string') return null;
+    if ((scan.flags & 0x7800) !== 0) return null;
+    if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
+    if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
+    let buf: Buffer = Buffer.from(reply);
+    let scrubbed = 0;
+    if (q.qclass === QClass.IN) ({ buf, scan, dropped: scrubbed } = scrubReply(buf, scan, q.name));
+    return { scan, template: templateFromScan(buf, scan), scrubbed };
   }
 
   function ordered(now: number): UpstreamState[] {
-    const up = upstreams.filter((u) => u.downUntil <= now);
-    return up.length === upstreams.length ? upstreams : [...up, ...upstreams.filter((u) => u.downUntil > now)];
-  }
-
-  /** One upstream: UDP (or TCP), TC -> TCP, EDNS refused -> once more without OPT. */
-  async function ask(u: UpstreamConfig, ctx: QueryContext, deadline: number): Promise<Accepted | null> {
-    const q = ctx.query!;
-    let withEdns = true;
-    let useTcp = u.protocol === 'tcp';
-    for (let attempt = 0; attempt < 3; attempt++) {
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) return null;
-      const query = upstreamQuery(ctx.raw, q, withEdns);
-      const accept = acceptFor(query, q);
-      const timeout = Math.min(cfg.timeoutMs, remaining);
-      const got = useTcp ? await tcpQuery(query, u.host, u.port, timeout, accept) : await udp.query(query, u.host, u.port, timeout, accept);
-      if (got === null) return null;
-      if (got.scan.flags & Flag.TC && !useTcp) {
-        tcpRetries.value++;
-        ctx.note(`forward: ${u.host}:${u.port} truncated; retrying over TCP`);
-        useTcp = true;
-        continue;
-      }
-      if (withEdns && (got.scan.rcode === Rcode.FORMERR || got.scan.rcode === Rcode.NOTIMP) && got.scan.opt < 0) {
-        withEdns = false; // an upstream from before EDNS (RFC 6891 section 7)
-        continue;
-      }
-      return got.scan.flags & Flag.TC ? null : got;
+    for (let i = 0; i < upstreams.length; i++) {
+      if (upstreams[i]!.downUntil > now) return [...upstreams.filter((u) => u.downUntil <= now), ...upstreams.filter((u) => u.downUntil > now)];
     }
-    return null;
+    return upstreams;
   }
 
-  async function resolve(ctx: QueryContext): Promise<void> {
-    const q = ctx.query!;
-    const start = performance.now();
-    const deadline = start + cfg.deadlineMs;
-    forwarded.value++;
-    for (const u of ordered(start)) {
-      const got = await ask(u.config, ctx, deadline);
-      if (got === null) {
-        timeouts.value++;
-        ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
-        if (++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
-        continue;
+  /**
+   * One forwarded query: the upstreams in order, and per upstream up to three attempts (UDP or
+   * TCP; TC -> TCP; EDNS refused -> once more without OPT). Driven by callbacks, not async
+   * functions: a miss then costs one promise (the one handed back to the pipeline), not five.
+   */
+  class Job implements Waiter<Accepted> {
+    private readonly order: UpstreamState[];
+    private readonly deadline: number;
+    private index = -1;
+    private attempt = 0;
+    private withEdns = true;
+    private useTcp = false;
+    private query: Buffer | null = null;
+
+    constructor(
+      private readonly ctx: QueryContext,
+      private readonly resolve: () => void,
+      private readonly reject: (err: unknown) => void,
+    ) {
+      const start = performance.now();
+      this.deadline = start + cfg.deadlineMs;
+      this.order = ordered(start);
+    }
+
+    /** Moves to the next upstream, or answers SERVFAIL when none is left. */
+    private nextUpstream(): void {
+      if (++this.index >= this.order.length) {
+        servfails.value++;
+        this.ctx.respondError('forward', Rcode.SERVFAIL);
+        this.finish();
+        return;
+      }
+      this.attempt = 0;
+      this.withEdns = true;
+      this.useTcp = this.order[this.index]!.config.protocol === 'tcp';
+      this.send();
+    }
+
+    private send(): void {
+      const u = this.order[this.index]!.config;
+      const remaining = this.deadline - performance.now();
+      if (this.attempt++ >= 3 || remaining <= 0) {
+        this.failed();
+        return;
+      }
+      const q = this.ctx.query!;
+      const query = upstreamQuery(this.ctx.raw, q, this.withEdns);
+      this.query = query;
+      const timeout = Math.min(cfg.timeoutMs, remaining);
+      if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
+      else udp.send(query, u.host, u.port, timeout, this);
+    }
+
+    accept(reply: Buffer): Accepted | null {
+      return accept(this.query!, this.ctx.query!, reply);
+    }
+
+    start(): void {
+      try {
+        this.nextUpstream();
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+
+    /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
+    done(got: Accepted | null): void {
+      try {
+        this.step(got);
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+
+    private fail(err: unknown): void {
+      outstanding--;
+      this.reject(err);
+    }
+
+    private finish(): void {
+      outstanding--;
+      this.resolve();
+    }
+
+    private step(got: Accepted | null): void {
+      const u = this.order[this.index]!;
+      const ctx = this.ctx;
+      if (got === null) return this.failed();
+      if (got.scan.flags & Flag.TC) {
+        if (this.useTcp) return this.failed();
+        tcpRetries.value++;
+        ctx.note(`forward: ${u.config.host}:${u.config.port} truncated; retrying over TCP`);
+        this.useTcp = true;
+        return this.send();
+      }
+      if (this.withEdns && (got.scan.rcode === Rcode.FORMERR || got.scan.rcode === Rcode.NOTIMP) && got.scan.opt < 0) {
+        this.withEdns = false; // an upstream from before EDNS (RFC 6891 section 7)
+        return this.send();
       }
       u.consecutiveFailures = 0;
       u.downUntil = 0;
       const rcode = got.scan.rcode;
       if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
         ctx.note(`forward: ${u.config.host}:${u.config.port} answered rcode ${rcode}; trying the next upstream`);
-        continue;
+        return this.nextUpstream();
       }
       if (got.scrubbed > 0) {
         scrubbed.value += got.scrubbed;
@@ -148,11 +206,18 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       const t = got.template!;
       ctx.upstreamReply = t;
       if (ctx.tracing) ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
-      ctx.respond('forward', renderTemplate(t, ctx.raw, q, 0));
-      return;
+      ctx.respond('forward', renderTemplate(t, ctx.raw, ctx.query!, 0));
+      this.finish();
     }
-    servfails.value++;
-    ctx.respondError('forward', Rcode.SERVFAIL);
+
+    /** This upstream gave no usable answer: count it against it and try the next. */
+    private failed(): void {
+      const u = this.order[this.index]!;
+      timeouts.value++;
+      this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
+      if (++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+      this.nextUpstream();
+    }
   }
 
   return {
@@ -164,9 +229,8 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
         return;
       }
       outstanding++;
-      return resolve(ctx).finally(() => {
-        outstanding--;
-      });
+      forwarded.value++;
+      return new Promise<void>((resolve, reject) => new Job(ctx, resolve, reject).start());
     },
     reload(config) {
       cfg = config.forward;
