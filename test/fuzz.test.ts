@@ -9,7 +9,7 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { isRejection, parseQuery } from '../src/dns/query.js';
 import { scanMessage } from '../src/dns/message.js';
-import { scrubReply } from '../src/dns/scrub.js';
+import { keepList, provablyClean, scrubReply } from '../src/dns/scrub.js';
 import { templateFromScan } from '../src/dns/template.js';
 import { startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream } from './helpers/upstream.js';
@@ -995,6 +995,40 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
       if (problems.length > 10) break;
     }
     t.diagnostic(`${total} inputs (${accepted} accepted) in ${(performance.now() - started).toFixed(0)} ms, seed ${SEED}`);
+    assert.deepEqual(problems, [], `seed ${SEED}`);
+  });
+
+  test('the scrubber\'s fast path only passes replies the full path would keep whole', (t) => {
+    // An authoritative answer as nsd sends it, compressed: x.w.bench.test A, bench.test NS
+    // ns.bench.test (owner a pointer into the question), and the glue owned by a pointer to
+    // the NS RDATA. The fast path must accept it, and on every mutation it accepts, the full
+    // keepList must keep every record too.
+    const hexWire =
+      '0000840000010001000100010178017705626' + '56e6368047465737400' + '00010001' + // header, question (ends at 32)
+      'c00c000100010000003c00040a090909' + // answer
+      'c010000200010000003c000502' + '6e73c010' + // authority: NS, RDATA at 60
+      'c03c000100010000003c00047f000001'; // glue
+    const nsdLike = Buffer.from(hexWire, 'hex');
+    const scan0 = scanMessage(nsdLike);
+    assert.notEqual(typeof scan0, 'string');
+    assert.equal(provablyClean(nsdLike, scan0 as Exclude<typeof scan0, string>), true);
+    const rng = new Rng(SEED ^ 0x5a5a5a5a);
+    const corpus = [nsdLike, ...seedResponses()];
+    const total = Math.min(100_000, PARSER_INPUTS / 5);
+    let fast = 0;
+    const problems: string[] = [];
+    for (let i = 0; i < total && problems.length < 10; i++) {
+      const buf = i === 0 ? nsdLike : mutate(rng, corpus);
+      const scan = scanMessage(buf);
+      if (typeof scan === 'string' || !provablyClean(buf, scan)) continue;
+      const before = checkMessage(buf);
+      if (typeof before === 'string' || before.qname === null) continue;
+      fast++;
+      const keep = keepList(buf, scan, before.qname);
+      if (keep.some((k) => !k)) problems.push(`fast path kept a reply keepList scrubs (${keep.join(',')}): ${hex(buf)}`);
+    }
+    t.diagnostic(`${total} replies, ${fast} on the fast path, seed ${SEED}`);
+    assert.ok(fast > 0);
     assert.deepEqual(problems, [], `seed ${SEED}`);
   });
 

@@ -11,7 +11,7 @@ function nameAt(buf: Uint8Array, off: number): string {
 
 /** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME; authority: the
  *  zone above the chain's end; additional: addresses of names the kept records point to. */
-function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] {
+export function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] {
   const recs = scan.records;
   const keep = new Array<boolean>(recs.length).fill(false);
   const chain = new Set<string>([qname]);
@@ -60,18 +60,51 @@ function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] 
   return keep;
 }
 
+/** Whether `off` starts a label of the (uncompressed) question name: a suffix of QNAME. */
+function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): boolean {
+  for (let at = 12; at < questionEnd - 4 && buf[at] !== 0; at += buf[at]! + 1) {
+    if (buf[at]! & 0xc0) return false;
+    if (at === off) return true;
+  }
+  return false;
+}
+
 /**
- * The common reply needs no name decoding: every record sits in the answer section, is not a
- * CNAME or DNAME, and its owner is a pointer to the question name (offset 12), so all of them
- * belong (a non-OPT additional or any authority record takes the full path).
+ * The usual authoritative reply needs no name decoding, as every record provably belongs:
+ * - answers are owned by a pointer to the question name (offset 12) and are not CNAME/DNAME;
+ * - authority records are NS or SOA, all owned by one pointer to a label of the question name
+ *   (an ancestor of QNAME: the zone keepList would pick, so all of them are kept);
+ * - additional records are OPT, or owned by a pointer to the RDATA of one of those NS records
+ *   (the glue of a kept name server).
+ * Anything else takes the full path of keepList.
  */
-function onlyQuestionOwners(buf: Uint8Array, scan: MessageScan): boolean {
-  for (const r of scan.records) {
+export function provablyClean(buf: Uint8Array, scan: MessageScan): boolean {
+  const recs = scan.records;
+  let zoneOwner = -1;
+  for (let i = 0; i < recs.length; i++) {
+    const r = recs[i]!;
     if (r.type === QType.OPT) continue;
-    if (r.section !== Section.Answer || r.type === QType.CNAME || r.type === QType.DNAME) return false;
-    if (buf[r.start] !== 0xc0 || buf[r.start + 1] !== 12) return false;
+    if (buf[r.start]! < 0xc0) return false;
+    const target = ((buf[r.start]! & 0x3f) << 8) | buf[r.start + 1]!;
+    if (r.section === Section.Answer) {
+      if (target !== 12 || r.type === QType.CNAME || r.type === QType.DNAME) return false;
+    } else if (r.section === Section.Authority) {
+      if (r.type !== QType.NS && r.type !== QType.SOA) return false;
+      if (zoneOwner < 0) {
+        if (!isQuestionSuffix(buf, target, scan.questionEnd)) return false;
+        zoneOwner = target;
+      } else if (target !== zoneOwner) return false;
+    } else if (!isNsTarget(recs, target)) return false;
   }
   return true;
+}
+
+function isNsTarget(recs: readonly RecordInfo[], target: number): boolean {
+  for (let i = 0; i < recs.length; i++) {
+    const r = recs[i]!;
+    if (r.section === Section.Authority && r.type === QType.NS && r.rdStart === target) return true;
+  }
+  return false;
 }
 
 /**
@@ -79,7 +112,7 @@ function onlyQuestionOwners(buf: Uint8Array, scan: MessageScan): boolean {
  * those that do (on the wire: see rebuildMessage).
  */
 export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } {
-  if (onlyQuestionOwners(buf, scan)) return { buf, scan, dropped: 0 };
+  if (provablyClean(buf, scan)) return { buf, scan, dropped: 0 };
   const keep = keepList(buf, scan, qname);
   const dropped = keep.filter((k) => !k).length;
   if (dropped === 0) return { buf, scan, dropped };
