@@ -4,6 +4,7 @@
 import type { ParsedQuery } from '../dns/query.js';
 import { errorReply, type ScannedTemplate } from '../dns/template.js';
 import type { LineSet } from '../smartline/trie.js';
+import type { Counter } from '../metrics/metrics.js';
 
 export type Transport = 'udp' | 'tcp';
 
@@ -28,6 +29,12 @@ export class QueryContext {
   /** The validated upstream reply behind `response`, for the cache to store. */
   upstreamReply: ScannedTemplate | null = null;
   classifier: LineClassifier | null = null;
+  /**
+   * Set by a stage whose answer depends only on the query's octets, the client's address and the
+   * current second (cache hits, local records): the UDP transport may then send the same answer
+   * to a repeat within that second without running the pipeline, bumping this counter for it.
+   */
+  reusable: Counter | null = null;
   private lineSet: LineSet | null = null;
   /** Notes for `explain` and logs; null (and nothing allocated) unless tracing. */
   trace: string[] | null = null;

@@ -37,11 +37,22 @@ async function loadUserStage(path: string, env: StageEnv): Promise<Stage> {
   return made;
 }
 
+/** The stages built from BUILTIN_FACTORIES: their behaviour is known (see Engine's answer memo). */
+const builtins = new WeakSet<Stage>();
+
+export function isBuiltinStage(stage: Stage): boolean {
+  return builtins.has(stage);
+}
+
 export async function buildStages(entries: readonly string[], env: StageEnv): Promise<Stage[]> {
   const stages: Stage[] = [];
   for (const entry of entries) {
     const factory = BUILTIN_FACTORIES[entry];
-    stages.push(factory ? await factory(undefined, env) : await loadUserStage(entry, env));
+    if (factory) {
+      const stage = await factory(undefined, env);
+      builtins.add(stage);
+      stages.push(stage);
+    } else stages.push(await loadUserStage(entry, env));
   }
   return stages;
 }

@@ -6,15 +6,31 @@ import { compose, type Handler } from '../pipeline/compose.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageEnv } from '../pipeline/stage.js';
 import type { Counter } from '../metrics/metrics.js';
+import type { RuntimeConfig } from '../config/types.js';
+import { isBuiltinStage } from '../pipeline/registry.js';
+import { AnswerMemo } from './answer-memo.js';
 
 export class Engine {
   private readonly handler: Handler;
   private readonly errors: Counter;
   private lastErrorLog = 0;
+  /**
+   * Repeats of a query within a second, from the same client, answered without the pipeline;
+   * null when that would change what a client gets: a user stage (its behaviour is unknown) or
+   * a rate limit (it counts every query) in the pipeline.
+   */
+  memo: AnswerMemo | null = null;
 
   constructor(readonly stages: readonly Stage[], private readonly env: StageEnv) {
     this.handler = compose(stages);
     this.errors = env.metrics.counter('pipeline_errors_total', 'queries whose pipeline threw; answered SERVFAIL');
+    this.configured(env.config);
+  }
+
+  /** After the stages took a new configuration: answers kept from the old one are dropped. */
+  configured(config: RuntimeConfig): void {
+    const eligible = config.rateLimit === null && this.stages.every(isBuiltinStage);
+    this.memo = eligible ? new AnswerMemo() : null;
   }
 
   run(ctx: QueryContext): void | Promise<void> {

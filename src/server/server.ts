@@ -114,6 +114,7 @@ export class LineDnsServer {
       return;
     }
     for (const s of this.engine.stages) await s.reload?.(next);
+    this.engine.configured(next);
     this.config = next;
   }
 

@@ -1,6 +1,7 @@
 // TCP transport (RFC 7766): many pipelined queries per connection answered as they complete,
 // idle and lifetime timeouts, caps on connections (global, per client) and queries per connection.
 
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import { frame } from '../dns/framing.js';
 import { QueryContext } from '../pipeline/context.js';

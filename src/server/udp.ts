@@ -1,6 +1,7 @@
 // UDP transport: one socket per listen address; replies over the client's size limit (512, or
 // its EDNS size, capped by maxUdpSize) go out truncated with TC so the client retries over TCP.
 
+import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { MIN_UDP_SIZE } from '../dns/constants.js';
@@ -8,6 +9,8 @@ import { truncateReply } from '../dns/template.js';
 import { QueryContext } from '../pipeline/context.js';
 import type { Metrics } from '../metrics/metrics.js';
 import type { Engine } from './engine.js';
+import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from './answer-memo.js';
+import { wholeSeconds } from '../pipeline/clock.js';
 
 export interface UdpTransport {
   socket: dgram.Socket;
@@ -27,7 +30,10 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
   const sendErrors = metrics.counter('udp_send_errors_total', 'UDP replies the kernel refused');
   const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host) });
 
-  const reply = (ctx: QueryContext): void => {
+  const memoHits = metrics.counter('udp_memo_hits_total', 'UDP queries answered from the answer memo (a repeat within the second)');
+
+  /** `memo` and `hash`: where to keep a reusable answer (null: not memoisable). */
+  const reply = (ctx: QueryContext, memo: AnswerMemo | null, hash: number): void => {
     let out = ctx.response;
     if (out === null) {
       dropped.value++;
@@ -38,6 +44,7 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
       out = truncateReply(out, ctx.query.questionEnd, ctx.query.edns);
       truncated.value++;
     }
+    if (memo !== null && ctx.reusable !== null) memo.set(ctx.client.address, ctx.raw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable);
     // No callback: a failed send surfaces as the socket's 'error' event, counted below, and
     // the hot path allocates no closure per reply.
     socket.send(out, ctx.client.port, ctx.client.address);
@@ -50,11 +57,29 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
       dropped.value++;
       return;
     }
+    const engine = getEngine();
+    const now = performance.now();
+    let memo = engine.memo;
+    let hash = 0;
+    if (memo !== null && msg.length <= MEMO_MAX_QUERY) {
+      hash = queryHash(msg);
+      const m = memo.get(rinfo.address, msg, hash, wholeSeconds(now));
+      if (m !== undefined) {
+        memoHits.value++;
+        m.counter.value++;
+        const out = Buffer.allocUnsafe(m.reply.length);
+        out.set(m.reply);
+        out[0] = msg[0]!;
+        out[1] = msg[1]!;
+        socket.send(out, rinfo.port, rinfo.address);
+        return;
+      }
+    } else memo = null;
     // rinfo already has the ClientInfo shape: no second object per packet.
-    const ctx = new QueryContext(msg, rinfo, 'udp', performance.now());
-    const r = getEngine().run(ctx);
-    if (r) r.then(() => reply(ctx), () => dropped.value++);
-    else reply(ctx);
+    const ctx = new QueryContext(msg, rinfo, 'udp', now);
+    const r = engine.run(ctx);
+    if (r) r.then(() => reply(ctx, memo, hash), () => dropped.value++);
+    else reply(ctx, memo, hash);
   });
 
   return new Promise((resolve, reject) => {

@@ -7,6 +7,7 @@ import { Section } from '../dns/message.js';
 import type { ParsedQuery } from '../dns/query.js';
 import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate } from '../dns/template.js';
 import type { CacheConfig } from '../config/types.js';
+import { wholeSeconds } from '../pipeline/clock.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
 
@@ -87,9 +88,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
 
-  /** Whole seconds on a clock of our own: small integers stay unboxed in every entry. */
-  const epoch = performance.now();
-  const seconds = (ms: number): number => Math.floor((ms - epoch) / 1000);
+  const seconds = wholeSeconds;
 
   /** `known`: whether the lookup before forwarding found any entry for this name. */
   function store(ctx: QueryContext, code: number, known: boolean): void {
@@ -137,6 +136,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
         const now = seconds(ctx.receivedAt);
         if (now < e.expiresAt) {
           hits.value++;
+          ctx.reusable = hits;
           ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, now - e.storedAt));
           return;
         }

@@ -1,6 +1,7 @@
 // forward stage: sends the query upstream (UDP, TCP on TC), fails over within a deadline, and
 // accepts only replies that match ID, source, and question; SERVFAIL when every upstream failed.
 
+import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
 import type { ParsedQuery } from '../dns/query.js';

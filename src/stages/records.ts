@@ -54,6 +54,7 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
         return next();
       }
       answered.value++;
+      ctx.reusable = answered;
       if (ctx.tracing) ctx.note(`records: answered for lines [${(lines ?? NO_LINES).lines.join(', ')}]`);
       ctx.respond('records', renderTemplate(t, ctx.raw, q, 0));
     },

@@ -1,6 +1,7 @@
 // UDP exchange with upstreams: a small pool of sockets on random ports, rotated after a number
 // of queries, random IDs, and replies accepted only from the address, port, ID and question asked.
 
+import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { randomBelow, randomU16 } from './random.js';
 import type { Counter, Metrics } from '../metrics/metrics.js';
