@@ -81,7 +81,8 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     if ((scan.flags & 0x7800) !== 0) return null;
     if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
     if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
-    let buf: Buffer = Buffer.from(reply);
+    // The reply buffer is ours (dgram hands each datagram its own); templateFromScan copies it.
+    let buf: Buffer = reply;
     let scrubbed = 0;
     if (q.qclass === QClass.IN) ({ buf, scan, dropped: scrubbed } = scrubReply(buf, scan, q.name));
     return { scan, template: templateFromScan(buf, scan), scrubbed };
