@@ -29,6 +29,8 @@ export interface Running {
 
 export interface LineDnsOptions {
   workers?: number;
+  /** false: every query through the pipeline (the answer memo off). */
+  answerMemo?: boolean;
   nodeArgs?: string[];
   cacheEntries?: number;
   upstreamPort?: number;
@@ -108,11 +110,12 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       records: opts.records ?? env.data.records,
       smartLine: opts.smartLine ?? env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000 },
+      ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
     }),
   );
   const args = [...(opts.nodeArgs ?? []), join(env.linednsRoot, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', opts.logLevel ?? 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
-  const name = opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : 'linedns';
+  const name = opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : opts.answerMemo === false ? 'linedns-nomemo' : 'linedns';
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
@@ -206,16 +209,22 @@ async function startDnsmasq(env: PeerEnv): Promise<Running> {
 }
 
 /** The Node reference servers answer for the hit and local workloads and forward for misses. */
-async function startNodeRef(env: PeerEnv, name: string, script: string, workload: WorkloadName): Promise<Running> {
+async function startNodeRef(env: PeerEnv, name: string, script: string, workload: WorkloadName, nodeArgs: string[] = []): Promise<Running> {
   const port = await freePort();
-  const args = [join(env.root, 'dist/bench', script), '--port', String(port)];
+  const args = [...nodeArgs, join(env.root, 'dist/bench', script), '--port', String(port)];
   if (workload === 'miss') args.push('--forward', `${LOOPBACK}:${env.nsdPort}`);
   return launch(name, env.dir, port, process.execPath, args, logName(name));
+}
+
+/** The bare Node ceiling (bench/ceiling.ts), with extra node flags (the perf profile's). */
+export function startCeiling(env: PeerEnv, workload: WorkloadName, nodeArgs: string[] = []): Promise<Running> {
+  return startNodeRef(env, 'ceiling', 'ceiling.js', workload, nodeArgs);
 }
 
 export const SERVERS: readonly ServerSpec[] = [
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
   { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
+  { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },
   { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'ceiling', 'ceiling.js', w) },
   { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },
   { name: 'dnsdist', note: 'packet cache 100k; local names: one QNameSetRule + SpoofAction', binary: 'dnsdist', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsdist(env) },

@@ -115,6 +115,7 @@ describe('answer memo', () => {
 
 describe('answer memo off', () => {
   for (const [what, config, extra] of [
+    ['when the config says so', { answerMemo: false }, {}],
     ['with a rate limit (every query must be counted)', { rateLimit: { qps: 1000, burst: 1000 } }, {}],
     [
       'with a user stage (its behaviour is unknown)',

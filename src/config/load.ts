@@ -488,6 +488,7 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     tcp,
     rateLimit,
     maxUdpSize: int(raw.maxUdpSize, 1232),
+    answerMemo: raw.answerMemo !== false,
     logLevel: overrides.logLevel ?? (raw.logLevel as LogLevel | undefined) ?? 'info',
     workers: overrides.workers ?? int(raw.workers, 1),
   };

@@ -75,6 +75,8 @@ export interface RuntimeConfig {
   tcp: TcpConfig;
   rateLimit: RateLimitConfig | null;
   maxUdpSize: number;
+  /** Repeats within a second answered without the pipeline (see docs/stages.md). */
+  answerMemo: boolean;
   logLevel: LogLevel;
   workers: number;
 }

@@ -16,8 +16,8 @@ export class Engine {
   private lastErrorLog = 0;
   /**
    * Repeats of a query within a second, from the same client, answered without the pipeline;
-   * null when that would change what a client gets: a user stage (its behaviour is unknown) or
-   * a rate limit (it counts every query) in the pipeline.
+   * null when turned off (`answerMemo: false`) or when it would change what a client gets: a
+   * user stage (its behaviour is unknown) or a rate limit (it counts every query).
    */
   memo: AnswerMemo | null = null;
 
@@ -29,7 +29,7 @@ export class Engine {
 
   /** After the stages took a new configuration: answers kept from the old one are dropped. */
   configured(config: RuntimeConfig): void {
-    const eligible = config.rateLimit === null && this.stages.every(isBuiltinStage);
+    const eligible = config.answerMemo && config.rateLimit === null && this.stages.every(isBuiltinStage);
     this.memo = eligible ? new AnswerMemo() : null;
   }
 
