@@ -109,6 +109,10 @@ function table(w: WorkloadName, ceiling: Profile, linedns: Profile): string {
 async function main(): Promise<void> {
   for (const tool of ['perf', 'dnsperf', 'nsd']) if (commandExists(tool) === null) throw new Error(`${tool} is not installed (perf: apt-get install linux-perf)`);
   const dir = mkdtempSync(join(os.tmpdir(), 'linedns-perf-'));
+  // --perf-basic-prof makes V8 write isolate-*.log files into the working directory: keep them
+  // in the temporary one, which goes at the end.
+  const cwd = process.cwd();
+  process.chdir(dir);
   try {
     const snap = takeSnapshot(root, dir);
     const data = writeDataset(dir);
@@ -135,6 +139,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${parts.join('\n')}\n`);
   } finally {
     await stopAll();
+    process.chdir(cwd);
     rmSync(dir, { recursive: true, force: true });
   }
 }
