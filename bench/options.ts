@@ -35,13 +35,16 @@ function list(name: string): string[] {
 }
 
 export function readOptions(): BenchOptions {
-  const seconds = num('BENCH_SECONDS', 10, 1);
-  // A short run is a smoke test: fill 100,000 answers and extrapolate per entry, since a full
-  // million takes minutes of cache-miss traffic on its own.
-  const memDefault = seconds >= 10 ? 1_000_000 : 100_000;
+  // Five 5-second runs rather than three of 10: the machine's background load comes and goes
+  // within minutes, and more, shorter turns give the medians more to choose from.
+  const seconds = num('BENCH_SECONDS', 5, 1);
+  const runs = Math.round(num('BENCH_RUNS', 5, 1));
+  // A smoke run (BENCH_SECONDS < 5, or one run) fills 100,000 answers and extrapolates per
+  // entry, since a full million takes over a minute of cache-miss traffic on its own.
+  const memDefault = seconds >= 5 && runs > 1 ? 1_000_000 : 100_000;
   return {
     seconds,
-    runs: Math.round(num('BENCH_RUNS', 3, 1)),
+    runs,
     warmupSeconds: num('BENCH_WARMUP', Math.min(3, seconds), 1),
     clients: Math.round(num('BENCH_CLIENTS', 4, 1)),
     outstanding: Math.round(num('BENCH_OUTSTANDING', 100, 1)),

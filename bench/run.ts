@@ -9,7 +9,7 @@ import { cidrStep } from './cidr.js';
 import { CellRunner, failedCell, type Cell } from './measure.js';
 import { memoryStep, startupStep } from './memory.js';
 import { readOptions, wantSection, wantServer, type BenchOptions } from './options.js';
-import { installed, SERVERS, startNsd, toolVersions, type PeerEnv, type Running } from './peers.js';
+import { displayRank, installed, SERVERS, startNsd, toolVersions, type PeerEnv, type Running } from './peers.js';
 import { commandExists, killAllNow, stopAll } from './proc.js';
 import { profileStep } from './profile.js';
 import { resultsMarkdown, writeDocs, type BenchResults } from './report.js';
@@ -69,6 +69,7 @@ async function main(): Promise<void> {
         else results.serverNotes.push({ server: spec.name, note: spec.note });
       }
       if (wantServer(o, 'nsd')) results.serverNotes.push({ server: 'nsd', note: 'the upstream itself, queried directly (1 server process, RRL off)' });
+      results.serverNotes.sort((a, b) => displayRank(a.server) - displayRank(b.server));
       for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
         const contenders: Contender[] = SERVERS.filter((spec) => wantServer(o, spec.name) && installed(spec) && spec.workloads.includes(w)).map((spec) => ({
           name: spec.name,
@@ -156,8 +157,9 @@ interface Contender {
 
 /**
  * All servers of a workload run side by side (idle but one) and take turns: run 1 of each, then
- * run 2 of each, in rotating order, so that a noisy neighbour on the machine hits every server
- * alike and the ratios stay fair.
+ * run 2 of each, forwards then backwards (A B C, C B A, A B C...). Load from elsewhere on the
+ * machine comes and goes over minutes, so what keeps a ratio fair is that its two servers run
+ * next to each other in every round: SERVERS lists each linedns row beside the ceiling.
  */
 async function runWorkload(w: WorkloadName, contenders: Contender[], env: PeerEnv, o: BenchOptions): Promise<Cell[]> {
   const live: Array<{ name: string; running: Running; runner: CellRunner; error?: string }> = [];
@@ -185,7 +187,7 @@ async function runWorkload(w: WorkloadName, contenders: Contender[], env: PeerEn
     for (const e of live) await step(e, 'warm-up', () => e.runner.warmUp());
     for (let r = 0; r < o.runs; r++) {
       for (let i = 0; i < live.length; i++) {
-        const e = live[(i + r) % live.length]!;
+        const e = live[r % 2 === 0 ? i : live.length - 1 - i]!;
         await step(e, `run ${r + 1}`, async () => {
           const s = await e.runner.measureOnce();
           log(`${w}: ${e.name} run ${r + 1}/${o.runs}: ${Math.round(s.qps)} qps, ${Math.round(s.qpsPerCpu)} q/CPU-s, lost ${s.lost}`);
@@ -203,8 +205,7 @@ async function runWorkload(w: WorkloadName, contenders: Contender[], env: PeerEn
     for (const e of live) await e.running.stop();
   }
   const cells = [...live.map((e) => (e.error === undefined ? e.runner.result() : failedCell(e.name, w, e.error))), ...failed];
-  const order = contenders.map((c) => c.name);
-  return cells.sort((a, b) => order.indexOf(a.server) - order.indexOf(b.server));
+  return cells.sort((a, b) => displayRank(a.server) - displayRank(b.server));
 }
 
 let tmpDir: string | null = null;
