@@ -7,6 +7,9 @@ import type { Counter } from '../metrics/metrics.js';
 export const MEMO_MAX_QUERY = 512;
 
 interface Memo {
+  /** The second it was made in: an answer from another second is never used (TTLs age). */
+  second: number;
+  address: string;
   /** The query that made it, after its ID, one char per octet: compared on every use, as
    *  hashes can collide (a string sits in the heap with the entry; a Buffer's octets do not). */
   query: string;
@@ -29,59 +32,42 @@ function sameQuery(kept: string, msg: Uint8Array): boolean {
   return true;
 }
 
+/** Slots in the table; a power of two. */
+const SLOTS = 1 << 14;
+
 /**
- * Keyed by client address, then by the query's octets after its ID: flags, question spelling,
- * EDNS size, DO bit and options are all in the key, so everything the built-in stages look at
- * is. Emptied when the second changes (TTLs age per second), when it holds `maxEntries`, and on
- * every configuration change (Engine). Only answers from the cache and local records are kept.
+ * A direct-mapped table indexed by the query's hash: one array load per lookup, no Map probe,
+ * and a bounded size with nothing to evict (a newer answer takes the slot). An entry serves only
+ * the same client address, the same octets after the ID (flags, question as spelled, EDNS size,
+ * DO, options: everything the built-in stages look at) and the same second. Engine replaces the
+ * whole memo on every configuration change. Only answers from the cache and local records go in.
  */
 export class AnswerMemo {
-  private second = Number.NaN;
-  private size = 0;
-  private readonly clients = new Map<string, Map<number, Memo>>();
+  private readonly slots: (Memo | undefined)[] = new Array<Memo | undefined>(SLOTS).fill(undefined);
+  /** The client address's share of the slot index, kept for the last address seen: most
+   *  traffic comes from few clients, and two clients asking the same name must not evict
+   *  each other's answer. */
   private lastAddress = '';
-  private lastClient: Map<number, Memo> | undefined = undefined;
+  private lastAddressHash = 0;
 
-  constructor(private readonly maxEntries = 10_000) {}
-
-  private client(address: string): Map<number, Memo> | undefined {
+  private slot(address: string, hash: number): number {
     if (address !== this.lastAddress) {
+      let h = 0;
+      for (let i = 0; i < address.length; i++) h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
       this.lastAddress = address;
-      this.lastClient = this.clients.get(address);
+      this.lastAddressHash = h;
     }
-    return this.lastClient;
+    return (hash ^ this.lastAddressHash) & (SLOTS - 1);
   }
 
   /** `hash`: queryHash(query). */
-  get(address: string, query: Buffer, hash: number, second: number): Memo | undefined {
-    if (second !== this.second) {
-      this.clear();
-      this.second = second;
-      return undefined;
-    }
-    const m = this.client(address)?.get(hash);
-    return m !== undefined && sameQuery(m.query, query) ? m : undefined;
+  get(address: string, query: Uint8Array, hash: number, second: number): Memo | undefined {
+    const m = this.slots[this.slot(address, hash)];
+    if (m === undefined || m.second !== second || m.address !== address || !sameQuery(m.query, query)) return undefined;
+    return m;
   }
 
   set(address: string, query: Buffer, hash: number, second: number, reply: Buffer, counter: Counter): void {
-    if (second !== this.second || this.size >= this.maxEntries) {
-      this.clear();
-      this.second = second;
-    }
-    let client = this.client(address);
-    if (client === undefined) {
-      client = new Map();
-      this.clients.set(address, client);
-      this.lastClient = client;
-    }
-    if (!client.has(hash)) this.size++;
-    client.set(hash, { query: query.toString('latin1', 2), reply, counter });
-  }
-
-  clear(): void {
-    this.clients.clear();
-    this.size = 0;
-    this.lastAddress = '';
-    this.lastClient = undefined;
+    this.slots[this.slot(address, hash)] = { second, address, query: query.toString('latin1', 2), reply, counter };
   }
 }
