@@ -250,14 +250,15 @@ export function resultsMarkdown(r: BenchResults): string {
 }
 
 /** Replaces the marked block of docs/benchmarks.md (or writes a bare file if there is none). */
-export function writeDocs(path: string, block: string): void {
-  const generated = `${BEGIN}\n${block}\n${END}`;
+/** Replaces the generated block between `begin` and `end` (by default the results') in the page. */
+export function writeDocs(path: string, block: string, begin = BEGIN, end = END): void {
+  const generated = `${begin}\n${block}\n${end}`;
   if (existsSync(path)) {
     const text = readFileSync(path, 'utf8');
-    const a = text.indexOf(BEGIN.slice(0, 30));
-    const b = text.indexOf(END);
+    const a = text.indexOf(begin.slice(0, 30));
+    const b = text.indexOf(end);
     if (a >= 0 && b > a) {
-      writeFileSync(path, text.slice(0, a) + generated + text.slice(b + END.length));
+      writeFileSync(path, text.slice(0, a) + generated + text.slice(b + end.length));
       return;
     }
     writeFileSync(path, `${text.trimEnd()}\n\n${generated}\n`);
