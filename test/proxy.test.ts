@@ -97,6 +97,15 @@ describe('linedns end to end', () => {
     assert.equal(second.questions![0]!.name, 'Cached.Example');
   });
 
+  test('A and AAAA asked at once for a new name are both cached (neither store drops the other)', async () => {
+    const name = 'pair.example';
+    const asked = (): number => up.requests.filter((r) => r.packet.questions![0]!.name === name).length;
+    await Promise.all([query(ld.port, { name, type: 'A' }), query(ld.port, { name, type: 'AAAA' })]);
+    assert.equal(asked(), 2);
+    await Promise.all([query(ld.port, { name, type: 'A' }), query(ld.port, { name, type: 'AAAA' })]);
+    assert.equal(asked(), 2, 'both answers came from the cache');
+  });
+
   test('NXDOMAIN and NODATA are cached (RFC 2308) with the SOA TTL', async () => {
     const before = up.requests.length;
     const nx = await query(ld.port, { name: 'nx.example' });

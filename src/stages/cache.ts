@@ -90,8 +90,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
 
   const seconds = wholeSeconds;
 
-  /** `known`: whether the lookup before forwarding found any entry for this name. */
-  function store(ctx: QueryContext, code: number, known: boolean): void {
+  function store(ctx: QueryContext, code: number): void {
     const reply = ctx.upstreamReply;
     if (reply === null || ctx.answeredBy !== 'forward') return;
     const q = ctx.query!;
@@ -103,10 +102,9 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     // Unbound and dnsmasq answer.
     reply.buf[2] = reply.buf[2]! & ~(Flag.AA >> 8);
     const now = seconds(ctx.receivedAt);
-    // A name that had no entry before forwarding is not looked up again: on a cache of a
-    // million names that probe is a noticeable part of a miss. The rare sibling variant stored
-    // meanwhile by a concurrent query for the same name is then replaced, and simply re-fetched.
-    let rest = known ? (lru.get(q.name) ?? null) : null;
+    // Looked up again even when the lookup before forwarding found nothing: clients ask A and
+    // AAAA at once, and the sibling stored meanwhile must stay in the chain.
+    let rest = lru.get(q.name) ?? null;
     // Drop the variant being replaced and any expired one from the chain.
     // At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make chains long.
     let kept: Entry | null = null;
@@ -130,8 +128,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       const q = ctx.query!;
       if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
       const code = variant(q);
-      const first = lru.get(q.name) ?? null;
-      for (let e: Entry | null = first; e !== null; e = e.next) {
+      for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
         if (e.code !== code) continue;
         const now = seconds(ctx.receivedAt);
         if (now < e.expiresAt) {
@@ -143,10 +140,9 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
         break;
       }
       misses.value++;
-      const known = first !== null;
       const r = next();
-      if (r) return r.then(() => store(ctx, code, known));
-      store(ctx, code, known);
+      if (r) return r.then(() => store(ctx, code));
+      store(ctx, code);
     },
     reload(config) {
       const old = lru;
