@@ -216,7 +216,7 @@ async function startNodeRef(env: PeerEnv, name: string, script: string, workload
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
-/** How tables list the servers (the run order is SERVERS'). */
+/** How tables list the servers (runs follow the order of SERVERS). */
 export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
 
 export function displayRank(name: string): number {
@@ -234,7 +234,7 @@ export const SERVERS: readonly ServerSpec[] = [
   // in every round (bench/run.ts), and each linedns row is next to the ceiling.
   { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
-  { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'ceiling', 'ceiling.js', w) },
+  { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w) },
   { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },
   { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },
   { name: 'dnsdist', note: 'packet cache 100k; local names: one QNameSetRule + SpoofAction', binary: 'dnsdist', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsdist(env) },
