@@ -1004,7 +1004,8 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
     // the NS RDATA. The fast path must accept it, and on every mutation it accepts, the full
     // keepList must keep every record too.
     const hexWire =
-      '0000840000010001000100010178017705626' + '56e6368047465737400' + '00010001' + // header, question (ends at 32)
+      '000084000001000100010001' + // header: QR AA, one record in each section
+      '0178' + '0177' + '0562656e6368' + '0474657374' + '00' + '00010001' + // x.w.bench.test A IN, ends at 32
       'c00c000100010000003c00040a090909' + // answer
       'c010000200010000003c000502' + '6e73c010' + // authority: NS, RDATA at 60
       'c03c000100010000003c00047f000001'; // glue
