@@ -1,12 +1,7 @@
 // A "certainly not here" test for names: a bitset indexed by two hashes of the name, so the
 // common question (a name with no local data) costs one memory access instead of a Map probe.
 
-/** FNV-1a over the UTF-16 code units of a string (names here are ASCII or escaped). */
-export function nameHash(name: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  return h >>> 0;
-}
+import { fnv1a } from '../util/fnv.js';
 
 /**
  * A Bloom filter with two probes taken from one 32-bit hash. False positives only cost the Map
@@ -25,7 +20,7 @@ export class NameFilter {
   }
 
   add(name: string): void {
-    const h = nameHash(name);
+    const h = fnv1a(name);
     const a = h & this.mask;
     const b = ((h >>> 16) | (h << 16)) & this.mask;
     this.bits[a >>> 5]! |= 1 << (a & 31);
@@ -33,7 +28,7 @@ export class NameFilter {
   }
 
   mayContain(name: string): boolean {
-    const h = nameHash(name);
+    const h = fnv1a(name);
     const a = h & this.mask;
     if ((this.bits[a >>> 5]! & (1 << (a & 31))) === 0) return false;
     const b = ((h >>> 16) | (h << 16)) & this.mask;

@@ -2,6 +2,7 @@
 // the same answer from the built-in stages, so a repeat is answered without running the pipeline.
 
 import type { Counter } from '../metrics/metrics.js';
+import { fnv1a, fnv1aOctets } from '../util/fnv.js';
 
 /** Queries longer than this are not memoised (real ones are far shorter; junk is not hashed). */
 export const MEMO_MAX_QUERY = 512;
@@ -19,11 +20,9 @@ interface Memo {
   counter: Counter;
 }
 
-/** FNV-1a over the query's octets after its ID: a number key, so no string is built per query. */
+/** The hash of a query's octets after its ID: a number key, so no string is built per query. */
 export function queryHash(msg: Uint8Array): number {
-  let h = 0x811c9dc5;
-  for (let i = 2; i < msg.length; i++) h = Math.imul(h ^ msg[i]!, 0x01000193);
-  return h >>> 0;
+  return fnv1aOctets(msg, 2);
 }
 
 function sameQuery(kept: string, msg: Uint8Array): boolean {
@@ -52,10 +51,8 @@ export class AnswerMemo {
 
   private slot(address: string, hash: number): number {
     if (address !== this.lastAddress) {
-      let h = 0;
-      for (let i = 0; i < address.length; i++) h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
       this.lastAddress = address;
-      this.lastAddressHash = h;
+      this.lastAddressHash = fnv1a(address);
     }
     return (hash ^ this.lastAddressHash) & (SLOTS - 1);
   }
