@@ -88,8 +88,6 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
 
-  const seconds = wholeSeconds;
-
   function store(ctx: QueryContext, code: number): void {
     const reply = ctx.upstreamReply;
     if (reply === null || ctx.answeredBy !== 'forward') return;
@@ -101,7 +99,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     // Copies served later come from our cache, not from an authority (RFC 1035 4.1.1), as
     // Unbound and dnsmasq answer.
     reply.buf[2] = reply.buf[2]! & ~(Flag.AA >> 8);
-    const now = seconds(ctx.receivedAt);
+    const now = wholeSeconds(ctx.receivedAt);
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.
     let rest = lru.get(q.name) ?? null;
@@ -130,7 +128,7 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       const code = variant(q);
       for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
         if (e.code !== code) continue;
-        const now = seconds(ctx.receivedAt);
+        const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
           hits.value++;
           ctx.reusable = hits;
