@@ -47,7 +47,8 @@ export function median(xs: number[]): number {
 /** Upper bound on any server's rate here: sizes the unique-name files so that none wraps. */
 const MAX_RATE = 150_000;
 
-async function queryFile(w: WorkloadName, data: Dataset, seconds: number, rate: number): Promise<{ file: string; once: boolean }> {
+/** The query file of a workload; misses get a file of names never asked, sized for `rate`. */
+export async function queryFile(w: WorkloadName, data: Dataset, seconds: number, rate: number): Promise<{ file: string; once: boolean }> {
   if (w === 'hit') return { file: data.hitQueries, once: false };
   if (w === 'local') return { file: data.localQueries, once: false };
   return { file: await writeUniqueQueries(data.dir, Math.ceil(rate * seconds * 1.05) + 1000), once: true };
