@@ -166,6 +166,23 @@ describe('forwarding', () => {
     }
   });
 
+  test('IPv6 both ways: a client on ::1 is answered from an upstream on ::1, then from the cache', async () => {
+    const up = await TestUpstream.start(simpleHandler('203.0.113.60'), '::1');
+    const ld = await startLineDns({ config: { listen: ['[::1]:0'], allow: ['::1/128'], upstreams: [up.address] } });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const reply = await udpExchange(ld.port, buildQuery({ name: 'six.test' }), { to: '::1' });
+        assert.ok(reply, `reply ${i + 1} over IPv6`);
+        assert.deepEqual(answerData(decode(reply)), ['203.0.113.60']);
+      }
+      assert.equal(up.requests.length, 1, 'the second answer came from the cache');
+      assert.equal(up.requests[0]!.rinfo.address, '::1');
+    } finally {
+      await ld.close();
+      await up.close();
+    }
+  });
+
   test('timeout on the first upstream fails over to the second; all silent: SERVFAIL within the deadline', async () => {
     const silent = await TestUpstream.start(() => null);
     const good = await TestUpstream.start(simpleHandler('203.0.113.9'));

@@ -11,6 +11,7 @@ import type { Metrics } from '../metrics/metrics.js';
 import type { Engine } from './engine.js';
 import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from './answer-memo.js';
 import { wholeSeconds } from '../pipeline/clock.js';
+import { literalLookup } from '../net/literal-lookup.js';
 
 export interface UdpTransport {
   socket: dgram.Socket;
@@ -28,7 +29,7 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
   const truncated = metrics.counter('udp_truncated_total', 'UDP replies truncated (TC set)');
   const dropped = metrics.counter('udp_dropped_total', 'UDP packets not answered (dropped by a stage or invalid source)');
   const sendErrors = metrics.counter('udp_send_errors_total', 'UDP replies the kernel refused');
-  const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host) });
+  const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host), lookup: literalLookup });
 
   const memoHits = metrics.counter('udp_memo_hits_total', 'UDP queries answered from the answer memo (a repeat within the second)');
 

@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import dgram from 'node:dgram';
 import { randomBelow, randomU16 } from './random.js';
 import type { Counter, Metrics } from '../metrics/metrics.js';
+import { literalLookup } from '../net/literal-lookup.js';
 
 /** Decides whether a reply that came from the right place is the one we wait for. */
 export type Accept<T> = (reply: Buffer) => T | null;
@@ -78,7 +79,7 @@ export class UdpExchange {
   }
 
   private open(kind: 'udp4' | 'udp6'): PooledSocket {
-    const socket = dgram.createSocket({ type: kind });
+    const socket = dgram.createSocket({ type: kind, lookup: literalLookup });
     const ps: PooledSocket = { kind, socket, pending: new Map(), uses: 0, retired: false };
     this.sockets.add(ps);
     socket.on('message', (msg, rinfo) => this.onMessage(ps, msg, rinfo));

@@ -28,6 +28,7 @@ export class TestUpstream {
     readonly udp: dgram.Socket,
     readonly tcp: net.Server,
     readonly port: number,
+    readonly host: string,
     public handler: UpstreamHandler,
   ) {}
 
@@ -49,12 +50,12 @@ export class TestUpstream {
         if (attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
         continue;
       }
-      return TestUpstream.wire(udp, tcp, port, handler);
+      return TestUpstream.wire(udp, tcp, port, host, handler);
     }
   }
 
-  private static wire(udp: dgram.Socket, tcp: net.Server, port: number, handler: UpstreamHandler): TestUpstream {
-    const up = new TestUpstream(udp, tcp, port, handler);
+  private static wire(udp: dgram.Socket, tcp: net.Server, port: number, host: string, handler: UpstreamHandler): TestUpstream {
+    const up = new TestUpstream(udp, tcp, port, host, handler);
     udp.on('message', (raw, rinfo) => void up.onUdp(raw, rinfo));
     tcp.on('connection', (s) => up.onTcp(s));
     return up;
@@ -101,7 +102,7 @@ export class TestUpstream {
   }
 
   get address(): string {
-    return `127.0.0.1:${this.port}`;
+    return this.host.includes(':') ? `[${this.host}]:${this.port}` : `${this.host}:${this.port}`;
   }
 
   async close(): Promise<void> {
