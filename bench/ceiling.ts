@@ -1,15 +1,21 @@
 // The bare Node ceiling: a dgram server that copies the query ID into a prebuilt reply (or, with
-// --forward, relays queries to an upstream by ID alone). No DNS server in Node can beat it.
+// --forward, relays queries to an upstream by ID alone). No DNS server in Node can beat it with
+// dgram's defaults; --literal-lookup gives it the send-side shortcut linedns takes (see below).
 
 import dgram from 'node:dgram';
 import { parseArgs } from 'node:util';
 import { answerTail } from './net.js';
 
-const { values } = parseArgs({ options: { port: { type: 'string' }, forward: { type: 'string' } } });
+const { values } = parseArgs({ options: { port: { type: 'string' }, forward: { type: 'string' }, 'literal-lookup': { type: 'boolean' } } });
 const port = Number(values.port);
 if (!Number.isInteger(port) || port <= 0) throw new Error('usage: ceiling --port N [--forward HOST:PORT]');
 
-const socket = dgram.createSocket('udp4');
+// dgram resolves the address of every send() with dns.lookup, which re-checks the IP literal and
+// defers the send by a tick. linedns passes a lookup that hands the literal back
+// (src/net/literal-lookup.ts); this flag gives the ceiling the same, to show what is left.
+const options: dgram.SocketOptions = { type: 'udp4' };
+if (values['literal-lookup'] === true) options.lookup = (address, _family, callback) => callback(null, address, 4);
+const socket = dgram.createSocket(options);
 
 if (values.forward === undefined) {
   // One reply for every query: dnsperf matches replies by ID only, so this is the floor of what
@@ -30,7 +36,7 @@ if (values.forward === undefined) {
   // and no checks beyond the ID, so it bounds what a Node forwarder can reach.
   const [host, portText] = values.forward.split(':');
   const upPort = Number(portText);
-  const upstream = dgram.createSocket('udp4');
+  const upstream = dgram.createSocket(options);
   const clientPort = new Uint16Array(65536);
   const clientId = new Uint16Array(65536);
   const clientAddr: string[] = new Array<string>(65536).fill('');

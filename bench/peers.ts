@@ -209,15 +209,15 @@ async function startDnsmasq(env: PeerEnv): Promise<Running> {
 }
 
 /** The Node reference servers answer for the hit and local workloads and forward for misses. */
-async function startNodeRef(env: PeerEnv, name: string, script: string, workload: WorkloadName, nodeArgs: string[] = []): Promise<Running> {
+async function startNodeRef(env: PeerEnv, name: string, script: string, workload: WorkloadName, nodeArgs: string[] = [], scriptArgs: string[] = []): Promise<Running> {
   const port = await freePort();
-  const args = [...nodeArgs, join(env.root, 'dist/bench', script), '--port', String(port)];
+  const args = [...nodeArgs, join(env.root, 'dist/bench', script), '--port', String(port), ...scriptArgs];
   if (workload === 'miss') args.push('--forward', `${LOOPBACK}:${env.nsdPort}`);
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
 /** How tables list the servers (runs follow the order of SERVERS). */
-export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
+export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
 
 export function displayRank(name: string): number {
   const i = DISPLAY_ORDER.indexOf(name);
@@ -225,14 +225,16 @@ export function displayRank(name: string): number {
 }
 
 /** The bare Node ceiling (bench/ceiling.ts), with extra node flags (the perf profile's). */
-export function startCeiling(env: PeerEnv, workload: WorkloadName, nodeArgs: string[] = []): Promise<Running> {
-  return startNodeRef(env, 'ceiling', 'ceiling.js', workload, nodeArgs);
+export function startCeiling(env: PeerEnv, workload: WorkloadName, nodeArgs: string[] = [], literalLookup = false): Promise<Running> {
+  return startNodeRef(env, literalLookup ? 'ceiling-lit' : 'ceiling', 'ceiling.js', workload, nodeArgs, literalLookup ? ['--literal-lookup'] : []);
 }
 
 export const SERVERS: readonly ServerSpec[] = [
   // Order matters: runs alternate forwards and backwards, so neighbours here run side by side
-  // in every round (bench/run.ts), and each linedns row is next to the ceiling.
+  // in every round (bench/run.ts): linedns sits between the two ceilings, the other linedns
+  // rows beside one of them.
   { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
+  { name: 'ceiling-lit', note: 'the ceiling with the literal-address lookup linedns uses (bench/ceiling.ts --literal-lookup)', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w, [], true) },
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
   { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w) },
   { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },

@@ -159,7 +159,7 @@ interface Contender {
  * All servers of a workload run side by side (idle but one) and take turns: run 1 of each, then
  * run 2 of each, forwards then backwards (A B C, C B A, A B C...). Load from elsewhere on the
  * machine comes and goes over minutes, so what keeps a ratio fair is that its two servers run
- * next to each other in every round: SERVERS lists each linedns row beside the ceiling.
+ * next to each other in every round: SERVERS lists linedns between the two ceilings.
  */
 async function runWorkload(w: WorkloadName, contenders: Contender[], env: PeerEnv, o: BenchOptions): Promise<Cell[]> {
   const live: Array<{ name: string; running: Running; runner: CellRunner; error?: string }> = [];
