@@ -8,7 +8,7 @@ import { answerTail } from './net.js';
 
 const { values } = parseArgs({ options: { port: { type: 'string' }, forward: { type: 'string' }, 'literal-lookup': { type: 'boolean' } } });
 const port = Number(values.port);
-if (!Number.isInteger(port) || port <= 0) throw new Error('usage: ceiling --port N [--forward HOST:PORT]');
+if (!Number.isInteger(port) || port <= 0) throw new Error('usage: ceiling --port N [--forward HOST:PORT] [--literal-lookup]');
 
 // dgram resolves the address of every send() with dns.lookup, which re-checks the IP literal and
 // defers the send by a tick. linedns passes a lookup that hands the literal back
