@@ -207,13 +207,9 @@ export class UdpExchange {
 
   close(): void {
     this.closed = true;
-    for (const kind of ['udp4', 'udp6'] as const) {
-      for (const ps of this.pools[kind]) {
-        for (const [id, p] of ps.pending) this.finish(ps, id, p, null);
-        this.closeSocket(ps);
-      }
-      this.pools[kind] = [];
-    }
+    this.pools.udp4 = [];
+    this.pools.udp6 = [];
+    // `sockets` holds the pooled ones as well as the retired ones still owed replies.
     for (const ps of [...this.sockets]) {
       for (const [id, p] of ps.pending) this.finish(ps, id, p, null);
       this.closeSocket(ps);
