@@ -75,7 +75,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
    * scanMessage does not check (a 3-octet SOA, a broken MX name), and the exchange counts a throw
    * as an ignored reply and keeps waiting, so such junk cannot pre-empt the real answer.
    */
-  function accept(query: Buffer, q: ParsedQuery, reply: Buffer): Accepted | null {
+  function judge(query: Buffer, q: ParsedQuery, reply: Buffer): Accepted | null {
     let scan = scanMessage(reply);
     if (typeof scan === 'string') return null;
     if ((scan.flags & 0x7800) !== 0) return null;
@@ -149,7 +149,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     }
 
     accept(reply: Buffer): Accepted | null {
-      return accept(this.query!, this.ctx.query!, reply);
+      return judge(this.query!, this.ctx.query!, reply);
     }
 
     start(): void {
