@@ -5,10 +5,10 @@ import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { summarise, type CpuProfile, type ProfileSummary } from './cpuprofile.js';
 import { dnsperf } from './dnsperf.js';
+import { queryFile } from './measure.js';
 import type { BenchOptions } from './options.js';
 import { startLineDns, type PeerEnv } from './peers.js';
 import { cpuSeconds, sleep } from './proc.js';
-import { writeUniqueQueries } from './workloads.js';
 
 export interface ProfileResult {
   file: string;
@@ -32,12 +32,12 @@ export async function profileStep(env: PeerEnv, o: BenchOptions, workload: 'hit'
   try {
     const base = { port: server.port, clients: o.clients, outstanding: o.outstanding };
     // Misses: names never asked before, read once; 50,000 a second is more than linedns forwards.
-    const file = async (seconds: number): Promise<string> => (workload === 'hit' ? env.data.hitQueries : writeUniqueQueries(env.dir, 50_000 * seconds));
-    await dnsperf({ ...base, queryFile: await file(o.warmupSeconds), seconds: o.warmupSeconds, once: workload === 'miss' });
-    const queryFile = await file(o.seconds);
+    const warm = await queryFile(workload, env.data, o.warmupSeconds, 50_000);
+    await dnsperf({ ...base, queryFile: warm.file, seconds: o.warmupSeconds, once: warm.once });
+    const measured = await queryFile(workload, env.data, o.seconds, 50_000);
     window.fromMs = performance.now() - spawnedAt;
     const cpu0 = cpuSeconds(server.pid);
-    qps = (await dnsperf({ ...base, queryFile, seconds: o.seconds, once: workload === 'miss' })).qps;
+    qps = (await dnsperf({ ...base, queryFile: measured.file, seconds: o.seconds, once: measured.once })).qps;
     cpu = cpuSeconds(server.pid) - cpu0;
     window.toMs = performance.now() - spawnedAt;
   } finally {
