@@ -9,6 +9,7 @@ import { writeUniqueQueries, type Dataset, type WorkloadName } from './workloads
 export interface RunSample {
   qps: number;
   completed: number;
+  sent: number;
   lost: number;
   cpuSeconds: number;
   qpsPerCpu: number;
@@ -58,7 +59,6 @@ export async function queryFile(w: WorkloadName, data: Dataset, seconds: number,
 export class CellRunner {
   private readonly runs: RunSample[] = [];
   private readonly badRcodes: Record<string, number> = {};
-  private sent = 0;
   private fileRate = MAX_RATE;
   private latency: Cell['latency'] = null;
 
@@ -92,10 +92,10 @@ export class CellRunner {
     const r = await dnsperf({ ...this.base, queryFile: q.file, seconds: this.o.seconds, once: q.once });
     const cpu = cpuSeconds(this.pid) - cpu0;
     this.noteRcodes(r);
-    this.sent += r.sent;
     const sample: RunSample = {
       qps: r.qps,
       completed: r.completed,
+      sent: r.sent,
       lost: r.lost,
       cpuSeconds: cpu,
       qpsPerCpu: cpu > 0 ? r.completed / cpu : NaN,
@@ -108,15 +108,17 @@ export class CellRunner {
     return sample;
   }
 
-  /** Fixed rate at a fraction of the median max measured so far, with per-query latencies. */
-  async measureLatency(): Promise<void> {
+  /** Fixed rate at a fraction of the median max measured so far, with per-query latencies
+   *  (null when there is no max to take a fraction of). */
+  async measureLatency(): Promise<Cell['latency']> {
     const qps = median(this.runs.map((r) => r.qps));
-    if (!Number.isFinite(qps) || qps <= 0) return;
+    if (!Number.isFinite(qps) || qps <= 0) return null;
     const rate = qps * this.o.latencyLoad;
     const q = await queryFile(this.workload, this.data, this.o.seconds, rate);
     const r = await dnsperf({ ...this.base, queryFile: q.file, seconds: this.o.seconds, once: q.once, maxQps: rate, latencies: true });
     this.noteRcodes(r);
     this.latency = { rate, p50Ms: r.p50Ms ?? NaN, p99Ms: r.p99Ms ?? NaN, p999Ms: r.p999Ms ?? NaN, lost: r.lost, sent: r.sent, qps: r.qps };
+    return this.latency;
   }
 
   result(): Cell {
@@ -130,7 +132,7 @@ export class CellRunner {
       cpuLoad: median(runs.map((r) => r.cpuSeconds / this.o.seconds)),
       avgLatencyMs: median(runs.map((r) => r.avgLatencyMs)),
       lostAtMax: runs.reduce((s, r) => s + r.lost, 0),
-      sentAtMax: this.sent,
+      sentAtMax: runs.reduce((s, r) => s + r.sent, 0),
       rssBytes: Math.max(0, ...runs.map((r) => r.rssBytes)),
       latency: this.latency,
       badRcodes: this.badRcodes,

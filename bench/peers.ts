@@ -34,10 +34,6 @@ export interface LineDnsOptions {
   nodeArgs?: string[];
   cacheEntries?: number;
   upstreamPort?: number;
-  logLevel?: string;
-  /** Extra records.json / smart-line.json (start-up test). */
-  records?: string;
-  smartLine?: string;
 }
 
 export interface ServerSpec {
@@ -107,13 +103,13 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
     JSON.stringify({
       listen: [`${LOOPBACK}:${port}`],
       upstreams: [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
-      records: opts.records ?? env.data.records,
-      smartLine: opts.smartLine ?? env.data.smartLine,
+      records: env.data.records,
+      smartLine: env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000 },
       ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
     }),
   );
-  const args = [...(opts.nodeArgs ?? []), join(env.linednsRoot, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', opts.logLevel ?? 'warn'];
+  const args = [...(opts.nodeArgs ?? []), join(env.linednsRoot, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
   const name = opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : opts.answerMemo === false ? 'linedns-nomemo' : 'linedns';
   return launch(name, env.dir, port, process.execPath, args, logName(name));

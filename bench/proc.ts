@@ -24,8 +24,6 @@ export interface Started {
 const live = new Set<Started>();
 
 export interface StartOptions {
-  env?: NodeJS.ProcessEnv;
-  cwd?: string;
   /** Receives stdout instead of the log (dnsperf -v writes a line per query). */
   onStdout?: (chunk: Buffer) => void;
 }
@@ -35,7 +33,7 @@ export interface StartOptions {
  * memory), so a server that refuses its config can be diagnosed from the error raised.
  */
 export function start(name: string, cmd: string, args: string[], logFile: string | null, opts: StartOptions = {}): Started {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env, cwd: opts.cwd });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   if (child.pid === undefined) throw new Error(`${name}: cannot start ${cmd}`);
   const log: WriteStream | null = logFile === null ? null : createWriteStream(logFile);
   let kept = '';

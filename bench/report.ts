@@ -254,8 +254,8 @@ export function resultsMarkdown(r: BenchResults): string {
   return out.join('\n');
 }
 
-/** Replaces the marked block of docs/benchmarks.md (or writes a bare file if there is none). */
-/** Replaces the generated block between `begin` and `end` (by default the results') in the page. */
+/** Replaces the generated block between `begin` and `end` (by default the results') in the page,
+ *  appending it when the page has none, or writing a bare page when there is no page. */
 export function writeDocs(path: string, block: string, begin = BEGIN, end = END): void {
   const generated = `${begin}\n${block}\n${end}`;
   if (existsSync(path)) {

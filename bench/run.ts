@@ -196,8 +196,7 @@ async function runWorkload(w: WorkloadName, contenders: Contender[], env: PeerEn
     }
     for (const e of live) {
       await step(e, 'latency run', async () => {
-        await e.runner.measureLatency();
-        const lat = e.runner.result().latency;
+        const lat = await e.runner.measureLatency();
         if (lat) log(`${w}: ${e.name} at ${Math.round(lat.rate)} qps: p50 ${lat.p50Ms.toFixed(3)} ms, p99 ${lat.p99Ms.toFixed(3)} ms, lost ${lat.lost}`);
       });
     }
