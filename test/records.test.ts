@@ -8,6 +8,14 @@ import { RecordStore, type LocalResult, type Visibility } from '../src/records/s
 import { LineTable } from '../src/smartline/lines.js';
 import { NO_LINES } from '../src/smartline/trie.js';
 import type { RecordEntry } from '../src/config/types.js';
+import { loadConfig } from '../src/config/load.js';
+import { isRejection, parseQuery } from '../src/dns/query.js';
+import { silentLogger } from '../src/log/logger.js';
+import { Metrics } from '../src/metrics/metrics.js';
+import { QueryContext } from '../src/pipeline/context.js';
+import { createRecordsStage } from '../src/stages/records.js';
+import { buildQuery } from './helpers/client.js';
+import { writeConfig } from './helpers/server.js';
 
 const ALL: Visibility = { lines: null, unmatched: 'all' };
 
@@ -145,14 +153,6 @@ test('visibility: unlabelled always, the most specific line with records wins, n
 });
 
 test('one name asked with 2000 qtypes: answers stay right across the per-name memo bound', async () => {
-  const { createRecordsStage } = await import('../src/stages/records.js');
-  const { QueryContext } = await import('../src/pipeline/context.js');
-  const { parseQuery, isRejection } = await import('../src/dns/query.js');
-  const { Metrics } = await import('../src/metrics/metrics.js');
-  const { silentLogger } = await import('../src/log/logger.js');
-  const { loadConfig } = await import('../src/config/load.js');
-  const { writeConfig } = await import('./helpers/server.js');
-  const { buildQuery } = await import('./helpers/client.js');
   const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'] }, records: [{ name: 'one.test', type: 'A', rdata: '192.0.2.1' }] });
   const metrics = new Metrics();
   const stage = await createRecordsStage(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config });
