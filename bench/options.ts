@@ -20,6 +20,11 @@ export interface BenchOptions {
   onlySections: string[];
   /** Write docs/benchmarks.md (off with BENCH_NO_DOCS=1, e.g. for a trial run). */
   writeDocs: boolean;
+  /**
+   * BENCH_BASELINE: another checkout of linedns, built, run as the row `linedns-base` beside
+   * `linedns` in the same rounds: the same-run A/B a hot-path change owes.
+   */
+  baseline: string | null;
 }
 
 function num(name: string, fallback: number, min: number): number {
@@ -53,6 +58,7 @@ export function readOptions(): BenchOptions {
     onlyServers: list('BENCH_SERVERS'),
     onlySections: list('BENCH_SECTIONS'),
     writeDocs: process.env.BENCH_NO_DOCS !== '1',
+    baseline: process.env.BENCH_BASELINE || null,
   };
 }
 

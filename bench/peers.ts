@@ -14,6 +14,8 @@ export interface PeerEnv {
   root: string;
   /** Root of the linedns under test (a snapshot of the build): dist/src/cli.js is under it. */
   linednsRoot: string;
+  /** Snapshot of the BENCH_BASELINE checkout, when one was given. */
+  baselineRoot: string | null;
   data: Dataset;
   nsdPort: number;
 }
@@ -34,6 +36,8 @@ export interface LineDnsOptions {
   nodeArgs?: string[];
   cacheEntries?: number;
   upstreamPort?: number;
+  /** Run this snapshot's linedns (the baseline) instead of env.linednsRoot, under this row name. */
+  baseline?: boolean;
 }
 
 export interface ServerSpec {
@@ -109,9 +113,11 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
     }),
   );
-  const args = [...(opts.nodeArgs ?? []), join(env.linednsRoot, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
+  const root = opts.baseline ? env.baselineRoot : env.linednsRoot;
+  if (root === null) throw new Error('linedns-base needs BENCH_BASELINE');
+  const args = [...(opts.nodeArgs ?? []), join(root, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
-  const name = opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : opts.answerMemo === false ? 'linedns-nomemo' : 'linedns';
+  const name = opts.baseline ? 'linedns-base' : opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : opts.answerMemo === false ? 'linedns-nomemo' : 'linedns';
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
@@ -213,7 +219,7 @@ async function startNodeRef(env: PeerEnv, name: string, script: string, workload
 }
 
 /** How tables list the servers (runs follow the order of SERVERS). */
-export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
+export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-base', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
 
 export function displayRank(name: string): number {
   const i = DISPLAY_ORDER.indexOf(name);
@@ -232,6 +238,7 @@ export const SERVERS: readonly ServerSpec[] = [
   { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
   { name: 'ceiling-lit', note: 'the ceiling with the literal-address lookup linedns uses (bench/ceiling.ts --literal-lookup)', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w, [], true) },
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
+  { name: 'linedns-base', note: 'the BENCH_BASELINE checkout, configured the same', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env, { baseline: true }) },
   { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w) },
   { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },
   { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },

@@ -126,7 +126,7 @@ async function main(): Promise<void> {
     const snap = takeSnapshot(root, dir);
     const data = writeDataset(dir);
     const nsd = await startNsd(dir, data.zoneFile);
-    const env: PeerEnv = { dir, root, linednsRoot: snap.root, data, nsdPort: nsd.port };
+    const env: PeerEnv = { dir, root, linednsRoot: snap.root, baselineRoot: null, data, nsdPort: nsd.port };
     const parts = [`linedns: ${snap.describe}; perf record -F 999 -g over ${o.seconds} s of dnsperf -c ${o.clients} -q ${o.outstanding}, per query = samples / (qps x seconds).`, ''];
     for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
       const got: Profile[] = [];

@@ -115,6 +115,11 @@ function targets(r: BenchResults): Target[] {
   // The same with every query through the whole pipeline: what the wire-level cache alone gives.
   vs('(answer memo off) cache hit ≥ 0.9× ceiling, qps per CPU-s', 'hit', 'ceiling', 0.9, true, 'linedns-nomemo');
   vs('(answer memo off) local records ≥ 0.8× ceiling, qps', 'local', 'ceiling', 0.8, false, 'linedns-nomemo');
+  // A same-run A/B against the BENCH_BASELINE checkout, when one ran.
+  if (r.cells.some((c) => c.server === 'linedns-base')) {
+    for (const w of ['hit', 'local', 'miss'] as const) vs(`(A/B) ${w} vs linedns-base, qps`, w, 'linedns-base', null, false);
+    vs('(A/B) linedns-base cache miss vs Unbound, qps', 'miss', 'unbound', null, false, 'linedns-base');
+  }
   vs('cache miss ≥ 0.5× dnsdist, qps', 'miss', 'dnsdist', 0.5, false);
   vs('cache miss ≥ 1.5× Unbound, qps', 'miss', 'unbound', 1.5, false);
   const miss = ld('miss');

@@ -60,18 +60,22 @@ async function main(): Promise<void> {
     const data = writeDataset(dir);
     nsd = await startNsd(dir, data.zoneFile);
     log(`nsd on port ${nsd.port}`);
-    const env: PeerEnv = { dir, root, linednsRoot: snap.root, data, nsdPort: nsd.port };
+    const base = o.baseline === null ? null : takeSnapshot(o.baseline, join(dir, 'base'));
+    if (base !== null) log(`linedns-base: ${base.describe}`);
+    const env: PeerEnv = { dir, root, linednsRoot: snap.root, baselineRoot: base?.root ?? null, data, nsdPort: nsd.port };
+    // The baseline row exists only when a baseline checkout was given.
+    const runs = (spec: (typeof SERVERS)[number]): boolean => wantServer(o, spec.name) && (spec.name !== 'linedns-base' || base !== null);
 
     if (wantSection(o, 'throughput')) {
       for (const spec of SERVERS) {
-        if (!wantServer(o, spec.name)) continue;
+        if (!runs(spec)) continue;
         if (!installed(spec)) results.skipped.push({ server: spec.name, reason: `${spec.binary} not installed` });
         else results.serverNotes.push({ server: spec.name, note: spec.note });
       }
       if (wantServer(o, 'nsd')) results.serverNotes.push({ server: 'nsd', note: 'the upstream itself, queried directly (1 server process, RRL off)' });
       results.serverNotes.sort((a, b) => displayRank(a.server) - displayRank(b.server));
       for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
-        const contenders: Contender[] = SERVERS.filter((spec) => wantServer(o, spec.name) && installed(spec) && spec.workloads.includes(w)).map((spec) => ({
+        const contenders: Contender[] = SERVERS.filter((spec) => runs(spec) && installed(spec) && spec.workloads.includes(w)).map((spec) => ({
           name: spec.name,
           start: () => spec.start(env, w),
         }));
