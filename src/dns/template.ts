@@ -27,6 +27,8 @@ const MAX_TTL = 0x7fffffff;
  * Builds a template from a scanned message, dropping its OPT record (the client's own EDNS
  * state is added back at render time). Only a trailing OPT is cut in place; one in the middle
  * of the additional section means rebuilding, since later names may point past it.
+ * AA is cleared: an upstream's answer relayed or cached by us is not authoritative (RFC 1035
+ * 4.1.1; genreport's recursive checks flag it), and encodeLocal sets it again for local data.
  */
 export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTemplate {
   let body: Buffer;
@@ -45,6 +47,7 @@ export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTem
     return templateFromScan(wire, again);
   }
   body.writeUInt16BE(0, 0);
+  body[2] = body[2]! & ~(Flag.AA >> 8);
   const ttlOffsets: number[] = new Array(records.length);
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
