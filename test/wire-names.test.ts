@@ -9,20 +9,8 @@ import { RecordStore } from '../src/records/store.js';
 import { udpExchange } from './helpers/client.js';
 import { labelsWire, mustParse, header, nameWire } from './helpers/packets.js';
 import { startLineDns, type Running } from './helpers/server.js';
+import { NAME_RECORDS } from './helpers/name-records.js';
 
-const SOA = { mname: 'ns.local.test', rname: 'hostmaster.local.test', serial: 1, refresh: 2, retry: 3, expire: 4, minimum: 60 };
-
-export const NAME_RECORDS = [
-  { name: 'local.test', type: 'SOA', rdata: SOA },
-  { name: 'host.local.test', type: 'A', rdata: '192.0.2.1' },
-  { name: 'alias.local.test', type: 'CNAME', rdata: 'host.local.test' },
-  { name: 'é.local.test', type: 'A', rdata: '192.0.2.3' },
-  { name: 'utf.local.test', type: 'CNAME', rdata: 'é.local.test' },
-  { name: '*.wild.test', type: 'A', rdata: '192.0.2.2' },
-  { name: '*.deny.test', action: 'deny' },
-  { name: 'deny.test', action: 'deny' },
-  { name: '*.nx.test', action: 'nxdomain' },
-];
 
 function queryFor(labels: readonly Uint8Array[], type = 1): Buffer {
   return Buffer.concat([header({ id: 0x1234, flags: 0x0100 }), labelsWire(labels), Buffer.from([type >> 8, type & 0xff, 0, 1])]);
