@@ -226,7 +226,10 @@ export function checkPresentationName(name: string, allowWildcard: boolean): str
 /** Parent of a canonical name ("a.b" -> "b", "a\\.b.c" -> "c", "b" -> "."), or null for the root. */
 export function parentName(name: string): string | null {
   if (name === '.') return null;
-  const dot = firstLabelEnd(name);
+  let dot = name.indexOf('.');
+  // The native search decides the common case; only an escape before the dot needs the walk.
+  const escape = name.indexOf('\\');
+  if (escape >= 0 && (dot < 0 || escape < dot)) dot = firstLabelEnd(name);
   return dot < 0 ? '.' : name.slice(dot + 1);
 }
 
