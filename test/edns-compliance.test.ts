@@ -1,5 +1,5 @@
-// ISC's EDNS compliance checks (genreport, RFC 8906 section 8) run with dig against linedns:
-// versions, unknown options and flags, header bits, opcodes and the 512-byte limit.
+// ISC's EDNS compliance checks (genreport, RFC 8906 section 8) against linedns: with dig, and each
+// genreport -R -f check by name over raw sockets; plus AA on upstream answers and class refusal.
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';

@@ -46,7 +46,7 @@ test('parentName steps over escaped dots; normalizeName escapes UTF-8 as readNam
 });
 
 test('the store finds UTF-8 owners, wildcards and actions by the query\'s key', () => {
-  const s = new RecordStore(NAME_RECORDS as never);
+  const s = new RecordStore(NAME_RECORDS);
   const all = { lines: null, unmatched: 'all' as const };
   const key = (labels: Uint8Array[]): string => readName(labelsWire(labels), 0, false)!.name;
   assert.equal(s.lookup(key([Buffer.from('é', 'utf8'), ascii('local'), ascii('test')]), 1, all).kind, 'answer');
