@@ -1,5 +1,5 @@
-// ISC's EDNS compliance checks (genreport, RFC 8906 section 8) run with dig against linedns:
-// versions, unknown options and flags, header bits, opcodes and the 512-byte limit.
+// ISC's EDNS compliance checks (genreport, RFC 8906 section 8) against linedns: with dig, and each
+// genreport -R -f check by name over raw sockets; plus AA on upstream answers and class refusal.
 
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
@@ -8,6 +8,9 @@ import dnsPacket from 'dns-packet';
 import { startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream, soa, type UpstreamHandler } from './helpers/upstream.js';
 import { dig, findBinary, type DigReply } from './helpers/peers.js';
+import { GENREPORT_FULL, runCheck, runGenreport } from './helpers/genreport.js';
+import { udpExchange } from './helpers/client.js';
+import { rawQuery } from './helpers/packets.js';
 
 const DIG = findBinary('dig');
 
@@ -314,5 +317,93 @@ describe('harness self-check: the dig parser sees what a non-compliant server ec
   it('an echoed EDNS version 1 is seen as version 1', async () => {
     const { reply } = await dig(port, [...BASE, '+edns=1', '+noednsneg', ZONE, 'SOA']);
     assert.equal(reply.edns?.version, 1);
+  });
+});
+
+const GR_ZONE = 'genreport.test';
+const DNSKEY_RDATA = (i: number): dnsPacket.Answer => ({ name: GR_ZONE, type: 'DNSKEY', ttl: 300, data: { flags: 256 + (i === 0 ? 1 : 0), algorithm: 8, key: Buffer.alloc(132, i + 1) } }) as dnsPacket.Answer;
+
+/**
+ * The zone genreport asks about, served as an authoritative server would: AA on every answer
+ * (linedns must not pass it on, fresh or cached), RRSIGs for DO queries, and a DNSKEY RRset of
+ * about 700 octets, so that edns@512 has to be truncated.
+ */
+const genreportZone: UpstreamHandler = ({ packet }) => {
+  const q = packet.questions![0]!;
+  const opt = (packet.additionals ?? []).find((a): a is dnsPacket.OptAnswer => a.type === 'OPT');
+  const flags = dnsPacket.AUTHORITATIVE_ANSWER | dnsPacket.RECURSION_AVAILABLE | (packet.flags! & (dnsPacket.RECURSION_DESIRED | dnsPacket.CHECKING_DISABLED));
+  const sig = (covered: string): dnsPacket.Answer[] =>
+    opt?.flag_do ? [{ name: q.name, type: 'RRSIG', ttl: 300, data: { typeCovered: covered, algorithm: 8, labels: 2, originalTTL: 300, expiration: 2000000000, inception: 1700000000, keyTag: 1, signersName: GR_ZONE, signature: Buffer.alloc(64, 7) } } as dnsPacket.Answer] : [];
+  if (q.name.toLowerCase() !== GR_ZONE) return { flags, answers: [{ name: q.name, type: 'A', ttl: 300, data: '192.0.2.9' }] };
+  if (q.type === 'SOA') return { flags, answers: [soa(GR_ZONE, 300), ...sig('SOA')] };
+  if (q.type === 'DNSKEY') return { flags, answers: [0, 1, 2, 3].map(DNSKEY_RDATA).concat(sig('DNSKEY')) };
+  return { flags, authorities: [soa(GR_ZONE, 300)] };
+};
+
+const isOk = (r: string | undefined): boolean => r === 'ok' || (r?.startsWith('ok,') ?? false);
+
+/**
+ * ISC genreport's recursive-mode full checks (genreport -R -f), each sent as genreport sends it
+ * over raw sockets (dig cannot set RA or TC in a query) and judged by genreport's rules.
+ */
+describe('genreport -R -f: every check against linedns forwarding an authoritative zone', () => {
+  let up: TestUpstream;
+  let ld: Running;
+  before(async () => {
+    up = await TestUpstream.start(genreportZone);
+    ld = await startLineDns({ config: { upstreams: [up.address] } });
+  });
+  after(async () => {
+    await ld?.close();
+    await up?.close();
+  });
+
+  for (const c of GENREPORT_FULL) {
+    it(c.name, async () => {
+      const r = await runCheck(c, GR_ZONE, ld.port);
+      assert.ok(isOk(r.result), `${c.name}=${r.result} (reply ${r.reply?.toString('hex')})`);
+      if (c.name === 'do') assert.equal(r.result, 'ok', 'signed: the do check with its RRSIG');
+    });
+  }
+
+  it('signed: DO answers carry the upstream\'s RRSIG and the check is ok,yes', async () => {
+    const results = await runGenreport(GR_ZONE, ld.port);
+    assert.equal(results.get('signed'), 'ok,yes');
+  });
+
+  it('all 32 checks again, now answered from the cache: still all ok (no AA on cached copies)', async () => {
+    const results = await runGenreport(GR_ZONE, ld.port);
+    const bad = [...results].filter(([, r]) => !isOk(r));
+    assert.equal(results.size, 32);
+    assert.deepEqual(bad, [], `${32 - bad.length}/32 ok`);
+  });
+
+  it('AA is never set on an upstream answer, fresh or cached, though the upstream sets it', async () => {
+    for (let i = 0; i < 2; i++) {
+      const reply = await udpExchange(ld.port, rawQuery(`aa-${i}.${GR_ZONE}`, 1, { id: 99 }));
+      const again = await udpExchange(ld.port, rawQuery(`aa-${i}.${GR_ZONE}`, 1, { id: 100 }));
+      for (const r of [reply, again]) {
+        assert.ok(r);
+        assert.equal(r.readUInt16BE(2) & 0x0400, 0, `AA in ${r.toString('hex')}`);
+        assert.equal(r.readUInt16BE(6), 1, 'the answer itself came through');
+      }
+    }
+  });
+
+  it('a class other than IN, CH and ANY is REFUSED at once and never forwarded', async () => {
+    const before = up.requests.length;
+    for (const klass of [4660, 4, 254]) {
+      const t = Date.now();
+      const reply = await udpExchange(ld.port, rawQuery(`class.${GR_ZONE}`, 1, { id: 5, klass }), { timeoutMs: 3000 });
+      assert.ok(reply);
+      assert.equal(reply.readUInt16BE(2) & 0xf, 5, `class ${klass}: REFUSED`);
+      assert.ok(Date.now() - t < 1000);
+    }
+    assert.equal(up.requests.length, before, 'nothing went upstream');
+    for (const klass of [1, 3, 255]) {
+      const reply = await udpExchange(ld.port, rawQuery(`class-${klass}.${GR_ZONE}`, 1, { id: 6, klass }), { timeoutMs: 3000 });
+      assert.ok(reply);
+      assert.notEqual(reply.readUInt16BE(2) & 0xf, 5, `class ${klass} is not refused`);
+    }
   });
 });

@@ -49,7 +49,7 @@ test('drops what has no header or is a response', () => {
   assert.equal(rejection(resp).action, 'drop');
 });
 
-test('FORMERR for QDCOUNT 0 and 2, TC set, trailing bytes, bad labels and pointers', () => {
+test('FORMERR for QDCOUNT 0 and 2, trailing bytes, bad labels and pointers', () => {
   const q = buildQuery({ name: 'a.test' });
   const zero = Buffer.from(q);
   zero.writeUInt16BE(0, 4);
@@ -57,15 +57,34 @@ test('FORMERR for QDCOUNT 0 and 2, TC set, trailing bytes, bad labels and pointe
   const two = Buffer.from(q);
   two.writeUInt16BE(2, 4);
   assert.equal(rejection(two).rcode, Rcode.FORMERR);
-  const tc = Buffer.from(q);
-  tc[2]! |= 0x02;
-  assert.equal(rejection(tc).rcode, Rcode.FORMERR);
   assert.equal(rejection(Buffer.concat([q, Buffer.from([1, 2, 3])])).rcode, Rcode.FORMERR);
   // A compression pointer in the question (to the header) and a 64-octet label.
   const ptr = Buffer.concat([q.subarray(0, 12), Buffer.from([0xc0, 0x00, 0, 1, 0, 1])]);
   assert.equal(rejection(ptr).rcode, Rcode.FORMERR);
   const long = Buffer.concat([q.subarray(0, 12), Buffer.from([64]), Buffer.alloc(64, 0x61), Buffer.from([0, 0, 1, 0, 1])]);
   assert.equal(rejection(long).rcode, Rcode.FORMERR);
+});
+
+test('a query with TC set is a query like any other (genreport tc), not FORMERR', () => {
+  const tc = buildQuery({ name: 'a.test' });
+  tc[2]! |= 0x02;
+  assert.equal(parsed(tc).name, 'a.test');
+});
+
+test('FORMERR and NOTIMP replies carry no RA and no CD; REFUSED and SERVFAIL keep both', () => {
+  const q = buildQuery({ name: 'a.test' }, { flags: 0x0100 | 0x0010 | 0x0040 | 0x0020 | 0x0400 });
+  const p = parsed(q);
+  for (const rcode of [Rcode.FORMERR, Rcode.NOTIMP]) {
+    const flags = errorReply(q, p.id, p.flags | 0x7800, rcode, p.questionEnd, null).readUInt16BE(2);
+    assert.equal(flags & 0x0080, 0, `RA clear for rcode ${rcode}`);
+    assert.equal(flags & 0x0010, 0, `CD clear for rcode ${rcode}`);
+    assert.equal(flags & (0x0400 | 0x0040 | 0x0020), 0, 'AA, Z and AD never echoed');
+    assert.equal(flags & 0x7900, 0x7900, 'opcode and RD echoed');
+  }
+  for (const rcode of [Rcode.REFUSED, Rcode.SERVFAIL]) {
+    const flags = errorReply(q, p.id, p.flags, rcode, p.questionEnd, null).readUInt16BE(2);
+    assert.equal(flags & 0x0090, 0x0090, `RA and CD for rcode ${rcode}`);
+  }
 });
 
 test('a name over 255 octets is FORMERR', () => {

@@ -127,11 +127,75 @@ export function wireNamesEqual(a: Uint8Array, aOff: number, b: Uint8Array, bOff:
   return true;
 }
 
-/** Normalises a configured name: lower case, no trailing dot, "." for the root. */
+/**
+ * The canonical key of a configured name: what readName builds from the same octets (ASCII
+ * lower-cased, RFC 1035 escapes for octets outside printable ASCII), so a record named "é.test"
+ * in records.json meets a query for c3 a9 04 74 65 73 74 00. Only ASCII letters change case:
+ * String#toLowerCase would also fold "É" into "é", two names that differ on the wire.
+ * Configured names have no escapes of their own (config validation refuses backslashes).
+ */
 export function normalizeName(name: string): string {
   if (name === '.' || name === '') return '.';
   const n = name.endsWith('.') ? name.slice(0, -1) : name;
-  return n.toLowerCase();
+  if (/^[\x21-\x7e]*$/.test(n)) return n.toLowerCase();
+  const bytes = Buffer.from(n, 'utf8');
+  let out = '';
+  for (let i = 0; i < bytes.length; i++) {
+    let b = bytes[i]!;
+    if (b >= 0x41 && b <= 0x5a) b |= 0x20;
+    if (b === 0x2e) out += '.';
+    else if (needsEscape(b)) out += `\\${String(b).padStart(3, '0')}`;
+    else out += String.fromCharCode(b);
+  }
+  return out;
+}
+
+/** Offset of the dot ending the first label of a canonical name, or -1 for a single label. */
+function firstLabelEnd(name: string): number {
+  for (let i = 0; i < name.length; i++) {
+    const c = name.charCodeAt(i);
+    if (c === 0x5c) i += name.charCodeAt(i + 1) >= 0x30 && name.charCodeAt(i + 1) <= 0x39 ? 3 : 1;
+    else if (c === 0x2e) return i;
+  }
+  return -1;
+}
+
+/**
+ * The wire octets of a canonical name (readName's or normalizeName's form): the exact inverse of
+ * readName's escaping, so a name that came off the wire goes back on it octet for octet.
+ * Throws on a string no canonical name can be (an empty label, a label over 63 octets).
+ */
+export function keyToWire(name: string): Buffer {
+  if (name === '.') return Buffer.from([0]);
+  const out = Buffer.allocUnsafe(MAX_NAME_WIRE + 1);
+  let lenAt = 0;
+  let pos = 1;
+  for (let i = 0; i <= name.length; i++) {
+    const c = i < name.length ? name.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      const len = pos - lenAt - 1;
+      if (len === 0 || len > MAX_LABEL) throw new Error(`not a canonical name: ${JSON.stringify(name)}`);
+      out[lenAt] = len;
+      lenAt = pos++;
+    } else {
+      let b = c;
+      if (c === 0x5c) {
+        const d = name.charCodeAt(i + 1);
+        if (d >= 0x30 && d <= 0x39) {
+          b = Number(name.slice(i + 1, i + 4));
+          i += 3;
+        } else {
+          b = d;
+          i += 1;
+        }
+      }
+      if (pos >= MAX_NAME_WIRE || b > 0xff || Number.isNaN(b)) throw new Error(`not a canonical name: ${JSON.stringify(name)}`);
+      out[pos++] = b;
+    }
+  }
+  if (lenAt + 1 > MAX_NAME_WIRE) throw new Error(`not a canonical name: ${JSON.stringify(name)}`);
+  out[lenAt] = 0;
+  return Buffer.from(out.subarray(0, lenAt + 1));
 }
 
 /** Host-name syntax with labels of 1-63 characters: the common case, accepted in one test. */
@@ -141,9 +205,9 @@ const PLAIN_NAME = /^(?:\*\.)?(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])
 export function checkPresentationName(name: string, allowWildcard: boolean): string | null {
   // ASCII names of at most 253 characters fit in 255 octets on the wire.
   if (name.length <= 253 && (allowWildcard || name.charCodeAt(0) !== 0x2a) && PLAIN_NAME.test(name)) return null;
-  const n = normalizeName(name);
-  if (n === '.') return null;
-  const labels = n.split('.');
+  if (name === '.' || name === '') return null;
+  // Checked as written, not in canonical form, whose escapes would count as label octets.
+  const labels = (name.endsWith('.') ? name.slice(0, -1) : name).split('.');
   let wire = 1;
   for (let i = 0; i < labels.length; i++) {
     const label = labels[i]!;
@@ -159,10 +223,13 @@ export function checkPresentationName(name: string, allowWildcard: boolean): str
   return null;
 }
 
-/** Parent of a normalised name ("a.b" -> "b", "b" -> "."), or null for the root. */
+/** Parent of a canonical name ("a.b" -> "b", "a\\.b.c" -> "c", "b" -> "."), or null for the root. */
 export function parentName(name: string): string | null {
   if (name === '.') return null;
-  const dot = name.indexOf('.');
+  let dot = name.indexOf('.');
+  // The native search decides the common case; only an escape before the dot needs the walk.
+  const escape = name.indexOf('\\');
+  if (escape >= 0 && (dot < 0 || escape < dot)) dot = firstLabelEnd(name);
   return dot < 0 ? '.' : name.slice(dot + 1);
 }
 

@@ -90,7 +90,6 @@ export function parseQuery(buf: Uint8Array): QueryParse {
   const qtype = u16(buf, q.end);
   const qclass = u16(buf, q.end + 2);
   const questionEnd = q.end + 4;
-  if (flags & Flag.TC) return reject('reply', Rcode.FORMERR, 'TC set in a query', buf, questionEnd);
 
   let edns: EdnsInfo | null = null;
   let off = questionEnd;

@@ -1,7 +1,7 @@
 // Reusable reply wire: a message stored once with the offsets of its TTLs, then stamped per client.
 // Cache hits and local answers are rendered from templates: copy, patch ID/flags/question/TTLs.
 
-import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QType, RCODE_MASK } from './constants.js';
+import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QType, RCODE_MASK, Rcode } from './constants.js';
 import { rebuildMessage, scanMessage, type MessageScan, type RecordInfo, Section } from './message.js';
 import type { ParsedQuery } from './query.js';
 
@@ -27,6 +27,8 @@ const MAX_TTL = 0x7fffffff;
  * Builds a template from a scanned message, dropping its OPT record (the client's own EDNS
  * state is added back at render time). Only a trailing OPT is cut in place; one in the middle
  * of the additional section means rebuilding, since later names may point past it.
+ * AA is cleared: an upstream's answer relayed or cached by us is not authoritative (RFC 1035
+ * 4.1.1; genreport's recursive checks flag it), and encodeLocal sets it again for local data.
  */
 export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTemplate {
   let body: Buffer;
@@ -45,6 +47,7 @@ export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTem
     return templateFromScan(wire, again);
   }
   body.writeUInt16BE(0, 0);
+  body[2] = body[2]! & ~(Flag.AA >> 8);
   const ttlOffsets: number[] = new Array(records.length);
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;
@@ -149,7 +152,9 @@ function stamp(out: Buffer, len: number, ttlOffsets: readonly number[], raw: Uin
 
 /**
  * A reply carrying only a header (and the question and an OPT when they were well formed):
- * FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS. The opcode and RD/CD of the query are echoed.
+ * FORMERR, NOTIMP, REFUSED, SERVFAIL, BADVERS. The opcode and RD of the query are echoed. RA and
+ * CD only answer a QUERY we understood: a FORMERR or NOTIMP reply carries neither (RFC 1035
+ * 4.1.1, RFC 6895 2: both bits belong to the query opcode; genreport's opcode checks).
  */
 export function errorReply(
   raw: Uint8Array,
@@ -162,7 +167,8 @@ export function errorReply(
   const qLen = questionEnd > HEADER_SIZE ? questionEnd - HEADER_SIZE : 0;
   const out = Buffer.alloc(HEADER_SIZE + qLen + (edns ? OPT_SIZE : 0));
   out.writeUInt16BE(id, 0);
-  const flags = Flag.QR | Flag.RA | (queryFlags & (0x7800 | Flag.RD | Flag.CD)) | (rcode & RCODE_MASK);
+  const understood = rcode !== Rcode.FORMERR && rcode !== Rcode.NOTIMP;
+  const flags = Flag.QR | (understood ? Flag.RA | (queryFlags & Flag.CD) : 0) | (queryFlags & (0x7800 | Flag.RD)) | (rcode & RCODE_MASK);
   out.writeUInt16BE(flags, 2);
   out.writeUInt16BE(qLen > 0 ? 1 : 0, 4);
   out.writeUInt16BE(edns ? 1 : 0, 10);

@@ -228,7 +228,7 @@ export class RecordStore {
     let name = qname;
     for (let step = 0; step <= MAX_CHAIN; step++) {
       let node = this.names.get(name);
-      if (node === undefined && this.hasWildcards && !name.includes('\\')) node = this.wildcardFor(name) ?? undefined;
+      if (node === undefined && this.hasWildcards) node = this.wildcardFor(name) ?? undefined;
       const zone = this.zoneOf(name);
       if (node === undefined) {
         if (answers.length > 0) return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };

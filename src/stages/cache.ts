@@ -96,9 +96,6 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     // The reply was rendered before clamping: render again if this client would see other TTLs.
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
-    // Copies served later come from our cache, not from an authority (RFC 1035 4.1.1), as
-    // Unbound and dnsmasq answer.
-    reply.buf[2] = reply.buf[2]! & ~(Flag.AA >> 8);
     const now = wholeSeconds(ctx.receivedAt);
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.

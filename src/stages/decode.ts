@@ -1,7 +1,7 @@
-// decode stage: parse header, question and OPT; answer FORMERR/NOTIMP/BADVERS or drop bad input.
-// Every rejection is counted by reason class so operators can see what the server refused.
+// decode stage: parse header, question and OPT; answer FORMERR/NOTIMP/BADVERS, refuse transfers and
+// classes other than IN/CH/ANY, or drop bad input. Every rejection is counted by reason class.
 
-import { QType, Rcode } from '../dns/constants.js';
+import { QClass, QType, Rcode } from '../dns/constants.js';
 import { isRejection, parseQuery } from '../dns/query.js';
 import { errorReply } from '../dns/template.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -13,6 +13,7 @@ export const createDecodeStage: StageFactory = (_options, env): Stage => {
   const notimp = m.counter('decode_notimp_total', 'queries answered NOTIMP');
   const badvers = m.counter('decode_badvers_total', 'queries answered BADVERS');
   const refusedXfr = m.counter('decode_refused_transfer_total', 'zone transfer requests refused');
+  const refusedClass = m.counter('decode_refused_class_total', 'queries refused for a class other than IN, CH or ANY');
   return {
     name: 'decode',
     handle(ctx, next) {
@@ -33,6 +34,14 @@ export const createDecodeStage: StageFactory = (_options, env): Stage => {
       ctx.query = p;
       if (p.qtype === QType.AXFR || p.qtype === QType.IXFR) {
         refusedXfr.value++;
+        ctx.respondError('decode', Rcode.REFUSED);
+        return;
+      }
+      // No upstream serves other classes (HS, NONE, private ones): asking would only end in
+      // SERVFAIL after the forward deadline, so refuse at once. CH stays for version.bind & co.
+      if (p.qclass !== QClass.IN && p.qclass !== QClass.CH && p.qclass !== QClass.ANY) {
+        refusedClass.value++;
+        ctx.note(`decode: class ${p.qclass} refused`);
         ctx.respondError('decode', Rcode.REFUSED);
         return;
       }

@@ -43,7 +43,7 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
       if (t === undefined) {
         const vis: Visibility = { lines, unmatched };
         const result = store.lookup(q.name, q.qtype, vis);
-        t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(q.name, q.qtype, result);
+        t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(ctx.raw, q.questionEnd, q.name, result);
         // Bounded per name too: a client cycling through 65536 qtypes must not grow it.
         if (byName.size >= MAX_VARIANTS) byName.clear();
         byName.set(code, t);

@@ -160,10 +160,29 @@ export function readWireName(buf: Uint8Array, offset: number): NameAt | null {
   return null;
 }
 
+/** Octets before the names, names, and fixed octets after them, of types whose RDATA holds names. */
+const NAME_RDATA: Record<number, [number, number, number]> = { 2: [0, 1, 0], 5: [0, 1, 0], 12: [0, 1, 0], 39: [0, 1, 0], 15: [2, 1, 0], 33: [6, 1, 0], 6: [0, 2, 20] };
+
+/** Null when the names in an NS/CNAME/PTR/DNAME/MX/SRV/SOA RDATA are valid and fill RDLENGTH exactly. */
+function checkRdataNames(b: Uint8Array, type: number, rdStart: number, rdlen: number): string | null {
+  const shape = NAME_RDATA[type];
+  if (shape === undefined) return null;
+  const end = rdStart + rdlen;
+  let o = rdStart + shape[0];
+  for (let i = 0; i < shape[1]; i++) {
+    if (o >= end) return `type ${type}: RDATA too short`;
+    const n = readWireName(b, o);
+    if (n === null || n.end > end) return `type ${type}: malformed name in RDATA`;
+    o = n.end;
+  }
+  return o + shape[2] === end ? null : `type ${type}: RDLENGTH ${rdlen} does not fit its RDATA`;
+}
+
 /**
  * Checks that `buf` is a well-formed DNS message a client can parse: a header, at most one
- * question, records inside the packet, A/AAAA of the right size, at most one OPT (in the
- * additional section, owned by the root) and nothing after the last record.
+ * question, records inside the packet, A/AAAA of the right size, names in RDATA that fill it
+ * exactly, at most one OPT (in the additional section, owned by the root) and nothing after the
+ * last record.
  * Returns the parsed message or a reason.
  */
 export function checkMessage(buf: Uint8Array): CheckedMessage | string {
@@ -201,6 +220,10 @@ export function checkMessage(buf: Uint8Array): CheckedMessage | string {
       if (rdStart + rdlen > b.length) return `record ${records.length}: RDLENGTH overruns`;
       if (klass === 1 && type === 1 && rdlen !== 4) return `A record with RDLENGTH ${rdlen}`;
       if (klass === 1 && type === 28 && rdlen !== 16) return `AAAA record with RDLENGTH ${rdlen}`;
+      if (klass === 1) {
+        const why = checkRdataNames(b, type, rdStart, rdlen);
+        if (why !== null) return `record ${records.length}: ${why}`;
+      }
       const rec: CheckedRecord = { section: s as 0 | 1 | 2, owner: n.name, type, klass, ttl, rdStart, rdata: Buffer.from(b.subarray(rdStart, rdStart + rdlen)) };
       if (type === 41) {
         if (s !== 2) return 'OPT outside the additional section';
