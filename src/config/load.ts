@@ -74,6 +74,12 @@ class Reporter {
     this.issues.push({ file: f.file, line: pos.line, column: pos.column, path: formatPath(path), message, severity });
   }
 
+  /** True when an error is already reported at this path, so a semantic check need not repeat it. */
+  has(f: LoadedFile, path: readonly PathSegment[]): boolean {
+    const p = formatPath(path);
+    return this.issues.some((i) => i.file === f.file && i.path === p && i.severity === 'error');
+  }
+
   get failed(): boolean {
     return this.issues.some((i) => i.severity === 'error');
   }
@@ -170,19 +176,30 @@ function patternHint(pointer: string): string {
 }
 
 function readJson(path: string, report: Reporter): LoadedFile | null {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (err) {
     report.syntax(path, 0, 0, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     return null;
   }
-  const doc = JsonDocument.parse(text);
+  const doc = JsonDocument.fromBytes(bytes);
   if (Array.isArray(doc)) {
     for (const p of doc) report.syntax(path, p.line, p.column, `invalid JSON: ${p.message}`);
     return null;
   }
-  return { file: path, doc, value: doc.value };
+  const f = { file: path, doc, value: doc.value };
+  for (const d of doc.duplicates) {
+    report.issues.push({
+      file: path,
+      line: d.line,
+      column: d.column,
+      path: formatPath(d.path),
+      message: `duplicate key "${String(d.path[d.path.length - 1])}" (first at ${d.first.line}:${d.first.column}); expected each key once per object, as only the last one would count`,
+      severity: 'error',
+    });
+  }
+  return f;
 }
 
 function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): boolean {
@@ -243,7 +260,9 @@ function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: Pat
       for (const ns of resolvConfNameservers()) out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
       return;
     }
-    const text = typeof item === 'string' ? item : (item as { address: string }).address;
+    const text = typeof item === 'string' ? item : (item as { address?: unknown } | null)?.address;
+    // Not a string nor an object with a string address: the schema has reported it already.
+    if (typeof text !== 'string') return;
     const obj = typeof item === 'object' && item !== null ? (item as { port?: number; protocol?: 'udp' | 'tcp' }) : {};
     const hp = parseHostPort(text, obj.port ?? 53);
     if (typeof hp === 'string') {
@@ -351,10 +370,9 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const path = file ? resolve(file) : null;
   let raw: Record<string, unknown> = {};
   let main: LoadedFile | null = null;
-  let mainValid = true;
   if (path) {
     main = readJson(path, report);
-    mainValid = main !== null && validateSchema(main, 'linedns', report);
+    if (main) validateSchema(main, 'linedns', report);
     // Semantic checks still run on a file with schema errors, so one run lists every error.
     if (main && typeof main.value === 'object' && main.value !== null && !Array.isArray(main.value)) raw = main.value as Record<string, unknown>;
   }
@@ -369,7 +387,8 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     const hp = parseHostPort(t, null);
     if (typeof hp !== 'string') listen.push(hp);
     else if (overrides.listen) report.syntax('--listen', 0, 0, `${show(t)}: ${hp}`);
-    else if (main && mainValid) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    // Checked even when the schema failed elsewhere, so one run lists every error of the file.
+    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
   });
 
   // upstreams
@@ -420,10 +439,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   let lineNames: Set<string> | null = null;
   if (smartLinePath) {
     const f = readJson(smartLinePath, report);
-    if (f && validateSchema(f, 'smart-line', report)) {
-      smartLine = f.value as Record<string, string[]>;
-      lineNames = new Set(Object.keys(smartLine));
-      for (const line of Object.keys(smartLine)) checkCidrs(f, smartLine[line], [line], report);
+    if (f) {
+      const valid = validateSchema(f, 'smart-line', report);
+      const lines = obj(f.value);
+      // Checked even when the schema failed, so one run lists every error of the file.
+      for (const line of Object.keys(lines)) checkCidrs(f, lines[line], [line], report);
+      lineNames = new Set(Object.keys(lines));
+      if (valid) smartLine = lines as Record<string, string[]>;
     }
   }
   const recordsPath = overrides.records ? resolve(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;
