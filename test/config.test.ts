@@ -162,3 +162,41 @@ test('one pass lists every error of a file: schema and semantic errors together'
   assert.match(text, /\$\.a\[0\] "10\.0\.0\.0\/99"/);
   assert.match(text, /\$\.b "x" is not an array/);
 });
+
+test('listen on a wildcard is refused, saying why and what to write, from the file and from --listen', () => {
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:9'], listen: ['127.0.0.1:0', '0.0.0.0:5300', '[::]:5300'] } });
+  const issues = issuesOf(() => loadConfig(configFile));
+  assert.deepEqual(issues.map((i) => `${i.line}:${i.column} ${i.path}`), ['4:5 $.listen[1]', '5:5 $.listen[2]']);
+  for (const i of issues) assert.match(i.message, /is a wildcard address: a UDP socket bound to a wildcard answers from whatever source address the kernel picks.*; expected each local address on its own/);
+  const [flag] = issuesOf(() => loadConfig(null, { listen: ['0.0.0.0:53'], upstreams: ['127.0.0.1:9'] }));
+  assert.equal(flag!.file, '--listen');
+  assert.match(flag!.message, /"0\.0\.0\.0:53" is a wildcard address/);
+});
+
+test("an upstream equal to one of linedns's own listen addresses is an error", () => {
+  const { configFile } = writeConfig({ config: { listen: ['127.0.0.1:5300', '[::1]:5300'], upstreams: ['127.0.0.1:9', { address: '::1', port: 5300 }] } });
+  const [issue, ...rest] = issuesOf(() => loadConfig(configFile));
+  assert.equal(rest.length, 0);
+  assert.equal(issue!.path, '$.upstreams[1]');
+  assert.match(issue!.message, /upstream \[::1\]:5300 is one of linedns's own listen addresses/);
+  const [flag] = issuesOf(() => loadConfig(configFile, { upstreams: ['localhost:5300'] }));
+  assert.equal(flag!.file, '--upstream');
+  assert.match(flag!.message, /upstream 127\.0\.0\.1:5300 is one of linedns's own listen addresses/);
+  // Another port on the same address is another server.
+  assert.equal(loadConfig(configFile, { upstreams: ['127.0.0.1:5301'] }).config.upstreams.length, 1);
+});
+
+test('settings of a stage that is not in the pipeline are a warning, in loadConfig and in check', () => {
+  const { configFile } = writeConfig({
+    config: { upstreams: ['127.0.0.1:9'], pipeline: ['decode', 'acl', 'cache', 'forward'], rateLimit: { qps: 5 }, trustEcsFrom: [] },
+  });
+  const { warnings } = loadConfig(configFile);
+  assert.deepEqual(
+    warnings.map((w) => `${w.line}:${w.column} ${w.severity} ${w.path}`),
+    ['14:3 warning $.rateLimit', '17:3 warning $.trustEcsFrom'],
+  );
+  assert.match(warnings[0]!.message, /"rateLimit" is set but the "ratelimit" stage is not in the pipeline, so it has no effect/);
+  const res = spawnSync(process.execPath, [CLI, 'check', '--config', configFile], { encoding: 'utf8', timeout: 10_000 });
+  assert.equal(res.status, 0, res.stderr);
+  assert.match(res.stderr, /linedns\.json:14:3: warning: \$\.rateLimit: "rateLimit" is set but the "ratelimit" stage is not in the pipeline/);
+});

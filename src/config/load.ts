@@ -253,11 +253,15 @@ function canonicalIp(host: string): string {
   return isIPv6(host) ? new Address6(host).correctForm() : host;
 }
 
-function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: PathSegment[], report: Reporter): UpstreamConfig[] {
+/** `sources[k]` is the index in `list` that upstream k came from ("resolv.conf" gives several). */
+function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: PathSegment[], report: Reporter, sources: number[] = []): UpstreamConfig[] {
   const out: UpstreamConfig[] = [];
   list.forEach((item, i) => {
     if (item === 'resolv.conf') {
-      for (const ns of resolvConfNameservers()) out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
+      for (const ns of resolvConfNameservers()) {
+        out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
+        sources.push(i);
+      }
       return;
     }
     const text = typeof item === 'string' ? item : (item as { address?: unknown } | null)?.address;
@@ -276,9 +280,31 @@ function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: Pat
       return;
     }
     out.push({ host: hp.host, port: obj.port ?? hp.port, protocol: obj.protocol ?? 'udp' });
+    sources.push(i);
   });
   return out;
 }
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+const WILDCARD_WHY =
+  'a UDP socket bound to a wildcard answers from whatever source address the kernel picks, and on a host with several addresses ' +
+  'clients drop replies that come from another address than the one they asked ("no servers could be reached")';
+
+/** Top-level keys read only by one built-in stage: set without that stage, they do nothing. */
+const STAGE_OF_KEY: Readonly<Record<string, string>> = {
+  allow: 'acl',
+  rateLimit: 'ratelimit',
+  smartLine: 'smartline',
+  trustEcsFrom: 'smartline',
+  records: 'records',
+  smartLineUnmatched: 'records',
+  cache: 'cache',
+  forward: 'forward',
+  upstreams: 'forward',
+};
 
 function checkCidrs(f: LoadedFile, list: unknown, path: PathSegment[], report: Reporter): void {
   if (!Array.isArray(list)) return;
@@ -385,7 +411,11 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const listen: ListenAddress[] = [];
   listenTexts.forEach((t, i) => {
     const hp = parseHostPort(t, null);
-    if (typeof hp !== 'string') listen.push(hp);
+    if (typeof hp !== 'string' && isWildcard(hp.host)) {
+      const msg = `${show(t)} is a wildcard address: ${WILDCARD_WHY}; expected each local address on its own line instead, e.g. ["192.0.2.10:53", "127.0.0.1:53"]`;
+      if (overrides.listen) report.syntax('--listen', 0, 0, msg);
+      else if (main) report.at(main, ['listen', i], msg);
+    } else if (typeof hp !== 'string') listen.push(hp);
     else if (overrides.listen) report.syntax('--listen', 0, 0, `${show(t)}: ${hp}`);
     // Checked even when the schema failed elsewhere, so one run lists every error of the file.
     else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
@@ -393,8 +423,20 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
 
   // upstreams
   let upstreams: UpstreamConfig[];
-  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report);
-  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report);
+  const sources: number[] = [];
+  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources);
+  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report, sources);
+  // Forwarding to itself would loop every query until its deadline: refuse it before it runs.
+  upstreams.forEach((u, k) => {
+    const own = listen.find((l) => l.host === u.host && l.port === u.port);
+    if (!own) return;
+    const where = own.host.includes(':') ? `[${own.host}]:${own.port}` : `${own.host}:${own.port}`;
+    const msg = `upstream ${where} is one of linedns's own listen addresses, so every forwarded query would come back to linedns; expected the address of another resolver`;
+    const i = sources[k]!;
+    if (overrides.upstreams) report.syntax('--upstream', 0, 0, msg);
+    else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], msg);
+    else report.syntax('/etc/resolv.conf', 0, 0, msg);
+  });
 
   // pipeline
   const pipelineIn = Array.isArray(raw.pipeline) ? (raw.pipeline as unknown[]).filter((x): x is string => typeof x === 'string') : [...DEFAULT_PIPELINE];
@@ -423,6 +465,16 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const recordsAt = pipeline.indexOf('records');
   if (main && cacheAt >= 0 && recordsAt > cacheAt) {
     report.at(main, ['pipeline'], '"records" must come before "cache": cached upstream answers carry no smart-line view, so a cache hit would hide local records from the clients whose lines see them');
+  }
+
+  // A stage's settings without the stage do nothing, which is easy to miss (a rate limit that
+  // never limits): warn, but run, since a stage may be left out on purpose for a while.
+  if (main) {
+    for (const key of Object.keys(raw)) {
+      const stage = STAGE_OF_KEY[key];
+      if (stage === undefined || pipeline.includes(stage)) continue;
+      report.at(main, [key], `"${key}" is set but the "${stage}" stage is not in the pipeline, so it has no effect; expected "${stage}" in "pipeline", or no "${key}"`, 'warning', true);
+    }
   }
 
   // access lists
