@@ -2,6 +2,7 @@
 // The linedns command: `serve`, `check` and `explain`, per the CLI contract in docs/operations.md.
 // Flags override the config file; exit codes: 0 fine, 1 invalid config or failure, 2 usage.
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
@@ -16,10 +17,17 @@ import { formatAddress, LineDnsServer } from './server/server.js';
 import { runPrimary, type WorkerReady } from './server/workers.js';
 
 const USAGE = `usage:
-  linedns serve   [--config FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
+  linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
                   [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
-  linedns check   [--config FILE]
-  linedns explain NAME [TYPE] --client IP [--config FILE]`;
+  linedns check   [--config FILE | FILE]
+  linedns explain NAME [TYPE] --client IP [--config FILE]
+  linedns --version`;
+
+/** The version in package.json, read at run time so a release needs no second edit. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`linedns: ${message}\n`);
@@ -41,6 +49,7 @@ function parse(argv: string[]) {
         'log-level': { type: 'string' },
         client: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
     });
   } catch (err) {
@@ -153,20 +162,31 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
 async function main(): Promise<void> {
   const { values, positionals } = parse(process.argv.slice(2));
   const [command, ...rest] = positionals;
+  if (values.version) {
+    process.stdout.write(`linedns ${version()}\n`);
+    process.exit(0);
+  }
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     process.exit(command === undefined && !values.help ? 2 : 0);
   }
   const overrides = overridesFrom(values);
-  const file = values.config ?? null;
+  // `check FILE` reads as "check this file"; running on defaults instead would report a file
+  // that was never read as valid.
+  const configPath = (): string | null => {
+    if (rest.length > 1) fail(`unexpected argument "${rest[1]}": ${command} takes one config file\n${USAGE}`);
+    if (rest.length === 1 && values.config !== undefined) fail(`the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one\n${USAGE}`);
+    return rest[0] ?? values.config ?? null;
+  };
   switch (command) {
     case 'serve':
-      return serve(file, overrides);
+      return serve(configPath(), overrides);
     case 'check':
-      return check(file, overrides);
+      return check(configPath(), overrides);
     case 'explain':
+      if (rest.length > 2) fail(`unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE\n${USAGE}`);
       if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
-      return explain(file, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
+      return explain(values.config ?? null, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
     default:
       fail(`unknown command "${command}"\n${USAGE}`);
   }

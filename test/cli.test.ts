@@ -166,3 +166,55 @@ test('--workers 2 serves from two processes and stops cleanly', async () => {
     await up.close();
   }
 });
+
+test('check and serve take the config file as a positional argument; stray arguments are refused; --version', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address] }, records: [{ name: 'p.test', type: 'A', rdata: '192.0.2.77' }] });
+  const bad = writeConfig({ config: { upstreams: [up.address], logLevel: 'loud' } });
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 10_000 });
+  try {
+    const ok = run('check', files.configFile);
+    assert.equal(ok.status, 0, ok.stderr);
+    assert.match(ok.stdout, new RegExp(`^${files.configFile}: valid: 1 records`));
+    const refused = run('check', bad.configFile);
+    assert.equal(refused.status, 1);
+    assert.match(refused.stderr, /linedns\.json:\d+:\d+: error: \$\.logLevel: "loud" is not one of/);
+
+    for (const args of [['check', files.configFile, 'extra'], ['check', files.configFile, '--config', files.configFile], ['serve', files.configFile, 'extra'], ['explain', 'a.test', 'A', 'extra', '--client', '127.0.0.1']]) {
+      const res = run(...args);
+      assert.equal(res.status, 2, `${args.join(' ')}: ${res.stdout}${res.stderr}`);
+      assert.match(res.stderr, /^linedns: (unexpected argument|the config file is given twice)/);
+    }
+
+    const version = run('--version');
+    assert.equal(version.status, 0);
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    assert.equal(version.stdout, `linedns ${pkg.version}\n`);
+
+    const s = await serve([files.configFile, '--listen', '127.0.0.1:0']);
+    try {
+      assert.deepEqual(answerData(await query(portOf(s), { name: 'p.test' })), ['192.0.2.77']);
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exit, 0);
+    } finally {
+      s.child.kill('SIGKILL');
+    }
+  } finally {
+    await up.close();
+  }
+});
+
+test('serve warns at start about settings of a stage that is not in the pipeline', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address], pipeline: ['decode', 'acl', 'cache', 'forward'], rateLimit: { qps: 1 } } });
+  const s = await serve(['--config', files.configFile]);
+  try {
+    const warning = s.lines.map((l) => JSON.parse(l) as { level: number; msg: string }).find((l) => l.level === 40);
+    assert.match(warning?.msg ?? '', /linedns\.json:\d+:3: warning: \$\.rateLimit: "rateLimit" is set but the "ratelimit" stage is not in the pipeline/);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
