@@ -8,13 +8,14 @@ import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
 import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from './config/load.js';
 import { typeFromName } from './dns/constants.js';
-import { createLogger, LOG_LEVELS, silentLogger, type LogLevel } from './log/logger.js';
+import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './log/logger.js';
 import { Metrics } from './metrics/metrics.js';
 import { QueryContext } from './pipeline/context.js';
 import { buildStages } from './pipeline/registry.js';
 import { Engine } from './server/engine.js';
 import { formatAddress, LineDnsServer } from './server/server.js';
-import { runPrimary, type WorkerReady } from './server/workers.js';
+import { configFromPrimary, runPrimary, type WorkerMessage } from './server/workers.js';
+import type { RuntimeConfig } from './config/types.js';
 
 const USAGE = `usage:
   linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
@@ -88,20 +89,50 @@ function load(file: string | null, overrides: ConfigOverrides) {
 }
 
 async function serve(file: string | null, overrides: ConfigOverrides): Promise<void> {
+  if (cluster.isWorker) return serveWorker();
   const { config, warnings } = load(file, overrides);
   const logger = createLogger(config.logLevel);
   for (const w of warnings) logger.warn(formatIssue(w));
-  if (config.workers > 1 && cluster.isPrimary) {
-    runPrimary(config.workers, logger, (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`));
+  if (config.workers > 1) {
+    runPrimary({ config, overrides, logger, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
     return;
   }
-  let server: LineDnsServer;
+  const server = await startOrExit(config, logger, overrides);
+  handleSignals(server, logger);
+  process.on('SIGHUP', () => void server.reloadFromFile());
+  // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
+  const addresses = server.addresses.map(formatAddress);
+  logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
+}
+
+/** A --workers worker: serves the primary's last good configuration and never reads the files. */
+async function serveWorker(): Promise<void> {
+  let server: LineDnsServer | undefined;
+  let early: RuntimeConfig | undefined;
+  let applying = Promise.resolve(true);
+  const config = await configFromPrimary((next) => {
+    if (server === undefined) early = next;
+    else applying = applying.then(() => server!.applyReloaded(next));
+  });
+  const logger = createLogger(config.logLevel);
+  server = await startOrExit(config, logger, {});
+  if (early) applying = applying.then(() => server!.applyReloaded(early!));
+  handleSignals(server, logger);
+  // The primary reloads and sends the result; a worker must not die of a SIGHUP sent to the group.
+  process.on('SIGHUP', () => logger.debug('SIGHUP ignored in a worker: the primary reloads the configuration'));
+  process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
+}
+
+async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides): Promise<LineDnsServer> {
   try {
-    server = await LineDnsServer.start(config, { logger, overrides });
+    return await LineDnsServer.start(config, { logger, overrides });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);
   }
+}
+
+function handleSignals(server: LineDnsServer, logger: Logger): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -111,11 +142,6 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reloadFromFile());
-  // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
-  const addresses = server.addresses.map(formatAddress);
-  if (cluster.isWorker) process.send?.({ type: 'linedns-ready', addresses } satisfies WorkerReady);
-  else logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
 }
 
 function check(file: string | null, overrides: ConfigOverrides): void {

@@ -4,11 +4,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { answerData, query, resolverFor, tcpExchange, buildQuery, decode } from './helpers/client.js';
 import { startLineDns, writeConfig } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { nextRestartDelay, RESTART_MAX_MS, RESTART_MIN_MS, STABLE_MS } from '../src/server/workers.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 const SHIPPED = new URL('../../config/linedns.json', import.meta.url).pathname;
@@ -217,4 +218,118 @@ test('serve warns at start about settings of a stage that is not in the pipeline
     s.child.kill('SIGKILL');
     await up.close();
   }
+});
+
+interface LogLine {
+  msg: string;
+  time: string;
+  pid: number;
+  worker?: number;
+  restartInMs?: number;
+}
+
+/** The JSON log lines so far (the lines that are not JSON are the CLI's own stderr). */
+function logOf(s: Served): LogLine[] {
+  return s.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as LogLine);
+}
+
+async function untilLogged(s: Served, what: string, pred: (l: LogLine[]) => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!pred(logOf(s))) {
+    if (Date.now() > end) assert.fail(`${what} not logged within ${ms} ms:\n${s.lines.join('\n')}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const readyWorkers = (s: Served): number[] => logOf(s).filter((l) => l.msg === 'worker ready').map((l) => l.worker!);
+
+test('--workers: a killed worker is replaced with the last good config, not the broken file; the primary reloads for all', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'] }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
+  const s = await serve(['--config', files.configFile, '--workers', '2']);
+  try {
+    const port = portOf(s);
+    const first = readyWorkers(s);
+    assert.equal(first.length, 2);
+    // Broken on disk: a trailing comma in linedns.json, a bad address in records.json.
+    writeFileSync(files.configFile, readFileSync(files.configFile, 'utf8').replace(/\n}\s*$/, ',\n}\n'));
+    writeFileSync(join(files.dir, 'records.json'), '[{ "name": "w.test", "type": "A", "rdata": "not-an-ip" }]');
+    const started = Date.now();
+    // One at a time: with port 0, a port whose last worker is gone is not kept for the next one.
+    for (const [i, pid] of first.entries()) {
+      process.kill(pid, 'SIGKILL');
+      await untilLogged(s, `replacement ${i + 1}`, (l) => l.filter((x) => x.msg === 'worker ready').length === 3 + i);
+    }
+    const elapsed = Date.now() - started;
+    // Both original workers are gone: every answer now comes from a replacement.
+    for (let i = 0; i < 10; i++) assert.deepEqual(answerData(await query(port, { name: 'w.test' })), ['192.0.2.44']);
+    await new Promise((r) => setTimeout(r, 1000));
+    const exits = logOf(s).filter((l) => l.msg === 'worker exited; starting another');
+    assert.equal(exits.length, 2, `one fork per killed worker in ${elapsed + 1000} ms, not a fork loop`);
+    assert.deepEqual(exits.map((e) => e.worker).sort(), [...first].sort());
+
+    s.child.kill('SIGHUP');
+    await untilLogged(s, 'the refused reload', (l) => l.some((x) => x.msg === 'reload failed; keeping the last good configuration'));
+    writeFileSync(files.configFile, JSON.stringify({ listen: ['127.0.0.1:0'], upstreams: [up.address], records: 'records.json' }));
+    writeFileSync(join(files.dir, 'records.json'), JSON.stringify([{ name: 'w.test', type: 'A', rdata: '192.0.2.45' }]));
+    s.child.kill('SIGHUP');
+    await untilLogged(s, 'the reload', (l) => l.some((x) => x.msg === 'configuration reloaded; sent to the workers'));
+    await untilLogged(s, 'both workers reloading', (l) => l.filter((x) => x.msg === 'configuration reloaded').length === 2);
+    for (let i = 0; i < 10; i++) assert.deepEqual(answerData(await query(port, { name: 'w.test' })), ['192.0.2.45']);
+
+    for (const line of s.lines.filter((l) => l.startsWith('{'))) assert.equal(line.match(/"pid":/g)?.length, 1, line);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
+
+test('--workers: a worker that cannot start is restarted with doubling delays, then serves once it can', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const stage = `import { existsSync } from 'node:fs';
+export default function createStage() {
+  if (existsSync(new URL('./crash', import.meta.url))) throw new Error('crash marker present');
+  return { name: 'crashy', async handle(ctx, next) { await next(); } };
+}
+`;
+  const files = writeConfig({
+    config: { upstreams: [up.address], listen: ['127.0.0.1:0'], pipeline: ['decode', './crashy.js', 'records', 'forward'] },
+    records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.46' }],
+    extra: { 'crashy.js': stage },
+  });
+  const s = await serve(['--config', files.configFile, '--workers', '2']);
+  try {
+    const port = portOf(s);
+    writeFileSync(join(files.dir, 'crash'), '');
+    process.kill(readyWorkers(s)[0]!, 'SIGKILL');
+    const exited = (l: LogLine[]): LogLine[] => l.filter((x) => x.msg === 'worker exited; starting another');
+    await untilLogged(s, 'four exits', (l) => exited(l).length >= 4, 15_000);
+    rmSync(join(files.dir, 'crash'));
+    const exits = exited(logOf(s)).slice(0, 4);
+    assert.deepEqual(exits.map((e) => e.restartInMs), [100, 200, 400, 800]);
+    for (let i = 1; i < exits.length; i++) {
+      const gap = Date.parse(exits[i]!.time) - Date.parse(exits[i - 1]!.time);
+      assert.ok(gap >= exits[i - 1]!.restartInMs!, `exit ${i} came ${gap} ms after the one before, under its ${exits[i - 1]!.restartInMs} ms delay`);
+    }
+    await untilLogged(s, 'a replacement', (l) => l.filter((x) => x.msg === 'worker ready').length === 3, 15_000);
+    for (let i = 0; i < 10; i++) assert.deepEqual(answerData(await query(port, { name: 'w.test' })), ['192.0.2.46']);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
+});
+
+test('restart delays double from 100 ms to 30 s while workers die young, and reset after a stable one', () => {
+  let d = 0;
+  const seen: number[] = [];
+  for (let i = 0; i < 12; i++) seen.push((d = nextRestartDelay(d, 50)));
+  assert.deepEqual(seen, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]);
+  assert.equal(RESTART_MIN_MS, 100);
+  assert.equal(RESTART_MAX_MS, 30_000);
+  assert.equal(nextRestartDelay(30_000, STABLE_MS), RESTART_MIN_MS);
+  assert.equal(nextRestartDelay(30_000, STABLE_MS - 1), RESTART_MAX_MS);
 });
