@@ -200,3 +200,16 @@ test('settings of a stage that is not in the pipeline are a warning, in loadConf
   assert.equal(res.status, 0, res.stderr);
   assert.match(res.stderr, /linedns\.json:14:3: warning: \$\.rateLimit: "rateLimit" is set but the "ratelimit" stage is not in the pipeline/);
 });
+
+test('a value that fits no alternative gets one error saying what was expected, not one per alternative', () => {
+  const { dir, configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:9', '', 7, { port: 5 }] }, records: [] });
+  writeFileSync(join(dir, 'records.json'), JSON.stringify([{ name: 't.test', type: 'TXT', rdata: 5 }, { name: 'u.test', type: 'TXT', rdata: [5] }]));
+  const issues = issuesOf(() => loadConfig(configFile));
+  assert.deepEqual(issues.map((i) => `${i.path}: ${i.message}`), [
+    '$.upstreams[1]: expected a non-empty string',
+    '$.upstreams[2]: 7 is not a string or an object',
+    '$.upstreams[3]: missing required property "address"',
+    '$[0].rdata: 5 is not a string or an array',
+    '$[1].rdata[0]: 5 is not a string',
+  ]);
+});

@@ -205,7 +205,7 @@ function readJson(path: string, report: Reporter): LoadedFile | null {
 function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): boolean {
   const validate = schemaFor(schema);
   if (validate(f.value)) return true;
-  const errors = validate.errors ?? [];
+  const errors = pruneAlternatives(validate.errors ?? []);
   // When a more specific error sits under the path of a oneOf/anyOf, report only that one.
   const paths = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'anyOf').map((e) => e.instancePath);
   const seen = new Set<string>();
@@ -221,6 +221,38 @@ function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): bo
     report.at(f, full, d.message, 'error', d.key);
   }
   return false;
+}
+
+/**
+ * A value that fails a oneOf/anyOf gets an error from every branch, most of them beside the
+ * point ("{...} is not a string" for an object missing a key). Keeps the errors of the branches
+ * whose type the value has; when it has none of their types, one "is not X or Y" instead.
+ */
+function pruneAlternatives(errors: readonly ErrorObject[]): ErrorObject[] {
+  const drop = new Set<ErrorObject>();
+  const add: ErrorObject[] = [];
+  for (const alt of errors) {
+    if ((alt.keyword !== 'oneOf' && alt.keyword !== 'anyOf') || (alt.params as { passingSchemas?: unknown }).passingSchemas) continue;
+    const prefix = `${alt.schemaPath}/`;
+    const branchOf = (e: ErrorObject): string | null =>
+      e !== alt && e.schemaPath.startsWith(prefix) && (e.instancePath === alt.instancePath || e.instancePath.startsWith(`${alt.instancePath}/`)) ? e.schemaPath.slice(prefix.length).split('/')[0]! : null;
+    const branches = new Map<string, ErrorObject[]>();
+    for (const e of errors) {
+      const b = branchOf(e);
+      if (b !== null) branches.set(b, [...(branches.get(b) ?? []), e]);
+    }
+    const wrongType = (b: string): ErrorObject | undefined =>
+      branches.get(b)!.find((e) => e.keyword === 'type' && e.instancePath === alt.instancePath && e.schemaPath === `${prefix}${b}/type`);
+    const fitting = [...branches.keys()].filter((b) => wrongType(b) === undefined);
+    if (branches.size === 0) continue;
+    for (const [b, list] of branches) if (!fitting.includes(b)) list.forEach((e) => drop.add(e));
+    drop.add(alt);
+    if (fitting.length === 0) {
+      const types = [...branches.keys()].map((b) => String((wrongType(b)!.params as { type: unknown }).type));
+      add.push({ ...alt, keyword: 'type', params: { type: types.join(',') } });
+    }
+  }
+  return [...errors.filter((e) => !drop.has(e)), ...add];
 }
 
 export function parseHostPort(text: string, defaultPort: number | null): ListenAddress | string {
@@ -271,7 +303,9 @@ function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: Pat
     const hp = parseHostPort(text, obj.port ?? 53);
     if (typeof hp === 'string') {
       const msg = `${show(text)}: ${hp}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
-      if (f) report.at(f, typeof item === 'string' ? [...path, i] : [...path, i, 'address'], msg);
+      const at = typeof item === 'string' ? [...path, i] : [...path, i, 'address'];
+      if (f && report.has(f, at)) return;
+      if (f) report.at(f, at, msg);
       else report.syntax('--upstream', 0, 0, msg);
       return;
     }
