@@ -108,18 +108,20 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
 /** A --workers worker: serves the primary's last good configuration and never reads the files. */
 async function serveWorker(): Promise<void> {
   let server: LineDnsServer | undefined;
+  let logger: Logger | undefined;
   let early: RuntimeConfig | undefined;
   let applying = Promise.resolve(true);
+  // The primary reloads and sends the result; a worker must not die of a SIGHUP sent to the
+  // whole process group, not even while it waits for its first configuration.
+  process.on('SIGHUP', () => logger?.debug('SIGHUP ignored in a worker: the primary reloads the configuration'));
   const config = await configFromPrimary((next) => {
     if (server === undefined) early = next;
     else applying = applying.then(() => server!.applyReloaded(next));
   });
-  const logger = createLogger(config.logLevel);
+  logger = createLogger(config.logLevel);
   server = await startOrExit(config, logger, {});
   if (early) applying = applying.then(() => server!.applyReloaded(early!));
   handleSignals(server, logger);
-  // The primary reloads and sends the result; a worker must not die of a SIGHUP sent to the group.
-  process.on('SIGHUP', () => logger.debug('SIGHUP ignored in a worker: the primary reloads the configuration'));
   process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
 }
 

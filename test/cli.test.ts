@@ -277,6 +277,12 @@ test('--workers: a killed worker is replaced with the last good config, not the 
     await untilLogged(s, 'both workers reloading', (l) => l.filter((x) => x.msg === 'configuration reloaded').length === 2);
     for (let i = 0; i < 10; i++) assert.deepEqual(answerData(await query(port, { name: 'w.test' })), ['192.0.2.45']);
 
+    // A SIGHUP to a worker itself (a signal to the process group, say) neither kills nor reloads it.
+    const before = s.lines.length;
+    for (const pid of readyWorkers(s).slice(-2)) process.kill(pid, 'SIGHUP');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(s.lines.slice(before), []);
+
     for (const line of s.lines.filter((l) => l.startsWith('{'))) assert.equal(line.match(/"pid":/g)?.length, 1, line);
     s.child.kill('SIGTERM');
     assert.equal(await s.exit, 0);
