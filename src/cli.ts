@@ -2,24 +2,33 @@
 // The linedns command: `serve`, `check` and `explain`, per the CLI contract in docs/operations.md.
 // Flags override the config file; exit codes: 0 fine, 1 invalid config or failure, 2 usage.
 
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
 import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from './config/load.js';
 import { typeFromName } from './dns/constants.js';
-import { createLogger, LOG_LEVELS, silentLogger, type LogLevel } from './log/logger.js';
+import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './log/logger.js';
 import { Metrics } from './metrics/metrics.js';
 import { QueryContext } from './pipeline/context.js';
 import { buildStages } from './pipeline/registry.js';
 import { Engine } from './server/engine.js';
 import { formatAddress, LineDnsServer } from './server/server.js';
-import { runPrimary, type WorkerReady } from './server/workers.js';
+import { configFromPrimary, runPrimary, type WorkerMessage } from './server/workers.js';
+import type { RuntimeConfig } from './config/types.js';
 
 const USAGE = `usage:
-  linedns serve   [--config FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
+  linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
                   [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
-  linedns check   [--config FILE]
-  linedns explain NAME [TYPE] --client IP [--config FILE]`;
+  linedns check   [--config FILE | FILE]
+  linedns explain NAME [TYPE] --client IP [--config FILE]
+  linedns --version`;
+
+/** The version in package.json, read at run time so a release needs no second edit. */
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+}
 
 function fail(message: string, code = 2): never {
   process.stderr.write(`linedns: ${message}\n`);
@@ -41,6 +50,7 @@ function parse(argv: string[]) {
         'log-level': { type: 'string' },
         client: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'V' },
       },
     });
   } catch (err) {
@@ -79,20 +89,52 @@ function load(file: string | null, overrides: ConfigOverrides) {
 }
 
 async function serve(file: string | null, overrides: ConfigOverrides): Promise<void> {
+  if (cluster.isWorker) return serveWorker();
   const { config, warnings } = load(file, overrides);
   const logger = createLogger(config.logLevel);
   for (const w of warnings) logger.warn(formatIssue(w));
-  if (config.workers > 1 && cluster.isPrimary) {
-    runPrimary(config.workers, logger, (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`));
+  if (config.workers > 1) {
+    runPrimary({ config, overrides, logger, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
     return;
   }
-  let server: LineDnsServer;
+  const server = await startOrExit(config, logger, overrides);
+  handleSignals(server, logger);
+  process.on('SIGHUP', () => void server.reloadFromFile());
+  // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
+  const addresses = server.addresses.map(formatAddress);
+  logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
+}
+
+/** A --workers worker: serves the primary's last good configuration and never reads the files. */
+async function serveWorker(): Promise<void> {
+  let server: LineDnsServer | undefined;
+  let logger: Logger | undefined;
+  let early: RuntimeConfig | undefined;
+  let applying = Promise.resolve(true);
+  // The primary reloads and sends the result; a worker must not die of a SIGHUP sent to the
+  // whole process group, not even while it waits for its first configuration.
+  process.on('SIGHUP', () => logger?.debug('SIGHUP ignored in a worker: the primary reloads the configuration'));
+  const config = await configFromPrimary((next) => {
+    if (server === undefined) early = next;
+    else applying = applying.then(() => server!.applyReloaded(next));
+  });
+  logger = createLogger(config.logLevel);
+  server = await startOrExit(config, logger, {});
+  if (early) applying = applying.then(() => server!.applyReloaded(early!));
+  handleSignals(server, logger);
+  process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
+}
+
+async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides): Promise<LineDnsServer> {
   try {
-    server = await LineDnsServer.start(config, { logger, overrides });
+    return await LineDnsServer.start(config, { logger, overrides });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);
   }
+}
+
+function handleSignals(server: LineDnsServer, logger: Logger): void {
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
@@ -102,11 +144,6 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGHUP', () => void server.reloadFromFile());
-  // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
-  const addresses = server.addresses.map(formatAddress);
-  if (cluster.isWorker) process.send?.({ type: 'linedns-ready', addresses } satisfies WorkerReady);
-  else logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);
 }
 
 function check(file: string | null, overrides: ConfigOverrides): void {
@@ -153,20 +190,31 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
 async function main(): Promise<void> {
   const { values, positionals } = parse(process.argv.slice(2));
   const [command, ...rest] = positionals;
+  if (values.version) {
+    process.stdout.write(`linedns ${version()}\n`);
+    process.exit(0);
+  }
   if (values.help || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     process.exit(command === undefined && !values.help ? 2 : 0);
   }
   const overrides = overridesFrom(values);
-  const file = values.config ?? null;
+  // `check FILE` reads as "check this file"; running on defaults instead would report a file
+  // that was never read as valid.
+  const configPath = (): string | null => {
+    if (rest.length > 1) fail(`unexpected argument "${rest[1]}": ${command} takes one config file\n${USAGE}`);
+    if (rest.length === 1 && values.config !== undefined) fail(`the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one\n${USAGE}`);
+    return rest[0] ?? values.config ?? null;
+  };
   switch (command) {
     case 'serve':
-      return serve(file, overrides);
+      return serve(configPath(), overrides);
     case 'check':
-      return check(file, overrides);
+      return check(configPath(), overrides);
     case 'explain':
+      if (rest.length > 2) fail(`unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE\n${USAGE}`);
       if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
-      return explain(file, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
+      return explain(values.config ?? null, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
     default:
       fail(`unknown command "${command}"\n${USAGE}`);
   }

@@ -74,6 +74,12 @@ class Reporter {
     this.issues.push({ file: f.file, line: pos.line, column: pos.column, path: formatPath(path), message, severity });
   }
 
+  /** True when an error is already reported at this path, so a semantic check need not repeat it. */
+  has(f: LoadedFile, path: readonly PathSegment[]): boolean {
+    const p = formatPath(path);
+    return this.issues.some((i) => i.file === f.file && i.path === p && i.severity === 'error');
+  }
+
   get failed(): boolean {
     return this.issues.some((i) => i.severity === 'error');
   }
@@ -170,25 +176,36 @@ function patternHint(pointer: string): string {
 }
 
 function readJson(path: string, report: Reporter): LoadedFile | null {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(path, 'utf8');
+    bytes = readFileSync(path);
   } catch (err) {
     report.syntax(path, 0, 0, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     return null;
   }
-  const doc = JsonDocument.parse(text);
+  const doc = JsonDocument.fromBytes(bytes);
   if (Array.isArray(doc)) {
     for (const p of doc) report.syntax(path, p.line, p.column, `invalid JSON: ${p.message}`);
     return null;
   }
-  return { file: path, doc, value: doc.value };
+  const f = { file: path, doc, value: doc.value };
+  for (const d of doc.duplicates) {
+    report.issues.push({
+      file: path,
+      line: d.line,
+      column: d.column,
+      path: formatPath(d.path),
+      message: `duplicate key "${String(d.path[d.path.length - 1])}" (first at ${d.first.line}:${d.first.column}); expected each key once per object, as only the last one would count`,
+      severity: 'error',
+    });
+  }
+  return f;
 }
 
 function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): boolean {
   const validate = schemaFor(schema);
   if (validate(f.value)) return true;
-  const errors = validate.errors ?? [];
+  const errors = pruneAlternatives(validate.errors ?? []);
   // When a more specific error sits under the path of a oneOf/anyOf, report only that one.
   const paths = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'anyOf').map((e) => e.instancePath);
   const seen = new Set<string>();
@@ -204,6 +221,38 @@ function validateSchema(f: LoadedFile, schema: SchemaName, report: Reporter): bo
     report.at(f, full, d.message, 'error', d.key);
   }
   return false;
+}
+
+/**
+ * A value that fails a oneOf/anyOf gets an error from every branch, most of them beside the
+ * point ("{...} is not a string" for an object missing a key). Keeps the errors of the branches
+ * whose type the value has; when it has none of their types, one "is not X or Y" instead.
+ */
+function pruneAlternatives(errors: readonly ErrorObject[]): ErrorObject[] {
+  const drop = new Set<ErrorObject>();
+  const add: ErrorObject[] = [];
+  for (const alt of errors) {
+    if ((alt.keyword !== 'oneOf' && alt.keyword !== 'anyOf') || (alt.params as { passingSchemas?: unknown }).passingSchemas) continue;
+    const prefix = `${alt.schemaPath}/`;
+    const branchOf = (e: ErrorObject): string | null =>
+      e !== alt && e.schemaPath.startsWith(prefix) && (e.instancePath === alt.instancePath || e.instancePath.startsWith(`${alt.instancePath}/`)) ? e.schemaPath.slice(prefix.length).split('/')[0]! : null;
+    const branches = new Map<string, ErrorObject[]>();
+    for (const e of errors) {
+      const b = branchOf(e);
+      if (b !== null) branches.set(b, [...(branches.get(b) ?? []), e]);
+    }
+    const wrongType = (b: string): ErrorObject | undefined =>
+      branches.get(b)!.find((e) => e.keyword === 'type' && e.instancePath === alt.instancePath && e.schemaPath === `${prefix}${b}/type`);
+    const fitting = [...branches.keys()].filter((b) => wrongType(b) === undefined);
+    if (branches.size === 0) continue;
+    for (const [b, list] of branches) if (!fitting.includes(b)) list.forEach((e) => drop.add(e));
+    drop.add(alt);
+    if (fitting.length === 0) {
+      const types = [...branches.keys()].map((b) => String((wrongType(b)!.params as { type: unknown }).type));
+      add.push({ ...alt, keyword: 'type', params: { type: types.join(',') } });
+    }
+  }
+  return [...errors.filter((e) => !drop.has(e)), ...add];
 }
 
 export function parseHostPort(text: string, defaultPort: number | null): ListenAddress | string {
@@ -236,19 +285,27 @@ function canonicalIp(host: string): string {
   return isIPv6(host) ? new Address6(host).correctForm() : host;
 }
 
-function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: PathSegment[], report: Reporter): UpstreamConfig[] {
+/** `sources[k]` is the index in `list` that upstream k came from ("resolv.conf" gives several). */
+function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: PathSegment[], report: Reporter, sources: number[] = []): UpstreamConfig[] {
   const out: UpstreamConfig[] = [];
   list.forEach((item, i) => {
     if (item === 'resolv.conf') {
-      for (const ns of resolvConfNameservers()) out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
+      for (const ns of resolvConfNameservers()) {
+        out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
+        sources.push(i);
+      }
       return;
     }
-    const text = typeof item === 'string' ? item : (item as { address: string }).address;
+    const text = typeof item === 'string' ? item : (item as { address?: unknown } | null)?.address;
+    // Not a string nor an object with a string address: the schema has reported it already.
+    if (typeof text !== 'string') return;
     const obj = typeof item === 'object' && item !== null ? (item as { port?: number; protocol?: 'udp' | 'tcp' }) : {};
     const hp = parseHostPort(text, obj.port ?? 53);
     if (typeof hp === 'string') {
       const msg = `${show(text)}: ${hp}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
-      if (f) report.at(f, typeof item === 'string' ? [...path, i] : [...path, i, 'address'], msg);
+      const at = typeof item === 'string' ? [...path, i] : [...path, i, 'address'];
+      if (f && report.has(f, at)) return;
+      if (f) report.at(f, at, msg);
       else report.syntax('--upstream', 0, 0, msg);
       return;
     }
@@ -257,9 +314,31 @@ function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: Pat
       return;
     }
     out.push({ host: hp.host, port: obj.port ?? hp.port, protocol: obj.protocol ?? 'udp' });
+    sources.push(i);
   });
   return out;
 }
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+const WILDCARD_WHY =
+  'a UDP socket bound to a wildcard answers from whatever source address the kernel picks, and on a host with several addresses ' +
+  'clients drop replies that come from another address than the one they asked ("no servers could be reached")';
+
+/** Top-level keys read only by one built-in stage: set without that stage, they do nothing. */
+const STAGE_OF_KEY: Readonly<Record<string, string>> = {
+  allow: 'acl',
+  rateLimit: 'ratelimit',
+  smartLine: 'smartline',
+  trustEcsFrom: 'smartline',
+  records: 'records',
+  smartLineUnmatched: 'records',
+  cache: 'cache',
+  forward: 'forward',
+  upstreams: 'forward',
+};
 
 function checkCidrs(f: LoadedFile, list: unknown, path: PathSegment[], report: Reporter): void {
   if (!Array.isArray(list)) return;
@@ -351,10 +430,9 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const path = file ? resolve(file) : null;
   let raw: Record<string, unknown> = {};
   let main: LoadedFile | null = null;
-  let mainValid = true;
   if (path) {
     main = readJson(path, report);
-    mainValid = main !== null && validateSchema(main, 'linedns', report);
+    if (main) validateSchema(main, 'linedns', report);
     // Semantic checks still run on a file with schema errors, so one run lists every error.
     if (main && typeof main.value === 'object' && main.value !== null && !Array.isArray(main.value)) raw = main.value as Record<string, unknown>;
   }
@@ -367,15 +445,32 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   const listen: ListenAddress[] = [];
   listenTexts.forEach((t, i) => {
     const hp = parseHostPort(t, null);
-    if (typeof hp !== 'string') listen.push(hp);
+    if (typeof hp !== 'string' && isWildcard(hp.host)) {
+      const msg = `${show(t)} is a wildcard address: ${WILDCARD_WHY}; expected each local address on its own line instead, e.g. ["192.0.2.10:53", "127.0.0.1:53"]`;
+      if (overrides.listen) report.syntax('--listen', 0, 0, msg);
+      else if (main) report.at(main, ['listen', i], msg);
+    } else if (typeof hp !== 'string') listen.push(hp);
     else if (overrides.listen) report.syntax('--listen', 0, 0, `${show(t)}: ${hp}`);
-    else if (main && mainValid) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    // Checked even when the schema failed elsewhere, so one run lists every error of the file.
+    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
   });
 
   // upstreams
   let upstreams: UpstreamConfig[];
-  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report);
-  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report);
+  const sources: number[] = [];
+  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources);
+  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report, sources);
+  // Forwarding to itself would loop every query until its deadline: refuse it before it runs.
+  upstreams.forEach((u, k) => {
+    const own = listen.find((l) => l.host === u.host && l.port === u.port);
+    if (!own) return;
+    const where = own.host.includes(':') ? `[${own.host}]:${own.port}` : `${own.host}:${own.port}`;
+    const msg = `upstream ${where} is one of linedns's own listen addresses, so every forwarded query would come back to linedns; expected the address of another resolver`;
+    const i = sources[k]!;
+    if (overrides.upstreams) report.syntax('--upstream', 0, 0, msg);
+    else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], msg);
+    else report.syntax('/etc/resolv.conf', 0, 0, msg);
+  });
 
   // pipeline
   const pipelineIn = Array.isArray(raw.pipeline) ? (raw.pipeline as unknown[]).filter((x): x is string => typeof x === 'string') : [...DEFAULT_PIPELINE];
@@ -406,6 +501,16 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     report.at(main, ['pipeline'], '"records" must come before "cache": cached upstream answers carry no smart-line view, so a cache hit would hide local records from the clients whose lines see them');
   }
 
+  // A stage's settings without the stage do nothing, which is easy to miss (a rate limit that
+  // never limits): warn, but run, since a stage may be left out on purpose for a while.
+  if (main) {
+    for (const key of Object.keys(raw)) {
+      const stage = STAGE_OF_KEY[key];
+      if (stage === undefined || pipeline.includes(stage)) continue;
+      report.at(main, [key], `"${key}" is set but the "${stage}" stage is not in the pipeline, so it has no effect; expected "${stage}" in "pipeline", or no "${key}"`, 'warning', true);
+    }
+  }
+
   // access lists
   const allow = Array.isArray(raw.allow) ? (raw.allow as unknown[]).filter((x): x is string => typeof x === 'string') : ['127.0.0.0/8', '::1/128'];
   const trustEcsFrom = Array.isArray(raw.trustEcsFrom) ? (raw.trustEcsFrom as unknown[]).filter((x): x is string => typeof x === 'string') : [];
@@ -420,10 +525,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   let lineNames: Set<string> | null = null;
   if (smartLinePath) {
     const f = readJson(smartLinePath, report);
-    if (f && validateSchema(f, 'smart-line', report)) {
-      smartLine = f.value as Record<string, string[]>;
-      lineNames = new Set(Object.keys(smartLine));
-      for (const line of Object.keys(smartLine)) checkCidrs(f, smartLine[line], [line], report);
+    if (f) {
+      const valid = validateSchema(f, 'smart-line', report);
+      const lines = obj(f.value);
+      // Checked even when the schema failed, so one run lists every error of the file.
+      for (const line of Object.keys(lines)) checkCidrs(f, lines[line], [line], report);
+      lineNames = new Set(Object.keys(lines));
+      if (valid) smartLine = lines as Record<string, string[]>;
     }
   }
   const recordsPath = overrides.records ? resolve(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;

@@ -2,7 +2,7 @@
 // in a reloaded configuration while keeping the last good one when the new one is invalid.
 
 import type { Logger } from 'pino';
-import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from '../config/load.js';
+import { ConfigError, formatIssue, loadConfig, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { Metrics } from '../metrics/metrics.js';
 import { buildStages } from '../pipeline/registry.js';
@@ -50,6 +50,7 @@ export class LineDnsServer {
   /** TCP connection caps hold across all listen addresses (per process with --workers). */
   readonly tcpCounts = new TcpConnectionCounts();
   private reloading: Promise<boolean> | null = null;
+  private reloadAgain: Promise<boolean> | null = null;
 
   private constructor(
     public config: RuntimeConfig,
@@ -118,26 +119,65 @@ export class LineDnsServer {
     this.config = next;
   }
 
-  /** Re-reads the config file (SIGHUP). Returns false, keeping the running config, when invalid. */
+  /**
+   * Re-reads the config file (SIGHUP). Returns false, keeping the running config, when invalid.
+   * A SIGHUP during a reload is not lost: one more reload runs after the current one, since the
+   * file may have changed after the current one read it.
+   */
   reloadFromFile(): Promise<boolean> {
-    this.reloading ??= (async () => {
+    if (this.reloading) {
+      this.reloadAgain ??= this.reloading.then(() => {
+        this.reloadAgain = null;
+        return this.reloadFromFile();
+      });
+      return this.reloadAgain;
+    }
+    const run = (async (): Promise<boolean> => {
+      // Yield first: were loadConfig to throw synchronously, the `finally` below would run before
+      // `this.reloading` is assigned, and that settled promise would block every later reload.
+      await Promise.resolve();
       try {
-        const { config, warnings } = loadConfig(this.config.file, this.overrides);
-        for (const w of warnings) this.logger.warn(formatIssue(w));
-        await this.apply(config);
-        this.metrics.counter('config_reloads_total', 'successful reloads').value++;
-        this.logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded');
-        return true;
-      } catch (err) {
-        this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config').value++;
-        const lines = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
-        this.logger.error({ errors: lines }, 'reload failed; keeping the last good configuration');
-        return false;
+        return await this.reloadOnce();
       } finally {
         this.reloading = null;
       }
     })();
-    return this.reloading;
+    this.reloading = run;
+    return run;
+  }
+
+  private async reloadOnce(): Promise<boolean> {
+    let loaded: ReturnType<typeof loadConfig>;
+    try {
+      loaded = loadConfig(this.config.file, this.overrides);
+    } catch (err) {
+      this.refused(err);
+      return false;
+    }
+    return this.applyReloaded(loaded.config, loaded.warnings);
+  }
+
+  /**
+   * Applies a configuration already loaded and validated (by this process, or by the primary
+   * with --workers), logging and counting the reload. Returns false, keeping the running one, on failure.
+   */
+  async applyReloaded(config: RuntimeConfig, warnings: readonly ConfigIssue[] = []): Promise<boolean> {
+    try {
+      for (const w of warnings) this.logger.warn(formatIssue(w));
+      await this.apply(config);
+      this.metrics.counter('config_reloads_total', 'successful reloads').value++;
+      this.logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded');
+      return true;
+    } catch (err) {
+      this.refused(err);
+      return false;
+    }
+  }
+
+  private refused(err: unknown): void {
+    this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config').value++;
+    const lines = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+    this.logger.error({ errors: lines }, 'reload failed; keeping the last good configuration');
   }
 
   async close(): Promise<void> {

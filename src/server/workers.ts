@@ -1,41 +1,145 @@
-// --workers N: a cluster primary that forks N serving processes sharing the listen sockets,
-// relays SIGHUP to them, and reports ready once every worker is.
+// --workers N: a cluster primary that owns the configuration (loads, validates and reloads it)
+// and hands its last good one to every worker it forks, restarting dead workers with backoff.
 
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
+import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from '../config/load.js';
+import type { RuntimeConfig } from '../config/types.js';
 
-export interface WorkerReady {
-  type: 'linedns-ready';
-  addresses: string[];
+/** Primary to worker: the configuration to serve (at start, and again after each reload). */
+export interface ConfigMessage {
+  type: 'linedns-config';
+  config: RuntimeConfig;
 }
 
-/** Runs in the primary. Resolves when all workers are ready; exits when they all have. */
-export function runPrimary(workers: number, logger: Logger, onReady: (addresses: string[]) => void): void {
-  let ready = 0;
+/** Worker to primary. */
+export type WorkerMessage = { type: 'linedns-want-config' } | { type: 'linedns-ready'; addresses: string[] };
+
+export const RESTART_MIN_MS = 100;
+export const RESTART_MAX_MS = 30_000;
+/** A worker that stayed up this long has shown the setup works: the next restart is fast again. */
+export const STABLE_MS = 10_000;
+/** A worker that hears nothing from the primary this long gives up rather than hang unseen. */
+const CONFIG_WAIT_MS = 10_000;
+
+/**
+ * Delay before replacing a worker that died after `upMs`: doubles while workers keep dying
+ * young, so a worker that cannot start costs a handful of forks a minute, not several a second.
+ */
+export function nextRestartDelay(previousMs: number, upMs: number): number {
+  if (upMs >= STABLE_MS || previousMs <= 0) return RESTART_MIN_MS;
+  return Math.min(RESTART_MAX_MS, previousMs * 2);
+}
+
+export interface PrimaryOptions {
+  config: RuntimeConfig;
+  overrides: ConfigOverrides;
+  logger: Logger;
+  onReady: (addresses: string[]) => void;
+}
+
+function isWorkerMessage(msg: unknown): msg is WorkerMessage {
+  const type = (msg as { type?: unknown } | null)?.type;
+  return type === 'linedns-want-config' || type === 'linedns-ready';
+}
+
+/** Runs in the primary: forks `config.workers` workers; exits once they all have after SIGTERM. */
+export function runPrimary({ config: initial, overrides, logger, onReady }: PrimaryOptions): void {
+  // The last good configuration: what every worker, first or replacement, is given. Workers never
+  // read the files, so a file broken on disk cannot reach a worker that restarts.
+  let config = initial;
+  const workers = initial.workers;
   let stopping = false;
-  let addresses: string[] = [];
-  for (let i = 0; i < workers; i++) cluster.fork();
-  cluster.on('message', (_worker, msg: WorkerReady) => {
-    if (msg?.type !== 'linedns-ready') return;
-    addresses = msg.addresses;
-    if (++ready === workers) onReady(addresses);
+  let announced = false;
+  let delay = 0;
+  const forkedAt = new Map<number, number>();
+  const ready = new Set<number>();
+  const timers = new Set<NodeJS.Timeout>();
+
+  const fork = (): void => {
+    const w = cluster.fork();
+    forkedAt.set(w.id, Date.now());
+  };
+  for (let i = 0; i < workers; i++) fork();
+
+  cluster.on('message', (worker, msg: unknown) => {
+    if (!isWorkerMessage(msg)) return;
+    if (msg.type === 'linedns-want-config') {
+      worker.send({ type: 'linedns-config', config } satisfies ConfigMessage);
+      return;
+    }
+    ready.add(worker.id);
+    // `worker`, not `pid`: pino's base already puts the primary's own pid on every line.
+    logger.info({ worker: worker.process.pid, addresses: msg.addresses }, 'worker ready');
+    if (!announced && ready.size === workers) {
+      announced = true;
+      onReady(msg.addresses);
+    }
   });
+
   cluster.on('exit', (worker, code, signal) => {
+    ready.delete(worker.id);
+    const upMs = Date.now() - (forkedAt.get(worker.id) ?? Date.now());
+    forkedAt.delete(worker.id);
     if (stopping) {
       if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
       return;
     }
-    logger.error({ pid: worker.process.pid, code, signal }, 'worker exited; starting another');
-    cluster.fork();
+    delay = nextRestartDelay(delay, upMs);
+    logger.error({ worker: worker.process.pid, code, signal, upMs, restartInMs: delay }, 'worker exited; starting another');
+    const t = setTimeout(() => {
+      timers.delete(t);
+      if (!stopping) fork();
+    }, delay);
+    timers.add(t);
   });
+
   const stop = (): void => {
     stopping = true;
+    for (const t of timers) clearTimeout(t);
+    timers.clear();
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
     if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    let next: RuntimeConfig;
+    try {
+      const loaded = loadConfig(config.file, overrides);
+      for (const w of loaded.warnings) logger.warn(formatIssue(w));
+      next = loaded.config;
+    } catch (err) {
+      const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+      logger.error({ errors }, 'reload failed; keeping the last good configuration');
+      return;
+    }
+    if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
+    config = next;
+    for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);
+    logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded; sent to the workers');
+  });
+}
+
+/**
+ * Runs in a worker: asks the primary for the configuration and resolves with it; each later
+ * one (a reload in the primary) goes to `onReload`.
+ */
+export function configFromPrimary(onReload: (config: RuntimeConfig) => void): Promise<RuntimeConfig> {
+  return new Promise((resolve) => {
+    let first = true;
+    const timer = setTimeout(() => {
+      process.stderr.write(`linedns worker ${process.pid}: no configuration from the primary in ${CONFIG_WAIT_MS} ms\n`);
+      process.exit(1);
+    }, CONFIG_WAIT_MS);
+    process.on('message', (msg: unknown) => {
+      if ((msg as { type?: unknown } | null)?.type !== 'linedns-config') return;
+      const { config } = msg as ConfigMessage;
+      if (!first) return onReload(config);
+      first = false;
+      clearTimeout(timer);
+      resolve(config);
+    });
+    process.send?.({ type: 'linedns-want-config' } satisfies WorkerMessage);
   });
 }
