@@ -582,3 +582,148 @@ describe('hostile upstream: source-port rotation', { timeout: 30_000 }, () => {
     }
   });
 });
+
+/** A UDP port on UP_HOST with nothing bound: datagrams to it draw ICMP port unreachable. */
+async function deadPort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, UP_HOST, r));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_000 }, () => {
+  // The default 2 s timeout: what a dead upstream cost every query before (2012 ms for one,
+  // 4024 ms for two). The connected upstream sockets hear ICMP port unreachable instead.
+  for (const dead of [1, 2]) {
+    test(`${dead} dead upstream${dead > 1 ? 's' : ''}: SERVFAIL in milliseconds, not after the 2 s timeout, for every query`, async (t) => {
+      const ports = [await deadPort(), ...(dead > 1 ? [await deadPort()] : [])];
+      const ld = await startLineDns({ config: { upstreams: ports.map((p) => `${UP_HOST}:${p}`) } });
+      try {
+        const times: number[] = [];
+        for (let i = 0; i < 5; i++) {
+          const { m, ms } = await ask(ld.port, `dead${i}.example`);
+          assert.equal(m.rcode, SERVFAIL);
+          times.push(ms);
+        }
+        t.diagnostic(`SERVFAIL latency with ${dead} dead upstream(s): ${times.map((x) => x.toFixed(1)).join(', ')} ms`);
+        assert.ok(Math.max(...times) < 250, `SERVFAIL after ${Math.max(...times).toFixed(0)} ms`);
+        assert.ok(ld.server.metrics.get('upstream_unreachable_total') >= 5, 'the ICMP errors were not what ended the attempts');
+      } finally {
+        await bounded(ld.close(), 'linedns');
+      }
+    });
+  }
+
+  test('a dead first upstream: the second answers at once', async () => {
+    const port = await deadPort();
+    const up = await TestUpstream.start(({ raw }) => answer(raw, LATER), UP_HOST);
+    const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${port}`, `${UP_HOST}:${up.port}`] } });
+    try {
+      const { m, ms } = await ask(ld.port, 'dead-first.example');
+      assert.deepEqual(aRecords(m), [`dead-first.example ${LATER}`]);
+      assert.ok(ms < 250, `answered after ${ms} ms`);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+});
+
+describe('hostile upstream: answer types and CNAME chains', { timeout: 30_000 }, () => {
+  test('an AAAA (and an MX) inside an A answer are scrubbed; the A and its RRSIG stay', async () => {
+    await withRig(({ raw }) => replyTo(raw, {
+      answers: [
+        rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD)),
+        rr(QNAME_PTR, 28, 1, 300, Buffer.alloc(16, 6)),
+        rr(QNAME_PTR, 15, 1, 300, Buffer.concat([u16(10), nameWire('mx.evil.test')])),
+        rr(QNAME_PTR, 46, 1, 300, Buffer.alloc(30, 1)),
+      ],
+    }), async (rig) => {
+      const { m } = await ask(rig.ld.port, 'types.example');
+      assert.deepEqual(m.records.map((r) => r.type), [1, 46]);
+      assert.equal(rig.metric('forward_scrubbed_records_total'), 2);
+      // Nor is the AAAA served from the cache for an AAAA question.
+      const before = rig.up.requests.length;
+      rig.up.handler = ({ raw }) => replyTo(raw, { rcode: 3 });
+      const aaaa = await ask(rig.ld.port, 'types.example', 28);
+      assert.equal(rig.up.requests.length, before + 1, 'the AAAA question was answered from the cache');
+      assert.equal(aaaa.m.records.length, 0);
+    });
+  });
+
+  /**
+   * A reply whose answer is a chain of `links` CNAMEs from the question, ending in an A (or
+   * looping back to the first target). Short names: 17 links must fit in 512 octets.
+   */
+  function chain(raw: Buffer, links: number, loop: boolean): Buffer {
+    const answers: Buffer[] = [];
+    for (let i = 0; i < links; i++) {
+      const target = loop && i === links - 1 ? 'c1.q' : `c${i + 1}.q`;
+      answers.push(rr(i === 0 ? QNAME_PTR : `c${i}.q`, 5, 1, 300, nameWire(target)));
+    }
+    if (!loop) answers.push(rr(`c${links}.q`, 1, 1, 300, ipv4(GOOD)));
+    return replyTo(raw, { answers });
+  }
+
+  test('a CNAME chain of 16 links is answered; 17 links or a loop: SERVFAIL at once', async () => {
+    await withRig(({ raw, packet }) => {
+      const name = packet.questions![0]!.name;
+      if (name.startsWith('loop')) return chain(raw, 3, true);
+      return chain(raw, Number(/^n(\d+)\./.exec(name)![1]), false);
+    }, async (rig) => {
+      const ok = await ask(rig.ld.port, 'n16.chain.example');
+      assert.equal(ok.m.rcode, 0);
+      assert.equal(ok.m.flags & TC, 0);
+      assert.equal(ok.m.records.length, 17);
+      for (const name of ['n17.chain.example', 'loop.chain.example']) {
+        const { m, ms } = await ask(rig.ld.port, name);
+        assert.equal(m.rcode, SERVFAIL, name);
+        assert.ok(ms < TIMEOUT, `${name}: SERVFAIL after ${ms} ms`);
+      }
+      assert.equal(rig.metric('upstream_replies_unusable_total'), 2);
+    });
+  });
+});
+
+describe('hostile upstream: DNS 0x20 (forward.randomizeCase)', { timeout: 30_000 }, () => {
+  async function with0x20(handler: UpstreamHandler, body: (ld: Running, up: TestUpstream) => Promise<void>): Promise<void> {
+    const up = await TestUpstream.start(handler, UP_HOST);
+    const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`], forward: { timeout: TIMEOUT, deadline: DEADLINE, randomizeCase: true } } });
+    try {
+      await body(ld, up);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+      await bounded(up.close(), 'the upstream');
+    }
+  }
+
+  test('the upstream sees random case; the client gets its own spelling back, from the upstream and from the cache', async () => {
+    await with0x20(({ raw }) => answer(raw), async (ld, up) => {
+      const names = Array.from({ length: 8 }, (_, i) => `Mixed-Case-${i}.Example.ORG`);
+      for (const name of names) {
+        for (const round of ['upstream', 'cache']) {
+          const { m } = await ask(ld.port, name); // ask() checks the question comes back as sent
+          assert.deepEqual(aRecords(m), [`${name.toLowerCase()} ${GOOD}`], round);
+        }
+      }
+      assert.equal(up.requests.length, names.length, 'the second round was not served from the cache');
+      const sent = up.requests.map((r) => r.raw.subarray(12, questionEndOf(r.raw) - 4).toString('latin1'));
+      const spelled = new Set(sent.map((s, i) => s !== nameWire(names[i]!).toString('latin1')));
+      assert.ok(spelled.has(true), `the upstream saw the client's own spelling every time: ${sent.join(' ')}`);
+    });
+  });
+
+  test('an upstream that answers in lower case fails the check: SERVFAIL at once', async () => {
+    await with0x20(({ raw }) => {
+      const r = answer(raw);
+      for (let i = 12; i < questionEndOf(r) - 4; i++) if (r[i]! >= 0x41 && r[i]! <= 0x5a) r[i] = r[i]! | 0x20;
+      return r;
+    }, async (ld) => {
+      // 25 letters: the random spelling is all lower case (and so matches) with odds 2^-25.
+      const { m, ms } = await ask(ld.port, 'lowercasing-upstream.example.org');
+      assert.equal(m.rcode, SERVFAIL);
+      assert.ok(ms < TIMEOUT, `SERVFAIL after ${ms} ms`);
+    });
+  });
+});
