@@ -89,8 +89,12 @@ export class UdpExchange {
   private readonly lanes = new Map<string, UdpUpstream>();
   /** Every open socket, pooled or retired with replies still due. */
   private readonly sockets = new Set<PooledSocket>();
-  /** Every pending query: what the sweep visits (not the sockets: there are thousands). */
-  private readonly pending = new Set<Pending>();
+  /**
+   * Queries pending over all sockets. Not a Set of them: adding each new query to a long-lived
+   * Set cost ~15% of miss CPU in an A/B (old-to-new pointers for the scavenger); the sweep
+   * visits the sockets instead, most of them with nothing pending.
+   */
+  private pendingCount = 0;
   private sweeper: NodeJS.Timeout | null = null;
   private closed = false;
   private readonly ignored: Counter;
@@ -264,15 +268,18 @@ export class UdpExchange {
     const ps = p.ps;
     if (ps.pending.get(p.id) !== p) return;
     ps.pending.delete(p.id);
-    this.pending.delete(p);
+    this.pendingCount--;
     if (ps.retired && ps.pending.size === 0) this.closeSocket(ps);
     p.waiter.done(value);
   }
 
   private sweep(): void {
     const now = performance.now();
-    for (const p of this.pending) if (p.deadline <= now) this.finish(p, null);
-    if (this.pending.size === 0 && this.sweeper !== null) {
+    for (const ps of this.sockets) {
+      if (ps.pending.size === 0) continue;
+      for (const p of ps.pending.values()) if (p.deadline <= now) this.finish(p, null);
+    }
+    if (this.pendingCount === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper);
       this.sweeper = null;
     }
@@ -306,7 +313,7 @@ export class UdpExchange {
     ps.uses++;
     const p: Pending = { ps, id, waiter: waiter as Waiter<unknown>, deadline: now + timeoutMs };
     ps.pending.set(id, p);
-    this.pending.add(p);
+    this.pendingCount++;
     if (this.sweeper === null) {
       this.sweeper = setInterval(() => this.sweep(), SWEEP_MS);
       this.sweeper.unref();
@@ -327,8 +334,10 @@ export class UdpExchange {
       lane.sockets.length = 0;
     }
     this.lanes.clear();
-    for (const p of [...this.pending]) this.finish(p, null);
-    for (const ps of [...this.sockets]) this.closeSocket(ps);
+    for (const ps of [...this.sockets]) {
+      for (const p of [...ps.pending.values()]) this.finish(p, null);
+      this.closeSocket(ps);
+    }
     if (this.sweeper !== null) clearInterval(this.sweeper);
     this.sweeper = null;
   }
