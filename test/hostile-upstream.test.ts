@@ -727,3 +727,48 @@ describe('hostile upstream: DNS 0x20 (forward.randomizeCase)', { timeout: 30_000
     });
   });
 });
+
+describe('hostile upstream: running out of descriptors', { timeout: 30_000 }, () => {
+  test('with ulimit -n 96 the pool stops growing at what it could open; queries go on, nothing crashes', async (t) => {
+    // A child process with a low descriptor limit runs an exchange against a loopback echo:
+    // 400 queries, 100 at a time, need more sockets than it may open.
+    const udpJs = new URL('../src/upstream/udp.js', import.meta.url).href;
+    const metricsJs = new URL('../src/metrics/metrics.js', import.meta.url).href;
+    const script = `
+      import dgram from 'node:dgram';
+      import { UdpExchange } from '${udpJs}';
+      import { Metrics } from '${metricsJs}';
+      const echo = dgram.createSocket('udp4');
+      echo.on('message', (m, r) => echo.send(m, r.port, r.address));
+      await new Promise((r) => echo.bind(0, '127.0.0.1', r));
+      const metrics = new Metrics();
+      const ex = new UdpExchange(metrics);
+      let ok = 0;
+      for (let round = 0; round < 4; round++) {
+        const got = await Promise.all(Array.from({ length: 100 }, () => ex.query(Buffer.alloc(20), '127.0.0.1', echo.address().port, 2000, (b) => b)));
+        ok += got.filter((g) => g !== null).length;
+      }
+      console.log(JSON.stringify({ ok, socketErrors: metrics.get('upstream_socket_errors_total') }));
+      ex.close();
+      echo.close();
+    `;
+    const { spawn } = await import('node:child_process');
+    const child = spawn('bash', ['-c', 'ulimit -n 96 && exec "$0" --input-type=module -e "$1"', process.execPath, script], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const code = await new Promise<number | null>((resolve) => {
+      const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+      child.on('close', (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 0, `the child failed: ${err}`);
+    const r = JSON.parse(out) as { ok: number; socketErrors: number };
+    t.diagnostic(`ulimit -n 96: ${r.ok} of 400 queries answered, ${r.socketErrors} socket errors`);
+    assert.ok(r.socketErrors >= 1, `no descriptor ran out (${out}): the test did not test anything`);
+    assert.ok(r.ok >= 390, `only ${r.ok} of 400 queries answered: ${out}`);
+  });
+});
