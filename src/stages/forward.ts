@@ -179,9 +179,10 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
   }
 
   /**
-   * Validates, scrubs and templates a reply inside the exchange. Null (or a throw: both can
-   * throw on RDATA scanMessage does not check) makes the reply unusable, which ends the attempt
-   * at once: it came from the upstream's address and port with our ID (see udp.ts).
+   * Validates, scrubs and templates a reply inside the exchange. Null, or a throw (scrubbing
+   * and templating can throw on RDATA scanMessage does not check), makes the reply unusable,
+   * which ends the attempt at once: it came from the upstream's address and port with our ID,
+   * so it is the upstream's own (see udp.ts).
    * `raw` is the client's query: with 0x20 the question must match `query` octet for octet,
    * and the client's spelling is then put back.
    */

@@ -232,7 +232,8 @@ export class UdpExchange {
       this.unreachable.value++;
     } else {
       this.socketErrors.value++;
-      if (code === 'EMFILE' || code === 'ENFILE') ps.lane.size = Math.max(1, ps.lane.sockets.length - 1);
+      // Out of descriptors: the pool keeps the size it reached (ps may not be in it yet).
+      if (code === 'EMFILE' || code === 'ENFILE') ps.lane.size = Math.max(1, ps.lane.sockets.filter((x) => x !== ps).length);
       this.retire(ps);
     }
     for (const p of [...ps.pending.values()]) this.finish(p, null);
