@@ -78,7 +78,7 @@ test('two instances forwarding to each other: the loop is found, logged once, an
       }
     }
     t.diagnostic(`SERVFAIL latency through the loop: max ${Math.max(...times).toFixed(1)} ms over ${times.length} queries`);
-    assert.ok(Math.max(...times) < 250, `SERVFAIL after ${Math.max(...times).toFixed(0)} ms`);
+    assert.ok(Math.max(...times) < 1000, `SERVFAIL after ${Math.max(...times).toFixed(0)} ms`);
     assert.ok(b.server.metrics.get('forward_loop_queries_total') >= 1);
 
     // A reload probes again and meets the loop again: still one log line, and still SERVFAIL.

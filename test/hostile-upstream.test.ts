@@ -607,7 +607,8 @@ describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_0
           times.push(ms);
         }
         t.diagnostic(`SERVFAIL latency with ${dead} dead upstream(s): ${times.map((x) => x.toFixed(1)).join(', ')} ms`);
-        assert.ok(Math.max(...times) < 250, `SERVFAIL after ${Math.max(...times).toFixed(0)} ms`);
+        // Far below the 2 s timeout it used to wait (a slow, shared machine gets slack).
+        assert.ok(Math.max(...times) < 1000, `SERVFAIL after ${Math.max(...times).toFixed(0)} ms`);
         assert.ok(ld.server.metrics.get('upstream_unreachable_total') >= 5, 'the ICMP errors were not what ended the attempts');
       } finally {
         await bounded(ld.close(), 'linedns');
@@ -622,7 +623,7 @@ describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_0
     try {
       const { m, ms } = await ask(ld.port, 'dead-first.example');
       assert.deepEqual(aRecords(m), [`dead-first.example ${LATER}`]);
-      assert.ok(ms < 250, `answered after ${ms} ms`);
+      assert.ok(ms < 1000, `answered after ${ms} ms`);
     } finally {
       await bounded(ld.close(), 'linedns');
       await bounded(up.close(), 'the upstream');

@@ -20,6 +20,8 @@ const REAL_DELAY_MS = 50;
 /** Forged replies per event-loop turn: fewer than the 32 datagrams libuv reads per socket per turn, so no receive buffer overflows and drops the one that matters. */
 const BATCH = 16;
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** No flood starts or goes on after this: the whole file's flooding fits in 50 s. */
+const FLOODS_END = performance.now() + 50_000;
 
 type Knowledge = 'learned' | 'real';
 
@@ -73,8 +75,9 @@ class AttackedUpstream {
 
   private async flood(qname: string, address: string, port: number): Promise<void> {
     const forged = Buffer.concat([header({ flags: QR | RD | RA, qd: 1, an: 1 }), question(qname.toLowerCase()), rr(QNAME_PTR, 1, 1, 86_400, ipv4(EVIL))]);
-    // Bounded: exactly 65,536 datagrams per query, and at most 20 s in all.
-    const end = performance.now() + 20_000;
+    // Bounded: 65,536 datagrams per attacked query (32 queries in this file), at most 20 s per
+    // flood and none after FLOODS_END.
+    const end = Math.min(performance.now() + 20_000, FLOODS_END);
     for (let id = 0; id < 0x10000 && performance.now() < end; id += BATCH) {
       for (let k = id; k < Math.min(id + BATCH, 0x10000); k++) {
         const b = Buffer.from(forged);
@@ -114,9 +117,9 @@ const victim = (i: number): string => `victim-${i}.poison-target.example`;
 /** Attacks `count` names through a linedns forwarding to an attacked upstream. */
 async function attackLineDns(knowledge: Knowledge, count: number, forward: Record<string, unknown> = {}): Promise<{ outcomes: Outcome[]; forged: number; ports: number[]; heard: number }> {
   const up = await AttackedUpstream.start(knowledge);
-  const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`], forward: { timeout: 4000, deadline: 6000, ...forward } } });
+  const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`], forward: { timeout: 8000, deadline: 10_000, ...forward } } });
   const ask = async (name: string): Promise<string[]> => {
-    const m = mustParse(await udpExchange(ld.port, rawQuery(name, 1, { id: 7 }), { timeoutMs: 8000 }), name);
+    const m = mustParse(await udpExchange(ld.port, rawQuery(name, 1, { id: 7 }), { timeoutMs: 12_000 }), name);
     return aRecords(m).map((a) => a.split(' ')[1]!);
   };
   try {
@@ -153,12 +156,12 @@ describe('off-path spoofing: the flood that poisoned the two-port pool', { timeo
         return typeof m === 'string' || !(m.flags & QR) || m.qname === null ? null : aRecords(m).map((a) => a.split(' ')[1]!);
       };
       up.attack = false;
-      await ex.query(rawQuery('warm-up.poison-target.example'), UP_HOST, up.port, 4000, accept);
+      await ex.query(rawQuery('warm-up.poison-target.example'), UP_HOST, up.port, 8000, accept);
       const N = 5;
       let hits = 0;
       for (let i = 0; i < N; i++) {
         up.attack = true;
-        const got = await ex.query(rawQuery(victim(i)), UP_HOST, up.port, 4000, accept);
+        const got = await ex.query(rawQuery(victim(i)), UP_HOST, up.port, 8000, accept);
         if (got?.includes(EVIL)) hits++;
         await up.quiet();
       }
