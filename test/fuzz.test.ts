@@ -1026,7 +1026,7 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
       const before = checkMessage(buf);
       if (typeof before === 'string' || before.qname === null) continue;
       fast++;
-      const keep = keepList(buf, scan, before.qname);
+      const keep = keepList(buf, scan, before.qname, before.qtype);
       if (keep.some((k) => !k)) problems.push(`fast path kept a reply keepList scrubs (${keep.join(',')}): ${hex(buf)}`);
     }
     t.diagnostic(`${total} replies, ${fast} on the fast path, seed ${SEED}`);
@@ -1056,6 +1056,8 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
       let out: Buffer;
       try {
         const s = scrubReply(buf, scan, before.qname);
+        // A looping or overlong CNAME chain makes the reply unusable: nothing is kept to check.
+        if (typeof s === 'string') continue;
         out = s.buf;
         if (s.dropped > 0) scrubbedSome++;
         templateFromScan(s.buf, s.scan);

@@ -8,6 +8,7 @@ import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/load.js';
 import { Rcode } from '../src/dns/constants.js';
+import { DEFAULT_UDP_OPTIONS } from '../src/upstream/udp.js';
 import { buildQuery, decode, query } from './helpers/client.js';
 import { startLineDns, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler, type UpstreamRequest } from './helpers/upstream.js';
@@ -343,10 +344,12 @@ test(`flood: ${FLOOD} unique names keep the cache at maxEntries (1000) and upstr
   const metric = (n: string): number => dns.server.metrics.get(n);
   const name = (i: number): string => `n${i}.flood.test`;
 
-  // Warm up so the upstream socket pool is at its working size before counting sockets.
-  const warm = await udpBurst(dns.port, 200, (i) => q(`w${i}.warm.test`, i), { window: 50 });
-  assert.equal(countRcodes(warm).ok, 200);
-  await waitFor(() => udpSockets() <= socketsBefore + 10, 500);
+  // Warm up so the upstream socket pool is at its working size before counting sockets: it
+  // fills lazily, one new socket per query, up to portsPerUpstream.
+  const pool = DEFAULT_UDP_OPTIONS.portsPerUpstream;
+  const warm = await udpBurst(dns.port, pool + 200, (i) => q(`w${i}.warm.test`, i), { window: 50 });
+  assert.equal(countRcodes(warm).ok, pool + 200);
+  await waitFor(() => udpSockets() <= socketsBefore + pool + 10, 500);
   const socketsWarm = udpSockets();
   const asked0 = upstream.requests.length;
   const stored0 = metric('cache_stores_total');

@@ -556,7 +556,7 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   };
   if (main && cache.minTtl > cache.maxTtl) report.at(main, ['cache', 'minTtl'], `minTtl ${cache.minTtl} is above maxTtl ${cache.maxTtl}`);
   const fwd = obj(raw.forward);
-  const forward = { timeoutMs: int(fwd.timeout, 2000), deadlineMs: int(fwd.deadline, 4500), maxOutstanding: int(fwd.maxOutstanding, 10_000) };
+  const forward = { timeoutMs: int(fwd.timeout, 2000), deadlineMs: int(fwd.deadline, 4500), maxOutstanding: int(fwd.maxOutstanding, 10_000), randomizeCase: fwd.randomizeCase === true };
   const tcpIn = obj(raw.tcp);
   const tcp = {
     idleTimeoutMs: int(tcpIn.idleTimeout, 10_000),

@@ -36,6 +36,8 @@ export interface ForwardConfig {
   timeoutMs: number;
   deadlineMs: number;
   maxOutstanding: number;
+  /** DNS 0x20: random letter case in upstream questions, required back exactly. */
+  randomizeCase: boolean;
 }
 
 export interface TcpConfig {

@@ -9,16 +9,51 @@ function nameAt(buf: Uint8Array, off: number): string {
   return readName(buf, off)?.name ?? '';
 }
 
-/** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME; authority: the
- *  zone above the chain's end; additional: addresses of names the kept records point to. */
-export function keepList(buf: Uint8Array, scan: MessageScan, qname: string): boolean[] {
+/** Longest CNAME chain accepted, as Unbound's max CNAME chain; a longer one is a SERVFAIL. */
+export const MAX_CNAME_CHAIN = 16;
+
+/**
+ * Whether an answer record of `type` can answer a question of `qtype`: the type itself, the
+ * chain (CNAME, DNAME) and signatures. An AAAA in an A answer is someone else's data.
+ */
+function answersType(type: number, qtype: number): boolean {
+  return type === qtype || qtype === QType.ANY || type === QType.CNAME || type === QType.DNAME || type === QType.RRSIG;
+}
+
+/**
+ * Follows the CNAME chain from QNAME through the answer section: a reason when it loops or has
+ * more than MAX_CNAME_CHAIN links (the reply is then unusable), else null.
+ */
+export function cnameChainProblem(buf: Uint8Array, scan: MessageScan, qname: string): string | null {
+  const seen = new Set<string>([qname]);
+  let at = qname;
+  for (let hops = 0; ; hops++) {
+    let next: string | null = null;
+    for (const r of scan.records) {
+      if (r.section === Section.Answer && r.type === QType.CNAME && nameAt(buf, r.start) === at) {
+        next = nameAt(buf, r.rdStart);
+        break;
+      }
+    }
+    if (next === null) return null;
+    if (seen.has(next)) return `CNAME loop at ${next}`;
+    if (hops + 1 > MAX_CNAME_CHAIN) return `CNAME chain longer than ${MAX_CNAME_CHAIN}`;
+    seen.add(next);
+    at = next;
+  }
+}
+
+/** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME, of types that
+ *  answer QTYPE; authority: the zone above the chain's end; additional: addresses of names the
+ *  kept records point to. */
+export function keepList(buf: Uint8Array, scan: MessageScan, qname: string, qtype: number): boolean[] {
   const recs = scan.records;
   const keep = new Array<boolean>(recs.length).fill(false);
   const chain = new Set<string>([qname]);
   // Answer records come in chain order in practice; two passes tolerate a reordered chain.
   for (let pass = 0; pass < 2; pass++) {
     recs.forEach((r, i) => {
-      if (r.section !== Section.Answer || keep[i]) return;
+      if (r.section !== Section.Answer || keep[i] || !answersType(r.type, qtype)) return;
       const owner = nameAt(buf, r.start);
       if (r.type === QType.DNAME) {
         for (const c of chain) if (c !== owner && isSubdomain(c, owner)) keep[i] = true;
@@ -71,7 +106,8 @@ function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): bo
 
 /**
  * The usual authoritative reply needs no name decoding, as every record provably belongs:
- * - answers are owned by a pointer to the question name (offset 12) and are not CNAME/DNAME;
+ * - answers are owned by a pointer to the question name (offset 12) and are of the question's
+ *   type (or signatures of it), so not CNAME/DNAME;
  * - authority records are NS or SOA, all owned by one pointer to a label of the question name
  *   (an ancestor of QNAME: the zone keepList would pick, so all of them are kept);
  * - additional records are OPT, or owned by a pointer to the RDATA of one of those NS records
@@ -80,6 +116,7 @@ function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): bo
  */
 export function provablyClean(buf: Uint8Array, scan: MessageScan): boolean {
   const recs = scan.records;
+  const qtype = (buf[scan.questionEnd - 4]! << 8) | buf[scan.questionEnd - 3]!;
   let zoneOwner = -1;
   for (let i = 0; i < recs.length; i++) {
     const r = recs[i]!;
@@ -87,7 +124,7 @@ export function provablyClean(buf: Uint8Array, scan: MessageScan): boolean {
     if (buf[r.start]! < 0xc0) return false;
     const target = ((buf[r.start]! & 0x3f) << 8) | buf[r.start + 1]!;
     if (r.section === Section.Answer) {
-      if (target !== 12 || r.type === QType.CNAME || r.type === QType.DNAME) return false;
+      if (target !== 12 || (r.type !== qtype && r.type !== QType.RRSIG) || r.type === QType.CNAME || r.type === QType.DNAME) return false;
     } else if (r.section === Section.Authority) {
       if (r.type !== QType.NS && r.type !== QType.SOA) return false;
       if (zoneOwner < 0) {
@@ -109,11 +146,15 @@ function isNsTarget(recs: readonly RecordInfo[], target: number): boolean {
 
 /**
  * Returns the scan unchanged when every record belongs, else the message rebuilt with only
- * those that do (on the wire: see rebuildMessage).
+ * those that do (on the wire: see rebuildMessage); a string when the reply is unusable (its
+ * CNAME chain loops or is too long).
  */
-export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } {
+export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } | string {
   if (provablyClean(buf, scan)) return { buf, scan, dropped: 0 };
-  const keep = keepList(buf, scan, qname);
+  const problem = cnameChainProblem(buf, scan, qname);
+  if (problem !== null) return problem;
+  const qtype = (buf[scan.questionEnd - 4]! << 8) | buf[scan.questionEnd - 3]!;
+  const keep = keepList(buf, scan, qname, qtype);
   const dropped = keep.filter((k) => !k).length;
   if (dropped === 0) return { buf, scan, dropped };
   const wire = rebuildMessage(buf, scan, keep);

@@ -16,6 +16,11 @@ export type Next = () => void | Promise<void>;
 export interface Stage {
   readonly name: string;
   handle(ctx: QueryContext, next: Next): void | Promise<void>;
+  /**
+   * The server now listens: traffic that may come back through the listeners can start (the
+   * forward stage's loop probe). Called once per stage, after start or a pipeline rebuild.
+   */
+  started?(): void;
   /** Apply a new, already validated configuration in place (SIGHUP). */
   reload?(config: RuntimeConfig): void | Promise<void>;
   /** Release sockets and timers. */

@@ -84,6 +84,7 @@ export class LineDnsServer {
       await server.close();
       throw err;
     }
+    for (const s of server.engine.stages) s.started?.();
     return server;
   }
 
@@ -110,6 +111,7 @@ export class LineDnsServer {
       const old = this.engine;
       this.engine = new Engine(await buildStages(next.pipeline, this.env(next)), this.env(next));
       this.config = next;
+      for (const s of this.engine.stages) s.started?.();
       // Queries in flight finish on the old stages; give them the forward deadline.
       setTimeout(() => void old.close(), prev.forward.deadlineMs + 100).unref();
       return;

@@ -1,5 +1,6 @@
 // forward stage: sends the query upstream (UDP, TCP on TC), fails over within a deadline, and
 // accepts only replies that match ID, source, and question; SERVFAIL when every upstream failed.
+// It also probes each upstream for a forwarding loop back to this server (CoreDNS's loop idea).
 
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../dns/constants.js';
@@ -8,7 +9,8 @@ import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
-import { UdpExchange, type Waiter } from '../upstream/udp.js';
+import { randomU16 } from '../upstream/random.js';
+import { UdpExchange, type UdpUpstream, type Waiter } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -17,11 +19,46 @@ interface UpstreamState {
   config: UpstreamConfig;
   consecutiveFailures: number;
   downUntil: number;
+  /** Its UDP socket pool (connected to it: ICMP errors fail an attempt at once). */
+  lane: UdpUpstream;
+  /** A loop probe sent to it came back to us as a client query: queries to it fail at once. */
+  looped: boolean;
 }
 
 /** After this many timeouts in a row an upstream is tried last for DOWN_MS. */
 const FAILURES_BEFORE_DOWN = 3;
 const DOWN_MS = 5_000;
+
+/**
+ * Loop probes ask HINFO for `<random>.linedns-loop.invalid`: .invalid (RFC 6761) is never
+ * delegated, so a probe that leaves through a resolver without a loop dies there with NXDOMAIN
+ * instead of reaching the root servers.
+ */
+const LOOP_PROBE_SUFFIX = '.linedns-loop.invalid';
+/** How often an upstream marked looped is probed again, so a loop fixed elsewhere heals. */
+const LOOP_RECHECK_MS = 30_000;
+
+/** Flips the case of each ASCII letter of the (uncompressed) question name at random (0x20). */
+function randomizeCase(buf: Buffer, nameEnd: number): void {
+  let bits = 0;
+  let left = 0;
+  for (let at = HEADER_SIZE; at < nameEnd && buf[at] !== 0; ) {
+    const len = buf[at]!;
+    if (len & 0xc0) return;
+    for (let i = at + 1; i <= at + len; i++) {
+      const c = buf[i]! | 0x20;
+      if (c < 0x61 || c > 0x7a) continue;
+      if (left === 0) {
+        bits = randomU16();
+        left = 16;
+      }
+      buf[i] = bits & 1 ? c & ~0x20 : c;
+      bits >>= 1;
+      left--;
+    }
+    at += len + 1;
+  }
+}
 
 /**
  * The query we send: the client's question, RD/CD as the client set them, AD always (RFC 6840
@@ -57,10 +94,17 @@ interface Accepted {
   scrubbed: number;
 }
 
+/** A loop probe in flight: when its name reaches this stage as a query, `upstream` loops back. */
+interface Probe {
+  upstream: UpstreamState;
+  seen: boolean;
+}
+
 export const createForwardStage: StageFactory = (_options, env): Stage => {
   let cfg: ForwardConfig = env.config.forward;
-  let upstreams: UpstreamState[] = env.config.upstreams.map((config) => ({ config, consecutiveFailures: 0, downUntil: 0 }));
   const udp = new UdpExchange(env.metrics);
+  const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
+  let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
   const forwarded = m.counter('forward_queries_total', 'queries sent upstream');
   const timeouts = m.counter('forward_timeouts_total', 'upstream attempts that timed out or failed');
@@ -68,23 +112,98 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
   const overloaded = m.counter('forward_overload_total', 'queries refused SERVFAIL: too many outstanding upstream queries');
   const tcpRetries = m.counter('forward_tcp_retries_total', 'replies with TC retried over TCP');
   const scrubbed = m.counter('forward_scrubbed_records_total', 'out-of-bailiwick records removed from upstream replies');
+  const loops = m.counter('forward_loop_queries_total', 'loop probes of ours that came back as client queries: answered SERVFAIL');
   let outstanding = 0;
+  /** Probes in flight by name; looked up per miss only while it is not empty. */
+  const probes = new Map<string, Probe>();
+  let recheck: NodeJS.Timeout | null = null;
+  let closed = false;
 
   /**
-   * Validates, scrubs and templates a reply inside the exchange: both can throw on RDATA that
-   * scanMessage does not check (a 3-octet SOA, a broken MX name), and the exchange counts a throw
-   * as an ignored reply and keeps waiting, so such junk cannot pre-empt the real answer.
+   * Sends each UDP upstream in `targets` a probe for a fresh random name. It comes back to this
+   * stage only through a forwarding loop; a NOERROR/NXDOMAIN answer shows the loop is gone.
+   * A SERVFAIL or timeout proves nothing (the other side of a loop may have cut it already).
    */
-  function judge(query: Buffer, q: ParsedQuery, reply: Buffer): Accepted | null {
+  function probeLoops(targets: readonly UpstreamState[]): void {
+    for (const u of targets) {
+      if (closed || u.config.protocol !== 'udp') continue;
+      const name = `${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${LOOP_PROBE_SUFFIX}`;
+      const wire = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+      const query = Buffer.alloc(HEADER_SIZE + wire.length + 4);
+      query.writeUInt16BE(Flag.RD, 2);
+      query.writeUInt16BE(1, 4);
+      wire.copy(query, HEADER_SIZE);
+      query.writeUInt16BE(QType.HINFO, HEADER_SIZE + wire.length);
+      query.writeUInt16BE(QClass.IN, HEADER_SIZE + wire.length + 2);
+      const probe: Probe = { upstream: u, seen: false };
+      probes.set(name, probe);
+      udp.send(u.lane, query, cfg.timeoutMs, {
+        accept: (reply) => scanMessage(reply),
+        done: (scan) => {
+          probes.delete(name);
+          if (probe.seen || typeof scan !== 'object' || scan === null) return;
+          if (u.looped && (scan.rcode === Rcode.NOERROR || scan.rcode === Rcode.NXDOMAIN)) {
+            u.looped = false;
+            env.logger.info({ upstream: `${u.config.host}:${u.config.port}` }, 'forwarding loop through this upstream is gone; using it again');
+          }
+        },
+      });
+    }
+    scheduleRecheck();
+  }
+
+  function scheduleRecheck(): void {
+    if (recheck !== null || closed || !upstreams.some((u) => u.looped)) return;
+    recheck = setTimeout(() => {
+      recheck = null;
+      probeLoops(upstreams.filter((u) => u.looped));
+    }, LOOP_RECHECK_MS);
+    recheck.unref();
+  }
+
+  /** A probe of ours arrived as a query: the upstream it went to forwards back here. */
+  function loopMet(ctx: QueryContext, probe: Probe): void {
+    const u = probe.upstream;
+    probe.seen = true;
+    loops.value++;
+    if (!u.looped) {
+      u.looped = true;
+      env.logger.error(
+        { upstream: `${u.config.host}:${u.config.port}` },
+        'forwarding loop: queries sent to this upstream come back to this server; answering SERVFAIL instead of forwarding to it',
+      );
+      scheduleRecheck();
+    }
+    ctx.note(`forward: loop probe came back through ${u.config.host}:${u.config.port}`);
+    ctx.respondError('forward', Rcode.SERVFAIL);
+  }
+
+  /**
+   * Validates, scrubs and templates a reply inside the exchange. Null, or a throw (scrubbing
+   * and templating can throw on RDATA scanMessage does not check), makes the reply unusable,
+   * which ends the attempt at once: it came from the upstream's address and port with our ID,
+   * so it is the upstream's own (see udp.ts).
+   * `raw` is the client's query: with 0x20 the question must match `query` octet for octet,
+   * and the client's spelling is then put back.
+   */
+  function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer): Accepted | null {
     let scan = scanMessage(reply);
     if (typeof scan === 'string') return null;
     if ((scan.flags & 0x7800) !== 0) return null;
     if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
+    if (exactCase) {
+      if (query.compare(reply, HEADER_SIZE, q.questionEnd, HEADER_SIZE, q.questionEnd) !== 0) return null;
+      raw.copy(reply, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    }
     if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
     // The reply buffer is ours (dgram hands each datagram its own); templateFromScan copies it.
     let buf: Buffer = reply;
     let scrubbed = 0;
-    if (q.qclass === QClass.IN) ({ buf, scan, dropped: scrubbed } = scrubReply(buf, scan, q.name));
+    if (q.qclass === QClass.IN) {
+      const s = scrubReply(buf, scan, q.name);
+      if (typeof s === 'string') return null;
+      ({ buf, scan, dropped: scrubbed } = s);
+    }
     return { scan, template: templateFromScan(buf, scan), scrubbed };
   }
 
@@ -108,6 +227,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     private withEdns = true;
     private useTcp = false;
     private query: Buffer | null = null;
+    private cased = false;
 
     constructor(
       private readonly ctx: QueryContext,
@@ -121,11 +241,16 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
 
     /** Moves to the next upstream, or answers SERVFAIL when none is left. */
     private nextUpstream(): void {
-      if (++this.index >= this.order.length) {
-        servfails.value++;
-        this.ctx.respondError('forward', Rcode.SERVFAIL);
-        this.finish();
-        return;
+      for (;;) {
+        if (++this.index >= this.order.length) {
+          servfails.value++;
+          this.ctx.respondError('forward', Rcode.SERVFAIL);
+          this.finish();
+          return;
+        }
+        const u = this.order[this.index]!;
+        if (!u.looped) break;
+        this.ctx.note(`forward: ${u.config.host}:${u.config.port} loops back here; skipped`);
       }
       this.attempt = 0;
       this.withEdns = true;
@@ -142,14 +267,16 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       }
       const q = this.ctx.query!;
       const query = upstreamQuery(this.ctx.raw, q, this.withEdns);
+      this.cased = cfg.randomizeCase;
+      if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
       const timeout = Math.min(cfg.timeoutMs, remaining);
       if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
-      else udp.send(query, u.host, u.port, timeout, this);
+      else udp.send(this.order[this.index]!.lane, query, timeout, this);
     }
 
     accept(reply: Buffer): Accepted | null {
-      return judge(this.query!, this.ctx.query!, reply);
+      return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw);
     }
 
     start(): void {
@@ -225,6 +352,10 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
   return {
     name: 'forward',
     handle(ctx) {
+      if (probes.size !== 0) {
+        const probe = probes.get(ctx.query!.name);
+        if (probe !== undefined) return loopMet(ctx, probe);
+      }
       if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
         overloaded.value++;
         ctx.respondError('forward', Rcode.SERVFAIL);
@@ -234,11 +365,20 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       forwarded.value++;
       return new Promise<void>((resolve, reject) => new Job(ctx, resolve, reject).start());
     },
+    started() {
+      probeLoops(upstreams);
+    },
     reload(config) {
       cfg = config.forward;
-      upstreams = config.upstreams.map((c) => upstreams.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? { config: c, consecutiveFailures: 0, downUntil: 0 });
+      const before = upstreams;
+      upstreams = config.upstreams.map((c) => before.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? fresh(c));
+      for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);
+      // A reload may have made or broken a loop anywhere: every upstream is probed again.
+      probeLoops(upstreams);
     },
     close() {
+      closed = true;
+      if (recheck !== null) clearTimeout(recheck);
       udp.close();
     },
   };

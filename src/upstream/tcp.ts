@@ -1,5 +1,7 @@
 // One query over TCP to an upstream (after TC=1, or for "protocol": "tcp" upstreams):
 // two-octet length framing (RFC 1035 4.2.2), bounded by a timeout, connection closed after.
+// A frame with our ID that is unusable ends the query at once: on our own connection it can
+// only be the upstream's (a frame with another ID is skipped).
 
 import net from 'node:net';
 import { frame } from '../dns/framing.js';
@@ -38,7 +40,7 @@ export function tcpQuery<T>(query: Buffer, host: string, port: number, timeoutMs
           } catch {
             accepted = null;
           }
-          if (accepted !== null) return finish(accepted);
+          return finish(accepted);
         }
       }
     });

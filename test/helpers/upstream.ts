@@ -22,8 +22,17 @@ export interface UpstreamRequest {
 export type UpstreamReply = Partial<Packet> | Buffer | Buffer[] | null | Promise<Partial<Packet> | Buffer | Buffer[] | null>;
 export type UpstreamHandler = (req: UpstreamRequest) => UpstreamReply;
 
+/** Names linedns's forward stage probes for forwarding loops (src/stages/forward.ts). */
+const LOOP_PROBE = /\.linedns-loop\.invalid$/i;
+
 export class TestUpstream {
   readonly requests: UpstreamRequest[] = [];
+  /**
+   * Loop probes linedns sent at start or reload. They are answered NXDOMAIN here, as a real
+   * resolver answers .invalid, and kept out of `requests` and the handler, so tests that count
+   * or script upstream queries see only the queries they caused.
+   */
+  readonly loopProbes: UpstreamRequest[] = [];
   private constructor(
     readonly udp: dgram.Socket,
     readonly tcp: net.Server,
@@ -69,6 +78,10 @@ export class TestUpstream {
       return [];
     }
     const req = { packet, raw, protocol, rinfo };
+    if (LOOP_PROBE.test(packet.questions?.[0]?.name ?? '')) {
+      this.loopProbes.push(req);
+      return [encodeReply(packet, { flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 3 })];
+    }
     this.requests.push(req);
     const r = await this.handler(req);
     if (r === null) return [];

@@ -1,0 +1,232 @@
+// Off-path spoofing: the flood attack that poisoned linedns's two-port pool, replayed against the
+// port pool and 0x20; and how many source ports 500 upstream queries really use.
+
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import dgram from 'node:dgram';
+import { Metrics } from '../src/metrics/metrics.js';
+import { UdpExchange } from '../src/upstream/udp.js';
+import { bounded, startLineDns } from './helpers/server.js';
+import { TestUpstream } from './helpers/upstream.js';
+import { udpExchange } from './helpers/client.js';
+import { aRecords, checkMessage, header, ipv4, mustParse, QNAME_PTR, QR, question, RA, rawQuery, RD, replyTo, rr } from './helpers/packets.js';
+
+/** The attacked upstream's own loopback address (see UP_HOST in hostile-upstream.test.ts). */
+const UP_HOST = '127.0.0.73';
+const EVIL = '6.6.6.6';
+const GOOD = '192.0.2.10';
+/** The real answer goes this long after the forged flood has been sent. */
+const REAL_DELAY_MS = 50;
+/** Forged replies per event-loop turn: fewer than the 32 datagrams libuv reads per socket per turn, so no receive buffer overflows and drops the one that matters. */
+const BATCH = 16;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** No flood starts or goes on after this: the whole file's flooding fits in 50 s. */
+const FLOODS_END = performance.now() + 50_000;
+
+type Knowledge = 'learned' | 'real';
+
+/**
+ * An upstream under attack. For each A query it lets an off-path attacker flood forged replies
+ * for the question (lower case, as the attacker knows the name but not a 0x20 spelling) with
+ * every ID, 0..65535, at one port, then answers for real REAL_DELAY_MS after the last forgery.
+ * The forgeries leave from the upstream's own socket: a perfect source address forgery, which
+ * an off-path attacker gets from any network without egress filtering.
+ * The port attacked is what the attacker knows:
+ * - 'learned': the source port of the previous upstream query (as the attacker in the issue
+ *   learned the two pooled ports, e.g. from queries it triggered to a server it watches);
+ * - 'real': the query's own port, which no off-path attacker sees (for the 0x20 test).
+ */
+class AttackedUpstream {
+  readonly seenPorts: number[] = [];
+  forged = 0;
+  attack = true;
+  /** The flood in progress: the next query waits for it, so no flood spills into another. */
+  private flooding: Promise<void> = Promise.resolve();
+  private constructor(
+    readonly socket: dgram.Socket,
+    readonly port: number,
+    private readonly knowledge: Knowledge,
+  ) {}
+
+  static async start(knowledge: Knowledge): Promise<AttackedUpstream> {
+    const socket = dgram.createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, UP_HOST, r));
+    const up = new AttackedUpstream(socket, socket.address().port, knowledge);
+    socket.on('message', (raw, rinfo) => void up.onQuery(raw, rinfo));
+    return up;
+  }
+
+  private async onQuery(raw: Buffer, rinfo: dgram.RemoteInfo): Promise<void> {
+    const m = checkMessage(raw);
+    if (typeof m === 'string' || m.qname === null) return;
+    const target = this.knowledge === 'real' ? rinfo.port : this.seenPorts.at(-1);
+    this.seenPorts.push(rinfo.port);
+    if (m.qtype !== 1) {
+      // The forward stage's loop probe: NXDOMAIN, as a resolver answers .invalid.
+      this.socket.send(replyTo(raw, { rcode: 3 }), rinfo.port, rinfo.address);
+      return;
+    }
+    if (this.attack && target !== undefined) {
+      this.flooding = this.flood(m.qname, rinfo.address, target);
+      await this.flooding;
+    }
+    this.socket.send(replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))] }), rinfo.port, rinfo.address);
+  }
+
+  private async flood(qname: string, address: string, port: number): Promise<void> {
+    const forged = Buffer.concat([header({ flags: QR | RD | RA, qd: 1, an: 1 }), question(qname.toLowerCase()), rr(QNAME_PTR, 1, 1, 86_400, ipv4(EVIL))]);
+    // Bounded: 65,536 datagrams per attacked query (32 queries in this file), at most 20 s per
+    // flood and none after FLOODS_END.
+    const end = Math.min(performance.now() + 20_000, FLOODS_END);
+    for (let id = 0; id < 0x10000 && performance.now() < end; id += BATCH) {
+      for (let k = id; k < Math.min(id + BATCH, 0x10000); k++) {
+        const b = Buffer.from(forged);
+        b.writeUInt16BE(k, 0);
+        this.socket.send(b, port, address);
+        this.forged++;
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+    await sleep(REAL_DELAY_MS);
+  }
+
+  /** Resolves once the current flood (and the real answer after it) has been sent. */
+  quiet(): Promise<void> {
+    return this.flooding;
+  }
+
+  async close(): Promise<void> {
+    await this.quiet();
+    await new Promise<void>((r) => this.socket.close(() => r()));
+  }
+}
+
+interface Outcome {
+  name: string;
+  /** Addresses the client (or the exchange's caller) was given; empty for SERVFAIL. */
+  answer: string[];
+  /** What a second query got: from the cache when the first was cached. */
+  cached: string[];
+}
+
+const poisoned = (o: Outcome): boolean => o.answer.some((a) => a.endsWith(EVIL)) || o.cached.some((a) => a.endsWith(EVIL));
+
+/** Names long in letters, so that a 0x20 spelling equal to the attacker's lower case is a 2^-25 event. */
+const victim = (i: number): string => `victim-${i}.poison-target.example`;
+
+/** Attacks `count` names through a linedns forwarding to an attacked upstream. */
+async function attackLineDns(knowledge: Knowledge, count: number, forward: Record<string, unknown> = {}): Promise<{ outcomes: Outcome[]; forged: number; ports: number[]; heard: number }> {
+  const up = await AttackedUpstream.start(knowledge);
+  const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`], forward: { timeout: 8000, deadline: 10_000, ...forward } } });
+  const ask = async (name: string): Promise<string[]> => {
+    const m = mustParse(await udpExchange(ld.port, rawQuery(name, 1, { id: 7 }), { timeoutMs: 12_000 }), name);
+    return aRecords(m).map((a) => a.split(' ')[1]!);
+  };
+  try {
+    // A first query, not attacked, so the attacker has a port to learn.
+    up.attack = false;
+    await ask('warm-up.poison-target.example');
+    const outcomes: Outcome[] = [];
+    for (let i = 0; i < count; i++) {
+      up.attack = true;
+      const answer = await ask(victim(i));
+      up.attack = false;
+      await up.quiet();
+      outcomes.push({ name: victim(i), answer, cached: await ask(victim(i)) });
+    }
+    // Forgeries that reached an upstream socket of linedns (rather than a closed port).
+    const heard = ['upstream_replies_ignored_total', 'upstream_replies_unusable_total'].reduce((n, k) => n + ld.server.metrics.get(k), 0);
+    return { outcomes, forged: up.forged, ports: up.seenPorts, heard };
+  } finally {
+    await bounded(ld.close(), 'linedns');
+    await up.close();
+  }
+}
+
+describe('off-path spoofing: the flood that poisoned the two-port pool', { timeout: 60_000 }, () => {
+  test('the attack works: an exchange with a single port is poisoned', async (t) => {
+    // The same attack against a deliberately tiny pool (one port, never replaced): the attacker
+    // learns the port from one query and owns every later one. This is what makes the tests
+    // below able to fail: were linedns's pool predictable again, they would see the poison.
+    const up = await AttackedUpstream.start('learned');
+    const ex = new UdpExchange(new Metrics(), { portsPerUpstream: 1, usesPerSocket: 1_000_000, maxSocketAgeMs: 3_600_000 });
+    try {
+      const accept = (reply: Buffer): string[] | null => {
+        const m = checkMessage(reply);
+        return typeof m === 'string' || !(m.flags & QR) || m.qname === null ? null : aRecords(m).map((a) => a.split(' ')[1]!);
+      };
+      up.attack = false;
+      await ex.query(rawQuery('warm-up.poison-target.example'), UP_HOST, up.port, 8000, accept);
+      const N = 5;
+      let hits = 0;
+      for (let i = 0; i < N; i++) {
+        up.attack = true;
+        const got = await ex.query(rawQuery(victim(i)), UP_HOST, up.port, 8000, accept);
+        if (got?.includes(EVIL)) hits++;
+        await up.quiet();
+      }
+      t.diagnostic(`one-port exchange: ${hits} of ${N} queries poisoned, ${up.forged} forged replies`);
+      assert.ok(hits >= N - 1, `only ${hits} of ${N} poisoned: the attack itself is broken, so the tests below prove nothing`);
+    } finally {
+      ex.close();
+      await up.close();
+    }
+  });
+
+  test('the attack works end to end: given the real port, it poisons linedns (client and cache)', async (t) => {
+    // The attacker is handed the query's own port, which an off-path attacker cannot see: with
+    // every ID sent there, linedns without 0x20 accepts the forgery. Shows the client and cache
+    // checks below detect poison when there is some.
+    const { outcomes, forged } = await attackLineDns('real', 2);
+    const bad = outcomes.filter(poisoned).length;
+    t.diagnostic(`given the real port: ${bad} of ${outcomes.length} names poisoned, ${forged} forged replies`);
+    assert.ok(bad >= 1, `no poison with the real port known: ${JSON.stringify(outcomes)}`);
+  });
+
+  test('20 uncached names, every ID flooded at the last port seen: zero poisoned answers, in the client or the cache', async (t) => {
+    // With a fresh socket per query until the pool holds 1024 (and 1 in 1024 after), the port
+    // learned from the previous query is never this query's: the kernel does not hand out a port
+    // still bound. So an honest failure here has probability 0 while the pool fills, and
+    // 20/1024 with a full pool: the attacker's true odds (2^-10 per name) for one port.
+    const { outcomes, forged, ports, heard } = await attackLineDns('learned', 20);
+    const bad = outcomes.filter(poisoned);
+    const ok = outcomes.filter((o) => o.answer.join() === GOOD).length;
+    t.diagnostic(`default pool: ${bad.length} of ${outcomes.length} names poisoned, ${ok} answered correctly, ${forged} forged replies (${heard} reached a linedns socket), ${new Set(ports).size} distinct source ports in ${ports.length} queries`);
+    assert.deepEqual(bad, []);
+    // The learned port is still bound (an older pool socket): the flood reached linedns and
+    // was turned away there, not by a closed port.
+    assert.ok(heard > forged / 2, `only ${heard} of ${forged} forgeries reached linedns`);
+    assert.equal(ok, outcomes.length, 'the real answer, sent 50 ms after the flood, was not used');
+  });
+
+  test('with forward.randomizeCase, even every ID at the real port poisons nothing', async (t) => {
+    // The attacker is given the query's own port (more than off-path) and sends every ID: the one
+    // forgery with the right ID has the question in lower case, not the 0x20 spelling, so it is
+    // unusable and ends the attempt (SERVFAIL): nothing poisoned. An honest failure needs the
+    // random spelling to be all lower case: 2^-25 per name (25 letters).
+    const { outcomes, forged } = await attackLineDns('real', 5, { randomizeCase: true });
+    const bad = outcomes.filter(poisoned);
+    t.diagnostic(`0x20, real port: ${bad.length} of ${outcomes.length} names poisoned, ${forged} forged replies, answers ${JSON.stringify(outcomes.map((o) => o.answer))}`);
+    assert.deepEqual(bad, []);
+  });
+});
+
+describe('off-path spoofing: source ports', { timeout: 60_000 }, () => {
+  test('500 upstream queries leave from at least 450 distinct source ports', async (t) => {
+    const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))] }), UP_HOST);
+    const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`] } });
+    try {
+      for (let i = 0; i < 500; i += 25) {
+        const replies = await Promise.all(Array.from({ length: 25 }, (_, k) => udpExchange(ld.port, rawQuery(`p${i + k}.ports.example`, 1, { id: k }), { timeoutMs: 3000 })));
+        assert.ok(replies.every((r) => r !== null && mustParse(r).rcode === 0), `batch ${i}: a query failed`);
+      }
+      const ports = new Set(up.requests.map((r) => r.rinfo.port));
+      t.diagnostic(`${ports.size} distinct source ports over ${up.requests.length} upstream queries`);
+      assert.equal(up.requests.length, 500);
+      assert.ok(ports.size >= 450, `only ${ports.size} distinct source ports`);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+});
