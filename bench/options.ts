@@ -18,6 +18,8 @@ export interface BenchOptions {
   /** Only these servers / sections (comma lists); empty means all. */
   onlyServers: string[];
   onlySections: string[];
+  /** Only these throughput workloads (hit, local, miss); empty means all. */
+  onlyWorkloads: string[];
   /** Write docs/benchmarks.md (off with BENCH_NO_DOCS=1, e.g. for a trial run). */
   writeDocs: boolean;
   /**
@@ -57,6 +59,7 @@ export function readOptions(): BenchOptions {
     memEntries: Math.round(num('BENCH_MEM_ENTRIES', memDefault, 1000)),
     onlyServers: list('BENCH_SERVERS'),
     onlySections: list('BENCH_SECTIONS'),
+    onlyWorkloads: list('BENCH_WORKLOADS'),
     writeDocs: process.env.BENCH_NO_DOCS !== '1',
     baseline: process.env.BENCH_BASELINE || null,
   };

@@ -75,6 +75,7 @@ async function main(): Promise<void> {
       if (wantServer(o, 'nsd')) results.serverNotes.push({ server: 'nsd', note: 'the upstream itself, queried directly (1 server process, RRL off)' });
       results.serverNotes.sort((a, b) => displayRank(a.server) - displayRank(b.server));
       for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
+        if (o.onlyWorkloads.length > 0 && !o.onlyWorkloads.includes(w)) continue;
         const contenders: Contender[] = SERVERS.filter((spec) => runs(spec) && installed(spec) && spec.workloads.includes(w)).map((spec) => ({
           name: spec.name,
           start: () => spec.start(env, w),
