@@ -129,6 +129,7 @@ async function main(): Promise<void> {
     const env: PeerEnv = { dir, root, linednsRoot: snap.root, baselineRoot: null, data, nsdPort: nsd.port };
     const parts = [`linedns: ${snap.describe}; perf record -F 999 -g over ${o.seconds} s of dnsperf -c ${o.clients} -q ${o.outstanding}, per query = samples / (qps x seconds).`, ''];
     for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
+      if (o.onlyWorkloads.length > 0 && !o.onlyWorkloads.includes(w)) continue;
       const got: Profile[] = [];
       // Both with --perf-basic-prof, so JIT code has names on both sides of the table; the
       // ceiling with the same literal lookup as linedns, so both send the same way.

@@ -79,13 +79,13 @@ export interface UdpExchangeOptions {
 /**
  * Why a pool and not a fresh socket per query as Unbound does: bench/socket-cost.ts measured a
  * socket's open, connect and close at 11-24 µs of CPU, against ~2 µs more per query for a pool
- * of 1024 connected sockets than for the old two; a miss costs linedns ~35-80 µs in all, so a
- * socket per query would cost 15-40% of miss throughput and the pool costs a few per cent.
- * At 64 uses per socket the replacements add ~0.3 µs per query. On the whole miss path an A/B
- * measured 31-33 µs of CPU per miss before and 35-40 µs after: replies spread over many sockets
- * cost one more recvmsg each (libuv reads a socket until EAGAIN), the price of 2^26.
+ * of 1024 connected sockets than for the old two; a socket per query would cost 15-40% of miss
+ * throughput. Why 512 uses: same-run `npm run bench` A/Bs of the miss workload put replacing
+ * every 64 queries at 8% of miss throughput and the spread over 1024 sockets itself at ~18%
+ * (libuv reads each socket until EAGAIN: one more recvmsg and wake-up per reply, no batching);
+ * at 512 the churn is an eighth of that, and a port still carries at most 512 queries or 60 s.
  */
-export const DEFAULT_UDP_OPTIONS: UdpExchangeOptions = { portsPerUpstream: 1024, usesPerSocket: 64, maxSocketAgeMs: 60_000 };
+export const DEFAULT_UDP_OPTIONS: UdpExchangeOptions = { portsPerUpstream: 1024, usesPerSocket: 512, maxSocketAgeMs: 60_000 };
 
 export class UdpExchange {
   private readonly lanes = new Map<string, UdpUpstream>();
