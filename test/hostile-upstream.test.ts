@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Metrics } from '../src/metrics/metrics.js';
 import { UdpExchange } from '../src/upstream/udp.js';
+import { freePort } from './helpers/ports.js';
 import { bounded, startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
 import { tcpExchange, udpExchange } from './helpers/client.js';
@@ -583,21 +584,12 @@ describe('hostile upstream: source-port rotation', { timeout: 30_000 }, () => {
   });
 });
 
-/** A UDP port on UP_HOST with nothing bound: datagrams to it draw ICMP port unreachable. */
-async function deadPort(): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, UP_HOST, r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
-
 describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_000 }, () => {
   // The default 2 s timeout: what a dead upstream cost every query before (2012 ms for one,
   // 4024 ms for two). The connected upstream sockets hear ICMP port unreachable instead.
   for (const dead of [1, 2]) {
     test(`${dead} dead upstream${dead > 1 ? 's' : ''}: SERVFAIL in milliseconds, not after the 2 s timeout, for every query`, async (t) => {
-      const ports = [await deadPort(), ...(dead > 1 ? [await deadPort()] : [])];
+      const ports = [await freePort(UP_HOST), ...(dead > 1 ? [await freePort(UP_HOST)] : [])];
       const ld = await startLineDns({ config: { upstreams: ports.map((p) => `${UP_HOST}:${p}`) } });
       try {
         const times: number[] = [];
@@ -617,7 +609,7 @@ describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_0
   }
 
   test('a dead first upstream: the second answers at once', async () => {
-    const port = await deadPort();
+    const port = await freePort(UP_HOST);
     const up = await TestUpstream.start(({ raw }) => answer(raw, LATER), UP_HOST);
     const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${port}`, `${UP_HOST}:${up.port}`] } });
     try {
