@@ -659,6 +659,20 @@ describe('hostile upstream: answer types and CNAME chains', { timeout: 30_000 },
     return replyTo(raw, { answers });
   }
 
+  test('a CNAME chain listed in reverse order keeps every link', async () => {
+    // The scrubber follows the chain by name, not in record order (it once made two passes in
+    // record order, and lost links past the second).
+    await withRig(({ raw }) => {
+      const links = Array.from({ length: 4 }, (_, i) => rr(i === 0 ? QNAME_PTR : `c${i}.q`, 5, 1, 300, nameWire(`c${i + 1}.q`)));
+      return replyTo(raw, { answers: [...links, rr('c4.q', 1, 1, 300, ipv4(GOOD))].reverse() });
+    }, async (rig) => {
+      const { m } = await ask(rig.ld.port, 'reversed.chain.example');
+      assert.equal(m.rcode, 0);
+      assert.equal(m.records.length, 5);
+      assert.equal(rig.metric('forward_scrubbed_records_total'), 0);
+    });
+  });
+
   test('a CNAME chain of 16 links is answered; 17 links or a loop: SERVFAIL at once', async () => {
     await withRig(({ raw, packet }) => {
       const name = packet.questions![0]!.name;
