@@ -693,6 +693,28 @@ describe('hostile upstream: answer types and CNAME chains', { timeout: 30_000 },
   });
 });
 
+describe('hostile upstream: classes other than IN', { timeout: 30_000 }, () => {
+  // decode lets CH and ANY through to the upstream; what belongs to a question follows from
+  // names and types alone, so their replies are scrubbed as IN replies are.
+  for (const [klass, type, rdata] of [
+    [3, 16, Buffer.from('\x05hello', 'latin1')],
+    [255, 1, ipv4(GOOD)],
+  ] as const) {
+    test(`class ${klass}: an unrelated record in the answer is scrubbed`, async () => {
+      await withRig(({ raw }) => replyTo(raw, {
+        answers: [rr(QNAME_PTR, type, klass === 255 ? 1 : klass, 0, rdata), rr('evil.test', type, klass === 255 ? 1 : klass, 300, rdata)],
+      }), async (rig) => {
+        const q = rawQuery(`class${klass}.example`, type, { id: 4242, klass });
+        const m = mustParse(await udpExchange(rig.ld.port, q, { timeoutMs: 3000 }));
+        assert.equal(m.id, 4242);
+        assert.equal(m.rcode, 0);
+        assert.deepEqual(m.records.map((r) => r.owner), [`class${klass}.example`], 'the unrelated record reached the client');
+        assert.equal(rig.metric('forward_scrubbed_records_total'), 1);
+      });
+    });
+  }
+});
+
 describe('hostile upstream: DNS 0x20 (forward.randomizeCase)', { timeout: 30_000 }, () => {
   async function with0x20(handler: UpstreamHandler, body: (ld: Running, up: TestUpstream) => Promise<void>): Promise<void> {
     const up = await TestUpstream.start(handler, UP_HOST);

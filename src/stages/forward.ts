@@ -5,6 +5,7 @@
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
+import { keyToWire } from '../dns/name.js';
 import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
@@ -128,7 +129,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     for (const u of targets) {
       if (closed || u.config.protocol !== 'udp') continue;
       const name = `${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${LOOP_PROBE_SUFFIX}`;
-      const wire = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+      const wire = keyToWire(name);
       const query = Buffer.alloc(HEADER_SIZE + wire.length + 4);
       query.writeUInt16BE(Flag.RD, 2);
       query.writeUInt16BE(1, 4);
@@ -187,7 +188,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
    * and the client's spelling is then put back.
    */
   function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer): Accepted | null {
-    let scan = scanMessage(reply);
+    const scan = scanMessage(reply);
     if (typeof scan === 'string') return null;
     if ((scan.flags & 0x7800) !== 0) return null;
     if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
@@ -196,15 +197,12 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       raw.copy(reply, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
     }
     if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
-    // The reply buffer is ours (dgram hands each datagram its own); templateFromScan copies it.
-    let buf: Buffer = reply;
-    let scrubbed = 0;
-    if (q.qclass === QClass.IN) {
-      const s = scrubReply(buf, scan, q.name);
-      if (typeof s === 'string') return null;
-      ({ buf, scan, dropped: scrubbed } = s);
-    }
-    return { scan, template: templateFromScan(buf, scan), scrubbed };
+    // Every class decode lets through (IN, CH, ANY) is scrubbed: what belongs to a question
+    // follows from names and types alone. The reply buffer is ours (dgram hands each datagram
+    // its own); templateFromScan copies it.
+    const s = scrubReply(reply, scan, q.name);
+    if (typeof s === 'string') return null;
+    return { scan: s.scan, template: templateFromScan(s.buf, s.scan), scrubbed: s.dropped };
   }
 
   function ordered(now: number): UpstreamState[] {
