@@ -11,7 +11,7 @@ import { scrubReply } from '../dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
 import { randomU16 } from '../upstream/random.js';
-import { UdpExchange, type UdpUpstream, type Waiter } from '../upstream/udp.js';
+import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -26,7 +26,7 @@ interface UpstreamState {
   looped: boolean;
 }
 
-/** After this many timeouts in a row an upstream is tried last for DOWN_MS. */
+/** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
 const FAILURES_BEFORE_DOWN = 3;
 const DOWN_MS = 5_000;
 
@@ -103,7 +103,7 @@ interface Probe {
 
 export const createForwardStage: StageFactory = (_options, env): Stage => {
   let cfg: ForwardConfig = env.config.forward;
-  const udp = new UdpExchange(env.metrics);
+  const udp = new UdpExchange(env.metrics, DEFAULT_UDP_OPTIONS, env.logger);
   const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
@@ -286,9 +286,9 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     }
 
     /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
-    done(got: Accepted | null): void {
+    done(got: Accepted | null, failure?: Failure): void {
       try {
-        this.step(got);
+        this.step(got, failure);
       } catch (err) {
         this.fail(err);
       }
@@ -304,10 +304,13 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       this.resolve();
     }
 
-    private step(got: Accepted | null): void {
+    private step(got: Accepted | null, failure: Failure | undefined): void {
       const u = this.order[this.index]!;
       const ctx = this.ctx;
-      if (got === null) return this.failed();
+      // An ICMP unreachable can be forged off-path by anyone who hits the socket's address and
+      // port pair (no DNS ID needed): were it counted, three forgeries would put a healthy
+      // upstream last for DOWN_MS. A really dead one costs a millisecond per query this way.
+      if (got === null) return this.failed(failure !== 'unreachable');
       if (got.scan.flags & Flag.TC) {
         if (this.useTcp) return this.failed();
         tcpRetries.value++;
@@ -337,12 +340,12 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       this.finish();
     }
 
-    /** This upstream gave no usable answer: count it against it and try the next. */
-    private failed(): void {
+    /** This upstream gave no usable answer: count it against it (unless told not to) and try the next. */
+    private failed(countIt = true): void {
       const u = this.order[this.index]!;
       timeouts.value++;
       this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
-      if (++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+      if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
       this.nextUpstream();
     }
   }
