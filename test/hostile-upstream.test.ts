@@ -582,6 +582,29 @@ describe('hostile upstream: source-port rotation', { timeout: 30_000 }, () => {
       await bounded(up.close(), 'the upstream');
     }
   });
+
+  test('a socket older than maxSocketAgeMs is replaced at its next use, and closed', async () => {
+    // One socket, never used up: only its age can replace it. A quiet upstream's port would
+    // otherwise stay the same for as long as the process lives.
+    const up = await TestUpstream.start(({ raw }) => answer(raw), UP_HOST);
+    const ex = new UdpExchange(new Metrics(), { portsPerUpstream: 1, usesPerSocket: 1_000_000, maxSocketAgeMs: 400 });
+    const portOf = async (i: number): Promise<number> => {
+      assert.ok(await ex.query(rawQuery(`age${i}.example`), UP_HOST, up.port, 1000, (b) => b), `query ${i} got no reply`);
+      return up.requests.at(-1)!.rinfo.port;
+    };
+    try {
+      const first = await portOf(0);
+      assert.equal(await portOf(1), first, 'a young socket was replaced');
+      await new Promise((r) => setTimeout(r, 500));
+      const second = await portOf(2);
+      assert.notEqual(second, first, 'the old socket carried a query after maxSocketAgeMs');
+      assert.deepEqual(await boundPorts([first]), [], 'the old socket is still bound');
+      assert.equal(await portOf(3), second);
+    } finally {
+      ex.close();
+      await bounded(up.close(), 'the upstream');
+    }
+  });
 });
 
 describe('hostile upstream: unreachable upstreams fail at once', { timeout: 30_000 }, () => {
