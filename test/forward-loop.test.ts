@@ -3,10 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import dgram from 'node:dgram';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load.js';
 import { LineDnsServer } from '../src/server/server.js';
+import { freePort } from './helpers/ports.js';
 import { bounded, writeConfig } from './helpers/server.js';
 import { udpExchange } from './helpers/client.js';
 import { mustParse, rawQuery } from './helpers/packets.js';
@@ -19,15 +19,6 @@ interface Instance {
   server: LineDnsServer;
   /** Log lines (pino JSON) at level info and above. */
   logs: { level: number; msg: string; upstream?: string }[];
-}
-
-/** A free UDP port on `host`; TCP is bound on it too by linedns, so both are checked. */
-async function freePort(host: string): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((r) => s.bind(0, host, r));
-  const port = s.address().port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function start(host: string, port: number, upstream: string): Promise<Instance> {

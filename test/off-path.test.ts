@@ -5,7 +5,7 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { Metrics } from '../src/metrics/metrics.js';
-import { UdpExchange } from '../src/upstream/udp.js';
+import { DEFAULT_UDP_OPTIONS, UdpExchange } from '../src/upstream/udp.js';
 import { bounded, startLineDns } from './helpers/server.js';
 import { TestUpstream } from './helpers/upstream.js';
 import { udpExchange } from './helpers/client.js';
@@ -213,6 +213,8 @@ describe('off-path spoofing: the flood that poisoned the two-port pool', { timeo
 
 describe('off-path spoofing: source ports', { timeout: 60_000 }, () => {
   test('500 upstream queries leave from at least 450 distinct source ports', async (t) => {
+    // While the pool fills, every query opens a socket of its own: this passes by construction
+    // with a fresh linedns, and says nothing of the pool once full (the next test).
     const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))] }), UP_HOST);
     const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`] } });
     try {
@@ -226,6 +228,41 @@ describe('off-path spoofing: source ports', { timeout: 60_000 }, () => {
       assert.ok(ports.size >= 450, `only ${ports.size} distinct source ports`);
     } finally {
       await bounded(ld.close(), 'linedns');
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+
+  test('with the pool full, 500 queries spread over its 1024 ports as a uniform random pick does', async (t) => {
+    // 500 uniform picks from m = 1024 ports hit m(1 - (1 - 1/m)^500) = 395.7 distinct ports on
+    // average, standard deviation 7.4 (occupancy variance m(m-1)(1-2/m)^n + m(1-1/m)^n -
+    // m^2(1-1/m)^2n). So >= 350 (6 sd below) holds unless the pick favours some sockets, and
+    // <= 440 (6 sd above) holds unless the queries did not come from a full pool of 1024: a
+    // fresh port per query gives 500, 2048 ports 444 on average. (>= 450 of 500, the test
+    // above, would need about 4096 ports, 471 on average, or a fresh port per query.) The most
+    // any one port carries is Poisson(500/1024) in the tail: P(some port >= 9) ~ 3e-6.
+    const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))] }), UP_HOST);
+    const ex = new UdpExchange(new Metrics(), { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: 1024 });
+    const run = async (from: number, count: number): Promise<void> => {
+      for (let i = from; i < from + count; i += 50) {
+        const got = await Promise.all(Array.from({ length: Math.min(50, from + count - i) }, (_, k) => ex.query(rawQuery(`u${i + k}.ports.example`), UP_HOST, up.port, 3000, (b) => b)));
+        assert.ok(got.every((g) => g !== null), `batch ${i}: a query failed`);
+      }
+    };
+    try {
+      const FILL = 1100;
+      await run(0, FILL);
+      const filled = new Set(up.requests.map((r) => r.rinfo.port)).size;
+      assert.equal(filled, 1024, `the pool holds ${filled} sockets after ${FILL} queries, not 1024`);
+      await run(FILL, 500);
+      assert.equal(up.requests.length, FILL + 500);
+      const perPort = new Map<number, number>();
+      for (const r of up.requests.slice(FILL)) perPort.set(r.rinfo.port, (perPort.get(r.rinfo.port) ?? 0) + 1);
+      const most = Math.max(...perPort.values());
+      t.diagnostic(`full pool: 500 queries from ${perPort.size} distinct ports (uniform over 1024: 395.7 +- 7.4), at most ${most} on one port`);
+      assert.ok(perPort.size >= 350 && perPort.size <= 440, `${perPort.size} distinct ports of 500 queries: not a uniform pick from 1024`);
+      assert.ok(most <= 8, `one port carried ${most} of 500 queries`);
+    } finally {
+      ex.close();
       await bounded(up.close(), 'the upstream');
     }
   });

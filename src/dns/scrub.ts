@@ -9,6 +9,10 @@ function nameAt(buf: Uint8Array, off: number): string {
   return readName(buf, off)?.name ?? '';
 }
 
+function questionType(buf: Uint8Array, scan: MessageScan): number {
+  return (buf[scan.questionEnd - 4]! << 8) | buf[scan.questionEnd - 3]!;
+}
+
 /** Longest CNAME chain accepted, as Unbound's max CNAME chain; a longer one is a SERVFAIL. */
 export const MAX_CNAME_CHAIN = 16;
 
@@ -20,50 +24,70 @@ function answersType(type: number, qtype: number): boolean {
   return type === qtype || qtype === QType.ANY || type === QType.CNAME || type === QType.DNAME || type === QType.RRSIG;
 }
 
+/** The chain from QNAME, and why the reply is unusable when it loops or runs too long. */
+interface Chain {
+  /** QNAME, then each CNAME target in turn (at most MAX_CNAME_CHAIN + 1 names). */
+  names: string[];
+  problem: string | null;
+}
+
 /**
- * Follows the CNAME chain from QNAME through the answer section: a reason when it loops or has
- * more than MAX_CNAME_CHAIN links (the reply is then unusable), else null.
+ * Follows the CNAME chain from QNAME through the answer section: each link is the first CNAME
+ * (in record order) owned by the name before. It stops at a loop or past MAX_CNAME_CHAIN links,
+ * with the reason. `owners` are the records' owner names, decoded once by the caller: a hostile
+ * reply may hold thousands of records, and a walk that decoded them at every link would cost
+ * links x records name decodings.
  */
-export function cnameChainProblem(buf: Uint8Array, scan: MessageScan, qname: string): string | null {
-  const seen = new Set<string>([qname]);
-  let at = qname;
-  for (let hops = 0; ; hops++) {
-    let next: string | null = null;
-    for (const r of scan.records) {
-      if (r.section === Section.Answer && r.type === QType.CNAME && nameAt(buf, r.start) === at) {
-        next = nameAt(buf, r.rdStart);
-        break;
-      }
-    }
-    if (next === null) return null;
-    if (seen.has(next)) return `CNAME loop at ${next}`;
-    if (hops + 1 > MAX_CNAME_CHAIN) return `CNAME chain longer than ${MAX_CNAME_CHAIN}`;
-    seen.add(next);
-    at = next;
+function followChain(buf: Uint8Array, recs: readonly RecordInfo[], owners: readonly string[], qname: string): Chain {
+  let firstCname: Map<string, number> | null = null;
+  for (let i = 0; i < recs.length; i++) {
+    const r = recs[i]!;
+    if (r.section !== Section.Answer || r.type !== QType.CNAME) continue;
+    firstCname ??= new Map();
+    if (!firstCname.has(owners[i]!)) firstCname.set(owners[i]!, i);
   }
+  const names = [qname];
+  if (firstCname === null) return { names, problem: null };
+  for (;;) {
+    const i = firstCname.get(names[names.length - 1]!);
+    if (i === undefined) return { names, problem: null };
+    const next = nameAt(buf, recs[i]!.rdStart);
+    if (names.includes(next)) return { names, problem: `CNAME loop at ${next}` };
+    if (names.length > MAX_CNAME_CHAIN) return { names, problem: `CNAME chain longer than ${MAX_CNAME_CHAIN}` };
+    names.push(next);
+  }
+}
+
+function ownerNames(buf: Uint8Array, recs: readonly RecordInfo[]): string[] {
+  const out = new Array<string>(recs.length);
+  for (let i = 0; i < recs.length; i++) out[i] = nameAt(buf, recs[i]!.start);
+  return out;
 }
 
 /** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME, of types that
  *  answer QTYPE; authority: the zone above the chain's end; additional: addresses of names the
  *  kept records point to. */
 export function keepList(buf: Uint8Array, scan: MessageScan, qname: string, qtype: number): boolean[] {
-  const recs = scan.records;
+  const owners = ownerNames(buf, scan.records);
+  return keepRecords(buf, scan.records, owners, followChain(buf, scan.records, owners, qname).names, qtype);
+}
+
+/**
+ * keepList with the owner names and the chain already worked out (scrubReply has them). The
+ * chain was followed by name, not in record order, so a reordered chain keeps all its links;
+ * a second CNAME at a chain name (RFC 2181 section 10.1 allows one) is kept, but not followed.
+ */
+function keepRecords(buf: Uint8Array, recs: readonly RecordInfo[], owners: readonly string[], chain: readonly string[], qtype: number): boolean[] {
   const keep = new Array<boolean>(recs.length).fill(false);
-  const chain = new Set<string>([qname]);
-  // Answer records come in chain order in practice; two passes tolerate a reordered chain.
-  for (let pass = 0; pass < 2; pass++) {
-    recs.forEach((r, i) => {
-      if (r.section !== Section.Answer || keep[i] || !answersType(r.type, qtype)) return;
-      const owner = nameAt(buf, r.start);
-      if (r.type === QType.DNAME) {
-        for (const c of chain) if (c !== owner && isSubdomain(c, owner)) keep[i] = true;
-        return;
-      }
-      if (!chain.has(owner)) return;
-      keep[i] = true;
-      if (r.type === QType.CNAME) chain.add(nameAt(buf, r.rdStart));
-    });
-  }
+  recs.forEach((r, i) => {
+    if (r.section !== Section.Answer || !answersType(r.type, qtype)) return;
+    const owner = owners[i]!;
+    if (r.type === QType.DNAME) {
+      for (const c of chain) if (c !== owner && isSubdomain(c, owner)) keep[i] = true;
+      return;
+    }
+    if (chain.includes(owner)) keep[i] = true;
+  });
   const targets = new Set<string>();
   const addTarget = (r: RecordInfo): void => {
     if (r.type === QType.NS) targets.add(nameAt(buf, r.rdStart));
@@ -75,14 +99,15 @@ export function keepList(buf: Uint8Array, scan: MessageScan, qname: string, qtyp
   });
   // The zone: the deepest SOA/NS owner in authority that is an ancestor of a chain name.
   let zone: string | null = null;
-  for (const r of recs) {
+  for (let i = 0; i < recs.length; i++) {
+    const r = recs[i]!;
     if (r.section !== Section.Authority || (r.type !== QType.SOA && r.type !== QType.NS)) continue;
-    const owner = nameAt(buf, r.start);
+    const owner = owners[i]!;
     for (const c of chain) if (isSubdomain(c, owner) && (zone === null || owner.length > zone.length)) zone = owner;
   }
   recs.forEach((r, i) => {
     if (r.section !== Section.Authority || zone === null) return;
-    if (isSubdomain(nameAt(buf, r.start), zone)) {
+    if (isSubdomain(owners[i]!, zone)) {
       keep[i] = true;
       addTarget(r);
     }
@@ -90,7 +115,7 @@ export function keepList(buf: Uint8Array, scan: MessageScan, qname: string, qtyp
   recs.forEach((r, i) => {
     if (r.section !== Section.Additional) return;
     if (r.type === QType.OPT) keep[i] = true;
-    else if (targets.has(nameAt(buf, r.start))) keep[i] = true;
+    else if (targets.has(owners[i]!)) keep[i] = true;
   });
   return keep;
 }
@@ -114,9 +139,8 @@ function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): bo
  *   (the glue of a kept name server).
  * Anything else takes the full path of keepList.
  */
-export function provablyClean(buf: Uint8Array, scan: MessageScan): boolean {
+export function provablyClean(buf: Uint8Array, scan: MessageScan, qtype = questionType(buf, scan)): boolean {
   const recs = scan.records;
-  const qtype = (buf[scan.questionEnd - 4]! << 8) | buf[scan.questionEnd - 3]!;
   let zoneOwner = -1;
   for (let i = 0; i < recs.length; i++) {
     const r = recs[i]!;
@@ -150,11 +174,12 @@ function isNsTarget(recs: readonly RecordInfo[], target: number): boolean {
  * CNAME chain loops or is too long).
  */
 export function scrubReply(buf: Buffer, scan: MessageScan, qname: string): { buf: Buffer; scan: MessageScan; dropped: number } | string {
-  if (provablyClean(buf, scan)) return { buf, scan, dropped: 0 };
-  const problem = cnameChainProblem(buf, scan, qname);
-  if (problem !== null) return problem;
-  const qtype = (buf[scan.questionEnd - 4]! << 8) | buf[scan.questionEnd - 3]!;
-  const keep = keepList(buf, scan, qname, qtype);
+  const qtype = questionType(buf, scan);
+  if (provablyClean(buf, scan, qtype)) return { buf, scan, dropped: 0 };
+  const owners = ownerNames(buf, scan.records);
+  const chain = followChain(buf, scan.records, owners, qname);
+  if (chain.problem !== null) return chain.problem;
+  const keep = keepRecords(buf, scan.records, owners, chain.names, qtype);
   const dropped = keep.filter((k) => !k).length;
   if (dropped === 0) return { buf, scan, dropped };
   const wire = rebuildMessage(buf, scan, keep);

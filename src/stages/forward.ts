@@ -5,12 +5,13 @@
 import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../dns/message.js';
+import { keyToWire } from '../dns/name.js';
 import type { ParsedQuery } from '../dns/query.js';
 import { scrubReply } from '../dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../dns/template.js';
 import { tcpQuery } from '../upstream/tcp.js';
 import { randomU16 } from '../upstream/random.js';
-import { UdpExchange, type UdpUpstream, type Waiter } from '../upstream/udp.js';
+import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from '../upstream/udp.js';
 import type { ForwardConfig, UpstreamConfig } from '../config/types.js';
 import type { QueryContext } from '../pipeline/context.js';
 import type { Stage, StageFactory } from '../pipeline/stage.js';
@@ -25,7 +26,7 @@ interface UpstreamState {
   looped: boolean;
 }
 
-/** After this many timeouts in a row an upstream is tried last for DOWN_MS. */
+/** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
 const FAILURES_BEFORE_DOWN = 3;
 const DOWN_MS = 5_000;
 
@@ -102,7 +103,7 @@ interface Probe {
 
 export const createForwardStage: StageFactory = (_options, env): Stage => {
   let cfg: ForwardConfig = env.config.forward;
-  const udp = new UdpExchange(env.metrics);
+  const udp = new UdpExchange(env.metrics, DEFAULT_UDP_OPTIONS, env.logger);
   const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
@@ -128,7 +129,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     for (const u of targets) {
       if (closed || u.config.protocol !== 'udp') continue;
       const name = `${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${LOOP_PROBE_SUFFIX}`;
-      const wire = Buffer.concat([...name.split('.').map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l, 'ascii')])), Buffer.from([0])]);
+      const wire = keyToWire(name);
       const query = Buffer.alloc(HEADER_SIZE + wire.length + 4);
       query.writeUInt16BE(Flag.RD, 2);
       query.writeUInt16BE(1, 4);
@@ -187,7 +188,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
    * and the client's spelling is then put back.
    */
   function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer): Accepted | null {
-    let scan = scanMessage(reply);
+    const scan = scanMessage(reply);
     if (typeof scan === 'string') return null;
     if ((scan.flags & 0x7800) !== 0) return null;
     if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
@@ -196,15 +197,12 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       raw.copy(reply, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
     }
     if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
-    // The reply buffer is ours (dgram hands each datagram its own); templateFromScan copies it.
-    let buf: Buffer = reply;
-    let scrubbed = 0;
-    if (q.qclass === QClass.IN) {
-      const s = scrubReply(buf, scan, q.name);
-      if (typeof s === 'string') return null;
-      ({ buf, scan, dropped: scrubbed } = s);
-    }
-    return { scan, template: templateFromScan(buf, scan), scrubbed };
+    // Every class decode lets through (IN, CH, ANY) is scrubbed: what belongs to a question
+    // follows from names and types alone. The reply buffer is ours (dgram hands each datagram
+    // its own); templateFromScan copies it.
+    const s = scrubReply(reply, scan, q.name);
+    if (typeof s === 'string') return null;
+    return { scan: s.scan, template: templateFromScan(s.buf, s.scan), scrubbed: s.dropped };
   }
 
   function ordered(now: number): UpstreamState[] {
@@ -288,9 +286,9 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     }
 
     /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
-    done(got: Accepted | null): void {
+    done(got: Accepted | null, failure?: Failure): void {
       try {
-        this.step(got);
+        this.step(got, failure);
       } catch (err) {
         this.fail(err);
       }
@@ -306,10 +304,13 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       this.resolve();
     }
 
-    private step(got: Accepted | null): void {
+    private step(got: Accepted | null, failure: Failure | undefined): void {
       const u = this.order[this.index]!;
       const ctx = this.ctx;
-      if (got === null) return this.failed();
+      // An ICMP unreachable can be forged off-path by anyone who hits the socket's address and
+      // port pair (no DNS ID needed): were it counted, three forgeries would put a healthy
+      // upstream last for DOWN_MS. A really dead one costs a millisecond per query this way.
+      if (got === null) return this.failed(failure !== 'unreachable');
       if (got.scan.flags & Flag.TC) {
         if (this.useTcp) return this.failed();
         tcpRetries.value++;
@@ -339,12 +340,12 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       this.finish();
     }
 
-    /** This upstream gave no usable answer: count it against it and try the next. */
-    private failed(): void {
+    /** This upstream gave no usable answer: count it against it (unless told not to) and try the next. */
+    private failed(countIt = true): void {
       const u = this.order[this.index]!;
       timeouts.value++;
       this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
-      if (++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+      if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
       this.nextUpstream();
     }
   }

@@ -6,19 +6,25 @@ import dgram from 'node:dgram';
 import { randomBelow, randomU16 } from './random.js';
 import type { Counter, Metrics } from '../metrics/metrics.js';
 import { literalLookup } from '../net/literal-lookup.js';
+import type { Logger } from '../log/logger.js';
 
 /** Decides whether a reply that came from the right place is the one we wait for. */
 export type Accept<T> = (reply: Buffer) => T | null;
 
 /**
+ * Why an attempt failed. 'unreachable' is an ICMP unreachable (or a routing error) on a connected
+ * socket: anyone off-path who hits the socket's address and port pair can forge one.
+ */
+export type Failure = 'timeout' | 'unusable' | 'unreachable' | 'error';
+
+/**
  * One query's side of an exchange: `accept` judges the reply from the right address, port and
- * ID, `done` gets what it made of it, or null when the attempt failed: timeout, an unusable
- * reply, or an unreachable upstream. An object rather than two closures, so a forwarded query
- * allocates no functions here.
+ * ID, `done` gets what it made of it, or null and why when the attempt failed. An object rather
+ * than two closures, so a forwarded query allocates no functions here.
  */
 export interface Waiter<T> {
   accept(reply: Buffer): T | null;
-  done(result: T | null): void;
+  done(result: T | null, failure?: Failure): void;
 }
 
 interface Pending {
@@ -51,6 +57,10 @@ export interface UdpUpstream {
   readonly sockets: PooledSocket[];
   /** How many sockets the pool may hold; lowered when the process runs out of descriptors. */
   size: number;
+  /** performance.now() after which a lowered `size` goes back up (the shortage may be over). */
+  regrowAt: number;
+  /** performance.now() of the last warning that the pool shrank. */
+  warnedAt: number;
   dropped: boolean;
 }
 
@@ -74,7 +84,17 @@ export interface UdpExchangeOptions {
   usesPerSocket: number;
   /** Milliseconds after which a socket is replaced at its next use, however little it carried. */
   maxSocketAgeMs: number;
+  /**
+   * Milliseconds after running out of descriptors (EMFILE, ENFILE) until a pool shrunk by it
+   * may grow back to portsPerUpstream; 10 s when not given. Without it a minute of descriptor
+   * pressure would leave an upstream a handful of ports for the life of the process.
+   */
+  regrowAfterMs?: number;
 }
+
+const REGROW_AFTER_MS = 10_000;
+/** At most one warning per upstream this often that its pool shrank. */
+const SHRINK_WARN_MS = 10_000;
 
 /**
  * Why a pool and not a fresh socket per query as Unbound does: bench/socket-cost.ts measured a
@@ -105,11 +125,14 @@ export class UdpExchange {
   private readonly sendErrors: Counter;
   private readonly unreachable: Counter;
   private readonly socketErrors: Counter;
+  private readonly regrowAfterMs: number;
 
   constructor(
     metrics: Metrics,
     private readonly opts: UdpExchangeOptions = DEFAULT_UDP_OPTIONS,
+    private readonly logger: Logger | null = null,
   ) {
+    this.regrowAfterMs = opts.regrowAfterMs ?? REGROW_AFTER_MS;
     this.ignored = metrics.counter('upstream_replies_ignored_total', 'upstream replies dropped: too short, wrong ID, late');
     this.unusable = metrics.counter('upstream_replies_unusable_total', 'upstream replies with the right source and ID that failed validation: the attempt ends at once');
     this.wrongSource = metrics.counter('upstream_replies_wrong_source_total', 'upstream replies from an address or port we did not ask');
@@ -124,7 +147,7 @@ export class UdpExchange {
     let lane = this.lanes.get(key);
     if (lane === undefined || lane.dropped) {
       // Upstream hosts are IP literals (config checks it): a colon means IPv6.
-      lane = { host, port, kind: host.includes(':') ? 'udp6' : 'udp4', sockets: [], size: this.opts.portsPerUpstream, dropped: false };
+      lane = { host, port, kind: host.includes(':') ? 'udp6' : 'udp4', sockets: [], size: this.opts.portsPerUpstream, regrowAt: 0, warnedAt: -Infinity, dropped: false };
       this.lanes.set(key, lane);
     }
     return lane;
@@ -153,16 +176,20 @@ export class UdpExchange {
       // workers, and a reply would reach whichever worker read it first. Port 0: the kernel
       // picks a random free port from the ephemeral range (ip_local_port_range).
       socket.bind({ port: 0, exclusive: true });
+      // A failed bind (EMFILE: the descriptor is made here) emits 'error' synchronously, and
+      // failSocket has counted and retired it; connect on the closed socket would only throw.
+      if (ps.retired) return null;
       socket.connect(lane.port, lane.host);
-    } catch {
+    } catch (err) {
       this.socketErrors.value++;
-      lane.size = Math.max(1, lane.sockets.length);
+      this.shrink(lane, lane.sockets.length, now, (err as NodeJS.ErrnoException).code ?? String(err));
       this.retire(ps);
       return null;
     }
-    if (ps.retired) return null; // bind failed synchronously (EMFILE): 'error' already retired it
     // With a literal lookup dgram binds and connects synchronously; should a Node version defer
     // it, sends wait for 'connect' rather than throw (send without an address needs a peer).
+    // A connect that failed (ENETUNREACH, EINVAL, EACCES) lands here too: dgram does not throw
+    // but emits 'error' on the next tick, and failSocket retires the socket then.
     try {
       socket.remoteAddress();
     } catch {
@@ -178,6 +205,7 @@ export class UdpExchange {
 
   private pick(lane: UdpUpstream, now: number): PooledSocket | null {
     const pool = lane.sockets;
+    if (lane.size < this.opts.portsPerUpstream && now >= lane.regrowAt) lane.size = this.opts.portsPerUpstream;
     if (pool.length < lane.size) {
       const ps = this.open(lane, now);
       if (ps !== null) pool.push(ps);
@@ -221,22 +249,44 @@ export class UdpExchange {
   }
 
   /**
+   * A socket could not be opened (out of descriptors, mostly): the pool keeps the `size` it
+   * reached until regrowAt, when pick() lets it grow again (the shortage may have been brief).
+   * The operator hears of it, at most once per SHRINK_WARN_MS per upstream.
+   */
+  private shrink(lane: UdpUpstream, size: number, now: number, code: string): void {
+    const before = lane.size;
+    lane.size = Math.max(1, size);
+    lane.regrowAt = now + this.regrowAfterMs;
+    if (this.logger === null || lane.size >= before || now - lane.warnedAt < SHRINK_WARN_MS) return;
+    lane.warnedAt = now;
+    this.logger.warn(
+      { upstream: `${lane.host}:${lane.port}`, code, size: lane.size, ports: this.opts.portsPerUpstream, regrowAfterMs: this.regrowAfterMs },
+      'an upstream socket could not be opened: its pool shrunk for now (EMFILE: raise ulimit -n)',
+    );
+  }
+
+  /**
    * An error on a socket fails what is pending on it at once: every query on it went to the
    * same upstream, so an ICMP unreachable (or a send error) speaks for all of them. A socket
-   * that is broken otherwise (could not bind) leaves the pool.
+   * that is broken otherwise (could not bind, or never connected) leaves the pool.
    */
   private failSocket(ps: PooledSocket, err: Error, fromSend: boolean): void {
-    const code = (err as NodeJS.ErrnoException).code ?? '';
+    const e = err as NodeJS.ErrnoException;
+    const code = e.code ?? '';
     if (fromSend) this.sendErrors.value++;
-    if (UNREACHABLE.has(code)) {
-      this.unreachable.value++;
-    } else {
-      this.socketErrors.value++;
-      // Out of descriptors: the pool keeps the size it reached (ps may not be in it yet).
-      if (code === 'EMFILE' || code === 'ENFILE') ps.lane.size = Math.max(1, ps.lane.sockets.filter((x) => x !== ps).length);
+    // A socket whose connect failed (dgram reports it as 'error' with syscall 'connect') can
+    // send nothing: kept in the pool, every query that picked it would wait out its timeout.
+    const neverConnected = ps.queued !== null || e.syscall === 'connect';
+    const unreachable = UNREACHABLE.has(code);
+    if (unreachable) this.unreachable.value++;
+    else this.socketErrors.value++;
+    if (!unreachable || neverConnected) {
+      // ps may not be in the pool yet.
+      if (code === 'EMFILE' || code === 'ENFILE') this.shrink(ps.lane, ps.lane.sockets.filter((x) => x !== ps).length, performance.now(), code);
       this.retire(ps);
     }
-    for (const p of [...ps.pending.values()]) this.finish(p, null);
+    const failure: Failure = unreachable && !neverConnected ? 'unreachable' : 'error';
+    for (const p of [...ps.pending.values()]) this.finish(p, null, failure);
   }
 
   private onMessage(ps: PooledSocket, msg: Buffer, rinfo: dgram.RemoteInfo): void {
@@ -249,7 +299,9 @@ export class UdpExchange {
       this.ignored.value++;
       return;
     }
-    // The kernel delivers only the connected peer's datagrams; this stays as a second check.
+    // The kernel delivers only the connected peer's datagrams, so no test can reach this (a
+    // spoof from elsewhere is dropped before it: hostile-upstream.test.ts); it stays as defence
+    // in depth, should a socket ever be left unconnected.
     if (rinfo.port !== ps.lane.port || rinfo.address !== ps.lane.host) {
       this.wrongSource.value++;
       return;
@@ -263,24 +315,28 @@ export class UdpExchange {
     // A reply from the upstream's address and port with the pending ID is the upstream's own:
     // forging one means covering 2^26 port x ID pairs per query. So an unusable one ends the
     // attempt at once instead of waiting out the timeout for a better one (docs/security.md).
-    if (accepted === null) this.unusable.value++;
-    this.finish(p, accepted);
+    if (accepted === null) {
+      this.unusable.value++;
+      this.finish(p, null, 'unusable');
+    } else {
+      this.finish(p, accepted);
+    }
   }
 
-  private finish(p: Pending, value: unknown): void {
+  private finish(p: Pending, value: unknown, failure?: Failure): void {
     const ps = p.ps;
     if (ps.pending.get(p.id) !== p) return;
     ps.pending.delete(p.id);
     this.pendingCount--;
     if (ps.retired && ps.pending.size === 0) this.closeSocket(ps);
-    p.waiter.done(value);
+    p.waiter.done(value, failure);
   }
 
   private sweep(): void {
     const now = performance.now();
     for (const ps of this.sockets) {
       if (ps.pending.size === 0) continue;
-      for (const p of ps.pending.values()) if (p.deadline <= now) this.finish(p, null);
+      for (const p of ps.pending.values()) if (p.deadline <= now) this.finish(p, null, 'timeout');
     }
     if (this.pendingCount === 0 && this.sweeper !== null) {
       clearInterval(this.sweeper);
@@ -294,20 +350,20 @@ export class UdpExchange {
    */
   send<T>(lane: UdpUpstream, query: Buffer, timeoutMs: number, waiter: Waiter<T>): void {
     if (this.closed || lane.dropped) {
-      waiter.done(null);
+      waiter.done(null, 'error');
       return;
     }
     const now = performance.now();
     const ps = this.pick(lane, now);
     if (ps === null) {
-      this.sendErrors.value++;
-      waiter.done(null);
+      // Counted once, where the socket failed to open.
+      waiter.done(null, 'error');
       return;
     }
     let id = randomU16();
     for (let tries = 0; ps.pending.get(id) !== undefined; tries++) {
       if (tries === 16) {
-        waiter.done(null);
+        waiter.done(null, 'error');
         return;
       }
       id = randomU16();
@@ -338,7 +394,7 @@ export class UdpExchange {
     }
     this.lanes.clear();
     for (const ps of [...this.sockets]) {
-      for (const p of [...ps.pending.values()]) this.finish(p, null);
+      for (const p of [...ps.pending.values()]) this.finish(p, null, 'error');
       this.closeSocket(ps);
     }
     if (this.sweeper !== null) clearInterval(this.sweeper);

@@ -2,12 +2,11 @@
 // time on loopback only, parses their output, and stops the daemons it started by PID.
 
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import dgram from 'node:dgram';
 import { accessSync, constants as fsConstants, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { buildQuery, tcpExchange, udpExchange } from './client.js';
+import { freePort } from './ports.js';
 
 // ---------------------------------------------------------------------------------------------
 // Binaries and processes
@@ -46,31 +45,6 @@ export function runTool(bin: string, args: readonly string[], timeoutMs = 10_000
       resolve({ code, stdout, stderr, ms: performance.now() - start });
     });
   });
-}
-
-/**
- * A loopback port free for both UDP and TCP right now (daemons need a fixed port in their
- * config). Another process may still take it before the daemon binds: callers retry.
- */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  for (let attempt = 0; attempt < 20; attempt++) {
-    const udp = dgram.createSocket(host.includes(':') ? 'udp6' : 'udp4');
-    const port = await new Promise<number>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(0, host, () => resolve(udp.address().port));
-    });
-    const tcp = net.createServer();
-    const tcpOk = await new Promise<boolean>((resolve) => {
-      tcp.once('error', () => resolve(false));
-      tcp.listen(port, host, () => resolve(true));
-    });
-    await new Promise<void>((r) => udp.close(() => r()));
-    if (tcpOk) {
-      await new Promise<void>((r) => tcp.close(() => r()));
-      return port;
-    }
-  }
-  throw new Error('no free loopback port for UDP and TCP after 20 attempts');
 }
 
 /** Daemons still running when the test process exits are killed, so none outlive a crash. */
