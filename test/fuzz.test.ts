@@ -1034,6 +1034,31 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
     assert.deepEqual(problems, [], `seed ${SEED}`);
   });
 
+  test('a clean-shaped reply of many NS and glue records leaves the fast path (quadratic there) and keeps every record', () => {
+    // bench.test NS nsK.bench.test for K < 40, each with its glue: 81 records, all belonging.
+    const question = '0178' + '0177' + '0562656e6368' + '0474657374' + '00' + '00010001'; // x.w.bench.test A, ends at 32
+    const answer = 'c00c000100010000003c00040a090909';
+    let authority = '';
+    const nsRdStarts: number[] = [];
+    let off = 32 + answer.length / 2;
+    for (let k = 0; k < 40; k++) {
+      const label = Buffer.from(`ns${k}`).toString('hex');
+      const rdata = (label.length / 2).toString(16).padStart(2, '0') + label + 'c010';
+      authority += 'c010000200010000003c' + (rdata.length / 2).toString(16).padStart(4, '0') + rdata;
+      nsRdStarts.push(off + 12);
+      off += 12 + rdata.length / 2;
+    }
+    const glue = nsRdStarts.map((at, k) => (0xc000 | at).toString(16) + '000100010000003c0004' + `7f0000${(k + 1).toString(16).padStart(2, '0')}`).join('');
+    const wire = Buffer.from('00008400' + '0001' + '0001' + '0028' + '0028' + question + answer + authority + glue, 'hex');
+    const scan = scanMessage(wire);
+    if (typeof scan === 'string') throw new Error(scan);
+    assert.equal(scan.records.length, 81);
+    assert.equal(provablyClean(wire, scan), false);
+    const scrubbed = scrubReply(wire, scan, 'x.w.bench.test');
+    if (typeof scrubbed === 'string') throw new Error(scrubbed);
+    assert.equal(scrubbed.dropped, 0);
+  });
+
   test('scrubReply on what scanMessage accepts: a reply it keeps is the original minus records, never altered', (t) => {
     // The scrubber re-encodes through dns-packet (PITFALLS.md: never re-encode what you did not
     // check). Where it throws, forward.ts must treat the reply as junk (hostile-upstream.test.ts);

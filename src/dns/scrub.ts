@@ -120,6 +120,9 @@ function keepRecords(buf: Uint8Array, recs: readonly RecordInfo[], owners: reado
   return keep;
 }
 
+/** The usual authoritative reply has a few dozen records at most. */
+const FAST_PATH_MAX_RECORDS = 64;
+
 /** Whether `off` starts a label of the (uncompressed) question name: a suffix of QNAME. */
 function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): boolean {
   for (let at = 12; at < questionEnd - 4 && buf[at] !== 0; at += buf[at]! + 1) {
@@ -141,6 +144,9 @@ function isQuestionSuffix(buf: Uint8Array, off: number, questionEnd: number): bo
  */
 export function provablyClean(buf: Uint8Array, scan: MessageScan, qtype = questionType(buf, scan)): boolean {
   const recs = scan.records;
+  // Each glue record is matched against every NS record: quadratic, so a hostile reply of
+  // thousands of records (TCP allows 64 KiB) takes keepList's path, which is linear.
+  if (recs.length > FAST_PATH_MAX_RECORDS) return false;
   let zoneOwner = -1;
   for (let i = 0; i < recs.length; i++) {
     const r = recs[i]!;
