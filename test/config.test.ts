@@ -213,3 +213,15 @@ test('a value that fits no alternative gets one error saying what was expected, 
     '$[1].rdata[0]: 5 is not a string',
   ]);
 });
+
+test('forward.sourcePorts: 1024 by default, fewer is a warning that names the entropy lost, 0 an error', () => {
+  assert.equal(loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'] } }).configFile).config.forward.sourcePorts, 1024);
+  const few = loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'], forward: { sourcePorts: 16 } } }).configFile);
+  assert.equal(few.config.forward.sourcePorts, 16);
+  assert.deepEqual(few.warnings.map((w) => `${w.severity} ${w.path}`), ['warning $.forward.sourcePorts']);
+  assert.match(few.warnings[0]!.message, /16 source ports leave an off-path forger 16 x 65,536 port and ID combinations per query, fewer than 2\^26/);
+  assert.throws(
+    () => loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'], forward: { sourcePorts: 0 } } }).configFile),
+    (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.path === '$.forward.sourcePorts' && i.severity === 'error'),
+  );
+});

@@ -4,6 +4,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Metrics } from '../src/metrics/metrics.js';
 import { DEFAULT_UDP_OPTIONS, UdpExchange } from '../src/upstream/udp.js';
 import { bounded, startLineDns } from './helpers/server.js';
@@ -226,6 +227,31 @@ describe('off-path spoofing: source ports', { timeout: 60_000 }, () => {
       t.diagnostic(`${ports.size} distinct source ports over ${up.requests.length} upstream queries`);
       assert.equal(up.requests.length, 500);
       assert.ok(ports.size >= 450, `only ${ports.size} distinct source ports`);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+
+  test('forward.sourcePorts bounds the pool, and a reload to fewer retires the extra sockets', async (t) => {
+    const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(GOOD))] }), UP_HOST);
+    const ld = await startLineDns({ config: { upstreams: [`${UP_HOST}:${up.port}`], forward: { sourcePorts: 8 } } });
+    const ask = async (prefix: string, n: number): Promise<Set<number>> => {
+      const from = up.requests.length;
+      const replies = await Promise.all(Array.from({ length: n }, (_, k) => udpExchange(ld.port, rawQuery(`${prefix}${k}.ports.example`, 1, { id: k }), { timeoutMs: 3000 })));
+      assert.ok(replies.every((r) => r !== null && mustParse(r).rcode === 0), `${prefix}: a query failed`);
+      return new Set(up.requests.slice(from).map((r) => r.rinfo.port));
+    };
+    try {
+      const eight = await ask('e', 100);
+      assert.equal(eight.size, 8, `100 queries through an 8-port pool used ${eight.size} ports`);
+      const conf = JSON.parse(readFileSync(ld.configFile, 'utf8')) as { forward: { sourcePorts: number } };
+      conf.forward.sourcePorts = 2;
+      writeFileSync(ld.configFile, JSON.stringify(conf));
+      assert.equal(await ld.server.reloadFromFile(), true);
+      const two = await ask('t', 100);
+      t.diagnostic(`8 ports: ${eight.size} used; after the reload to 2: ${two.size} used, ${[...two].filter((p) => eight.has(p)).length} of them from before`);
+      assert.equal(two.size, 2, `after the reload to 2 ports, 100 queries used ${two.size}`);
     } finally {
       await bounded(ld.close(), 'linedns');
       await bounded(up.close(), 'the upstream');

@@ -16,6 +16,8 @@ import type { ListenAddress, RecordEntry, RuntimeConfig, UpstreamConfig } from '
 export const BUILTIN_STAGES = ['decode', 'acl', 'ratelimit', 'smartline', 'records', 'cache', 'forward'] as const;
 export const DEFAULT_PIPELINE: readonly string[] = BUILTIN_STAGES;
 export const DEFAULT_LISTEN = ['127.0.0.1:5300', '[::1]:5300'];
+/** Source ports per upstream: 1024 x 65,536 IDs = 2^26 tries for an off-path forger (docs/security.md). */
+export const DEFAULT_SOURCE_PORTS = 1024;
 
 export interface ConfigIssue {
   file: string;
@@ -556,7 +558,10 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   };
   if (main && cache.minTtl > cache.maxTtl) report.at(main, ['cache', 'minTtl'], `minTtl ${cache.minTtl} is above maxTtl ${cache.maxTtl}`);
   const fwd = obj(raw.forward);
-  const forward = { timeoutMs: int(fwd.timeout, 2000), deadlineMs: int(fwd.deadline, 4500), maxOutstanding: int(fwd.maxOutstanding, 10_000), randomizeCase: fwd.randomizeCase === true };
+  if (main && typeof fwd.sourcePorts === 'number' && fwd.sourcePorts < DEFAULT_SOURCE_PORTS) {
+    report.at(main, ['forward', 'sourcePorts'], `${fwd.sourcePorts} source ports leave an off-path forger ${fwd.sourcePorts} x 65,536 port and ID combinations per query, fewer than 2^26; expected at least ${DEFAULT_SOURCE_PORTS} unless every path to the upstreams is trusted`, 'warning');
+  }
+  const forward = { timeoutMs: int(fwd.timeout, 2000), deadlineMs: int(fwd.deadline, 4500), maxOutstanding: int(fwd.maxOutstanding, 10_000), randomizeCase: fwd.randomizeCase === true, sourcePorts: int(fwd.sourcePorts, DEFAULT_SOURCE_PORTS) };
   const tcpIn = obj(raw.tcp);
   const tcp = {
     idleTimeoutMs: int(tcpIn.idleTimeout, 10_000),

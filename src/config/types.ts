@@ -38,6 +38,8 @@ export interface ForwardConfig {
   maxOutstanding: number;
   /** DNS 0x20: random letter case in upstream questions, required back exactly. */
   randomizeCase: boolean;
+  /** UDP sockets (source ports) per upstream, one picked at random per query (Unbound's outgoing-range). */
+  sourcePorts: number;
 }
 
 export interface TcpConfig {

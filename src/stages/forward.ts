@@ -103,7 +103,7 @@ interface Probe {
 
 export const createForwardStage: StageFactory = (_options, env): Stage => {
   let cfg: ForwardConfig = env.config.forward;
-  const udp = new UdpExchange(env.metrics, DEFAULT_UDP_OPTIONS, env.logger);
+  const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
   const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
@@ -371,6 +371,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     },
     reload(config) {
       cfg = config.forward;
+      udp.setPortsPerUpstream(cfg.sourcePorts);
       const before = upstreams;
       upstreams = config.upstreams.map((c) => before.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? fresh(c));
       for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);

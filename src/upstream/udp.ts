@@ -129,7 +129,7 @@ export class UdpExchange {
 
   constructor(
     metrics: Metrics,
-    private readonly opts: UdpExchangeOptions = DEFAULT_UDP_OPTIONS,
+    private opts: UdpExchangeOptions = DEFAULT_UDP_OPTIONS,
     private readonly logger: Logger | null = null,
   ) {
     this.regrowAfterMs = opts.regrowAfterMs ?? REGROW_AFTER_MS;
@@ -201,6 +201,19 @@ export class UdpExchange {
       });
     }
     return ps;
+  }
+
+  /**
+   * A reload changed the pool size: pools grow on demand as before; sockets beyond a smaller
+   * size are retired now (each closes once its last reply is in).
+   */
+  setPortsPerUpstream(ports: number): void {
+    if (ports === this.opts.portsPerUpstream) return;
+    this.opts = { ...this.opts, portsPerUpstream: ports };
+    for (const lane of this.lanes.values()) {
+      lane.size = Math.min(lane.size, ports);
+      while (lane.sockets.length > ports) this.retire(lane.sockets[lane.sockets.length - 1]!);
+    }
   }
 
   private pick(lane: UdpUpstream, now: number): PooledSocket | null {
