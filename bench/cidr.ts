@@ -45,8 +45,8 @@ function timeNs(table: LineTableLike, addrs: readonly string[], rounds: number):
 }
 
 export async function cidrStep(root: string): Promise<CidrResult> {
-  const mod = (await import(pathToFileURL(join(root, 'dist/src/smartline/lines.js')).href)) as { LineTable?: LineTableCtor };
-  if (typeof mod.LineTable !== 'function') throw new Error('dist/src/smartline/lines.js exports no LineTable');
+  const mod = (await import(pathToFileURL(join(root, 'dist/src/stages/smartline/lines.js')).href)) as { LineTable?: LineTableCtor };
+  if (typeof mod.LineTable !== 'function') throw new Error('dist/src/stages/smartline/lines.js exports no LineTable');
   const small = 10;
   const large = 10_000;
   const tSmall = new mod.LineTable(smartLineConfig(small, 3, 21));

@@ -2,7 +2,7 @@
 // UDP socket per query costs against a pooled one, in CPU per query, on loopback only.
 
 import dgram from 'node:dgram';
-import { literalLookup } from '../src/net/literal-lookup.js';
+import { literalLookup } from '../src/lib/net/literal-lookup.js';
 
 const ROUNDS = 3;
 const QUERIES = 4000;

@@ -7,14 +7,14 @@ import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
 import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from './config/load.js';
-import { typeFromName } from './dns/constants.js';
-import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './log/logger.js';
-import { Metrics } from './metrics/metrics.js';
-import { QueryContext } from './pipeline/context.js';
-import { buildStages } from './pipeline/registry.js';
-import { Engine } from './server/engine.js';
-import { formatAddress, LineDnsServer } from './server/server.js';
-import { configFromPrimary, runPrimary, type WorkerMessage } from './server/workers.js';
+import { typeFromName } from './lib/dns/constants.js';
+import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './lib/logger.js';
+import { Metrics } from './lib/metrics.js';
+import { QueryContext } from './core/context.js';
+import { buildStages } from './stages/index.js';
+import { Engine } from './core/engine.js';
+import { formatAddress, LineDnsServer } from './app/server.js';
+import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
 import type { RuntimeConfig } from './config/types.js';
 
 const USAGE = `usage:

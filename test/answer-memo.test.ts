@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { wholeSeconds } from '../src/pipeline/clock.js';
+import { wholeSeconds } from '../src/lib/clock.js';
 import { answerData, buildQuery, decode, udpExchange } from './helpers/client.js';
 import { startLineDns, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';

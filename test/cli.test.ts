@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { answerData, query, resolverFor, tcpExchange, buildQuery, decode } from './helpers/client.js';
 import { startLineDns, writeConfig } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
-import { nextRestartDelay, RESTART_MAX_MS, RESTART_MIN_MS, STABLE_MS } from '../src/server/workers.js';
+import { nextRestartDelay, RESTART_MAX_MS, RESTART_MIN_MS, STABLE_MS } from '../src/app/workers.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 const SHIPPED = new URL('../../config/linedns.json', import.meta.url).pathname;

@@ -7,10 +7,10 @@ import { execFile } from 'node:child_process';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import fc from 'fast-check';
-import { isRejection, parseQuery } from '../src/dns/query.js';
-import { scanMessage } from '../src/dns/message.js';
-import { keepList, provablyClean, scrubReply } from '../src/dns/scrub.js';
-import { templateFromScan } from '../src/dns/template.js';
+import { isRejection, parseQuery } from '../src/lib/dns/query.js';
+import { scanMessage } from '../src/lib/dns/message.js';
+import { keepList, provablyClean, scrubReply } from '../src/lib/dns/scrub.js';
+import { templateFromScan } from '../src/lib/dns/template.js';
 import { startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream } from './helpers/upstream.js';
 import {

@@ -9,8 +9,8 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
-import { Metrics } from '../src/metrics/metrics.js';
-import { UdpExchange } from '../src/upstream/udp.js';
+import { Metrics } from '../src/lib/metrics.js';
+import { UdpExchange } from '../src/stages/forward/udp.js';
 import { freePort } from './helpers/ports.js';
 import { bounded, startLineDns, type Running } from './helpers/server.js';
 import { TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
@@ -688,8 +688,8 @@ async function runChild(launch: string, script: string): Promise<{ code: number 
   return { code, out, err };
 }
 
-const udpJs = new URL('../src/upstream/udp.js', import.meta.url).href;
-const metricsJs = new URL('../src/metrics/metrics.js', import.meta.url).href;
+const udpJs = new URL('../src/stages/forward/udp.js', import.meta.url).href;
+const metricsJs = new URL('../src/lib/metrics.js', import.meta.url).href;
 
 /**
  * What connect() on a UDP socket to `host` reports here, or null when it connected. Nothing is

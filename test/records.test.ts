@@ -3,17 +3,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { QType, Rcode } from '../src/dns/constants.js';
-import { RecordStore, type LocalResult, type Visibility } from '../src/records/store.js';
-import { LineTable } from '../src/smartline/lines.js';
-import { NO_LINES } from '../src/smartline/trie.js';
+import { QType, Rcode } from '../src/lib/dns/constants.js';
+import { RecordStore, type LocalResult, type Visibility } from '../src/stages/records/store.js';
+import { LineTable } from '../src/stages/smartline/lines.js';
+import { NO_LINES } from '../src/core/views.js';
 import type { RecordEntry } from '../src/config/types.js';
 import { loadConfig } from '../src/config/load.js';
-import { isRejection, parseQuery } from '../src/dns/query.js';
-import { silentLogger } from '../src/log/logger.js';
-import { Metrics } from '../src/metrics/metrics.js';
-import { QueryContext } from '../src/pipeline/context.js';
-import { createRecordsStage } from '../src/stages/records.js';
+import { isRejection, parseQuery } from '../src/lib/dns/query.js';
+import { silentLogger } from '../src/lib/logger.js';
+import { Metrics } from '../src/lib/metrics.js';
+import { QueryContext } from '../src/core/context.js';
+import { createRecordsStage } from '../src/stages/records/index.js';
 import { buildQuery } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 

@@ -7,7 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../src/config/load.js';
-import { LineDnsServer } from '../src/server/server.js';
+import { LineDnsServer } from '../src/app/server.js';
 import { answerData, query } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import dnsPacket from 'dns-packet';
 import fc from 'fast-check';
-import { isRejection, parseQuery } from '../src/dns/query.js';
+import { isRejection, parseQuery } from '../src/lib/dns/query.js';
 import { udpExchange } from './helpers/client.js';
 import { checkMessage, header, ipv4, labelsWire, optRecord, QNAME_PTR, questionEndOf, replyTo, rr, soaRdata } from './helpers/packets.js';
 import { startLineDns, type Running } from './helpers/server.js';

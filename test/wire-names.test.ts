@@ -4,8 +4,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it, test } from 'node:test';
 import dnsPacket from 'dns-packet';
-import { keyToWire, normalizeName, parentName, readName } from '../src/dns/name.js';
-import { RecordStore } from '../src/records/store.js';
+import { keyToWire, normalizeName, parentName, readName } from '../src/lib/dns/name.js';
+import { RecordStore } from '../src/stages/records/store.js';
 import { udpExchange } from './helpers/client.js';
 import { labelsWire, mustParse, header, nameWire } from './helpers/packets.js';
 import { startLineDns, type Running } from './helpers/server.js';

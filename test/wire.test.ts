@@ -4,10 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import dnsPacket from 'dns-packet';
-import { Rcode } from '../src/dns/constants.js';
-import { isRejection, parseQuery, type ParsedQuery } from '../src/dns/query.js';
-import { scanMessage } from '../src/dns/message.js';
-import { errorReply, renderTemplate, templateFromScan, truncateReply } from '../src/dns/template.js';
+import { Rcode } from '../src/lib/dns/constants.js';
+import { isRejection, parseQuery, type ParsedQuery } from '../src/lib/dns/query.js';
+import { scanMessage } from '../src/lib/dns/message.js';
+import { errorReply, renderTemplate, templateFromScan, truncateReply } from '../src/lib/dns/template.js';
 import { buildQuery } from './helpers/client.js';
 
 function parsed(buf: Buffer): ParsedQuery {

@@ -5,12 +5,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { Address6 } from 'ip-address';
-import { checkPresentationName, normalizeName } from '../dns/name.js';
-import { parseCidr } from '../net/address.js';
-import { resolvConfNameservers } from '../upstream/resolvconf.js';
+import { checkPresentationName, normalizeName } from '../lib/dns/name.js';
+import { parseCidr } from '../lib/net/address.js';
+import { resolvConfNameservers } from './resolvconf.js';
 import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
 import { schemaAt, schemaFor, type ErrorObject, type SchemaName } from './schemas.js';
-import type { LogLevel } from '../log/logger.js';
+import type { LogLevel } from '../lib/logger.js';
 import type { ListenAddress, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
 export const BUILTIN_STAGES = ['decode', 'acl', 'ratelimit', 'smartline', 'records', 'cache', 'forward'] as const;

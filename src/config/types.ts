@@ -1,7 +1,7 @@
 // The validated, defaulted configuration every stage is built from.
 // Produced only by config/load.ts; stages never see raw JSON.
 
-import type { LogLevel } from '../log/logger.js';
+import type { LogLevel } from '../lib/logger.js';
 
 export interface ListenAddress {
   host: string;

@@ -5,8 +5,8 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
-import { silentLogger } from '../../src/log/logger.js';
-import { LineDnsServer } from '../../src/server/server.js';
+import { silentLogger } from '../../src/lib/logger.js';
+import { LineDnsServer } from '../../src/app/server.js';
 
 export interface TestFiles {
   /** linedns.json content; `listen` defaults to 127.0.0.1:0. */

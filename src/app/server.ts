@@ -1,0 +1,189 @@
+// The running server: binds UDP and TCP on every listen address, owns the pipeline, and swaps
+// in a reloaded configuration while keeping the last good one when the new one is invalid.
+
+import type { Logger } from 'pino';
+import { ConfigError, formatIssue, loadConfig, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
+import type { RuntimeConfig } from '../config/types.js';
+import { Metrics } from '../lib/metrics.js';
+import { buildStages } from '../stages/index.js';
+import type { StageEnv } from '../core/stage.js';
+import { Engine } from '../core/engine.js';
+import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/tcp.js';
+import { startUdp, type UdpTransport } from '../transport/udp.js';
+
+export interface BoundAddress {
+  protocol: 'udp' | 'tcp';
+  host: string;
+  port: number;
+}
+
+export function formatAddress(a: BoundAddress): string {
+  return `${a.protocol}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+}
+
+export interface StartOptions {
+  logger: Logger;
+  metrics?: Metrics;
+  /** Flags to re-apply when the config file is reloaded. */
+  overrides?: ConfigOverrides;
+}
+
+async function bindPair(host: string, port: number, server: LineDnsServer): Promise<[UdpTransport, TcpTransport]> {
+  // With port 0, UDP picks the port and TCP must get the same one: retry if it is taken.
+  for (let attempt = 0; ; attempt++) {
+    const udp = await startUdp(host, port, () => server.engine, server.metrics, () => server.config.maxUdpSize);
+    try {
+      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp, server.tcpCounts);
+      return [udp, tcp];
+    } catch (err) {
+      await udp.close();
+      if (port !== 0 || attempt >= 10 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    }
+  }
+}
+
+export class LineDnsServer {
+  engine!: Engine;
+  readonly udp: UdpTransport[] = [];
+  readonly tcp: TcpTransport[] = [];
+  readonly addresses: BoundAddress[] = [];
+  /** TCP connection caps hold across all listen addresses (per process with --workers). */
+  readonly tcpCounts = new TcpConnectionCounts();
+  private reloading: Promise<boolean> | null = null;
+  private reloadAgain: Promise<boolean> | null = null;
+
+  private constructor(
+    public config: RuntimeConfig,
+    readonly logger: Logger,
+    readonly metrics: Metrics,
+    private readonly overrides: ConfigOverrides,
+  ) {}
+
+  static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
+    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
+    server.engine = new Engine(await buildStages(config.pipeline, server.env(config)), server.env(config));
+    try {
+      for (const l of config.listen) {
+        try {
+          const [udp, tcp] = await bindPair(l.host, l.port, server);
+          server.udp.push(udp);
+          server.tcp.push(tcp);
+          server.addresses.push({ protocol: 'udp', host: l.host, port: udp.port }, { protocol: 'tcp', host: l.host, port: tcp.port });
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code;
+          // A host without IPv6 (or IPv4) still serves on the addresses it has.
+          if ((code === 'EADDRNOTAVAIL' || code === 'EAFNOSUPPORT') && config.listen.length > 1) {
+            server.logger.warn({ address: `${l.host}:${l.port}`, code }, 'cannot listen on this address; skipping it');
+            continue;
+          }
+          throw new Error(`cannot listen on ${l.host}:${l.port}: ${code ?? String(err)}`);
+        }
+      }
+      if (server.addresses.length === 0) throw new Error('no listen address could be bound');
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+    for (const s of server.engine.stages) s.started?.();
+    return server;
+  }
+
+  private env(config: RuntimeConfig): StageEnv {
+    return { logger: this.logger, metrics: this.metrics, config };
+  }
+
+  /** Port of the first listen address (tests listen on port 0). */
+  get port(): number {
+    return this.addresses[0]!.port;
+  }
+
+  /**
+   * Applies a new configuration: stages reload in place (the cache keeps its entries) unless the
+   * pipeline list changed, in which case a new pipeline replaces the old one. Listen addresses
+   * need a restart.
+   */
+  async apply(next: RuntimeConfig): Promise<void> {
+    const prev = this.config;
+    if (JSON.stringify(prev.listen) !== JSON.stringify(next.listen)) {
+      this.logger.warn('listen addresses changed: restart linedns to apply them');
+    }
+    if (JSON.stringify(prev.pipeline) !== JSON.stringify(next.pipeline)) {
+      const old = this.engine;
+      this.engine = new Engine(await buildStages(next.pipeline, this.env(next)), this.env(next));
+      this.config = next;
+      for (const s of this.engine.stages) s.started?.();
+      // Queries in flight finish on the old stages; give them the forward deadline.
+      setTimeout(() => void old.close(), prev.forward.deadlineMs + 100).unref();
+      return;
+    }
+    for (const s of this.engine.stages) await s.reload?.(next);
+    this.engine.configured(next);
+    this.config = next;
+  }
+
+  /**
+   * Re-reads the config file (SIGHUP). Returns false, keeping the running config, when invalid.
+   * A SIGHUP during a reload is not lost: one more reload runs after the current one, since the
+   * file may have changed after the current one read it.
+   */
+  reloadFromFile(): Promise<boolean> {
+    if (this.reloading) {
+      this.reloadAgain ??= this.reloading.then(() => {
+        this.reloadAgain = null;
+        return this.reloadFromFile();
+      });
+      return this.reloadAgain;
+    }
+    const run = (async (): Promise<boolean> => {
+      // Yield first: were loadConfig to throw synchronously, the `finally` below would run before
+      // `this.reloading` is assigned, and that settled promise would block every later reload.
+      await Promise.resolve();
+      try {
+        return await this.reloadOnce();
+      } finally {
+        this.reloading = null;
+      }
+    })();
+    this.reloading = run;
+    return run;
+  }
+
+  private async reloadOnce(): Promise<boolean> {
+    let loaded: ReturnType<typeof loadConfig>;
+    try {
+      loaded = loadConfig(this.config.file, this.overrides);
+    } catch (err) {
+      this.refused(err);
+      return false;
+    }
+    return this.applyReloaded(loaded.config, loaded.warnings);
+  }
+
+  /**
+   * Applies a configuration already loaded and validated (by this process, or by the primary
+   * with --workers), logging and counting the reload. Returns false, keeping the running one, on failure.
+   */
+  async applyReloaded(config: RuntimeConfig, warnings: readonly ConfigIssue[] = []): Promise<boolean> {
+    try {
+      for (const w of warnings) this.logger.warn(formatIssue(w));
+      await this.apply(config);
+      this.metrics.counter('config_reloads_total', 'successful reloads').value++;
+      this.logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded');
+      return true;
+    } catch (err) {
+      this.refused(err);
+      return false;
+    }
+  }
+
+  private refused(err: unknown): void {
+    this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config').value++;
+    const lines = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+    this.logger.error({ errors: lines }, 'reload failed; keeping the last good configuration');
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.udp, ...this.tcp].map((t) => t.close()));
+    await this.engine?.close();
+  }
+}

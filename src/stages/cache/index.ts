@@ -1,0 +1,151 @@
+// cache stage: answers from stored upstream replies (wire templates, TTLs aged per hit) and
+// stores what the forward stage brings back, with RFC 2308 negative caching and TTL clamps.
+
+import { LRUCache } from 'lru-cache';
+import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
+import { Section } from '../../lib/dns/message.js';
+import type { ParsedQuery } from '../../lib/dns/query.js';
+import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate } from '../../lib/dns/template.js';
+import type { CacheConfig } from '../../config/types.js';
+import { wholeSeconds } from '../../lib/clock.js';
+import type { QueryContext } from '../../core/context.js';
+import type { Stage, StageFactory } from '../../core/stage.js';
+
+/**
+ * One cached reply. Kept small, as a million of them must fit in a few hundred MB: the wire as
+ * a latin1 string, whole seconds (small integers, not boxed doubles), and the other variants of
+ * the same name (type, DO, CD) chained through `next` rather than held in an array.
+ */
+interface Entry {
+  /** qtype plus the DO and CD bits, which change what an upstream returns. */
+  code: number;
+  wire: string;
+  ttlOffsets: readonly number[];
+  /** Whole seconds since the cache stage started: when stored, and when it expires. */
+  storedAt: number;
+  expiresAt: number;
+  next: Entry | null;
+}
+
+/**
+ * The cache is keyed by the lower-cased name (a string the decode stage already built and the
+ * records stage already hashed), then by `variant()`; class IN only. Nothing client-specific:
+ * only upstream answers are cached, and upstream queries carry no client subnet or cookie.
+ */
+export function variant(q: ParsedQuery): number {
+  return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
+}
+
+/** RFC 2308 section 5: a negative answer lives min(SOA TTL, SOA MINIMUM); null if no SOA. */
+function negativeTtl(t: ScannedTemplate): number | null {
+  for (let i = 0; i < t.records.length; i++) {
+    const r = t.records[i]!;
+    if (r.section !== Section.Authority || r.type !== QType.SOA || r.rdLength < 20) continue;
+    const minimum = t.buf.readUInt32BE(r.rdStart + r.rdLength - 4);
+    return Math.min(templateTtl(t, i), minimum);
+  }
+  return null;
+}
+
+/**
+ * How long a reply may be cached, in seconds (0: not at all), after clamping its TTLs into the
+ * configured bounds; `clamped` tells whether any TTL the client would see changed.
+ */
+export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): { lifetime: number; clamped: boolean } {
+  const answers = minSectionTtl(t, Section.Answer);
+  if (t.rcode === Rcode.NOERROR && answers !== undefined) {
+    const clamped = clampTemplateTtls(t, cfg.minTtl, cfg.maxTtl);
+    return { lifetime: Math.min(cfg.maxTtl, Math.max(cfg.minTtl, answers)), clamped };
+  }
+  if (t.rcode === Rcode.NXDOMAIN || t.rcode === Rcode.NOERROR) {
+    const neg = negativeTtl(t);
+    if (neg === null) return { lifetime: 0, clamped: false };
+    const ttl = Math.min(neg, cfg.negativeTtl);
+    return { lifetime: ttl, clamped: clampTemplateTtls(t, 0, ttl) };
+  }
+  return { lifetime: 0, clamped: false };
+}
+
+/** Answers kept per name (type, DO, CD variants) at most. */
+const MAX_VARIANTS = 32;
+
+function chainLength(e: Entry): number {
+  let n = 0;
+  for (let c: Entry | null = e; c !== null; c = c.next) n++;
+  return n;
+}
+
+function newLru(maxEntries: number): LRUCache<string, Entry> {
+  // Sized in answers, not names: a name weighs as many entries as its chain holds.
+  return new LRUCache<string, Entry>({ maxSize: Math.max(1, maxEntries), sizeCalculation: chainLength });
+}
+
+export const createCacheStage: StageFactory = (_options, env): Stage => {
+  let cfg = env.config.cache;
+  let lru = newLru(cfg.maxEntries);
+  const hits = env.metrics.counter('cache_hits_total', 'answers served from the cache');
+  const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
+  const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
+  const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
+
+  function store(ctx: QueryContext, code: number): void {
+    const reply = ctx.upstreamReply;
+    if (reply === null || ctx.answeredBy !== 'forward') return;
+    const q = ctx.query!;
+    const { lifetime, clamped } = cacheLifetime(reply, cfg);
+    // The reply was rendered before clamping: render again if this client would see other TTLs.
+    if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
+    if (lifetime <= 0) return;
+    const now = wholeSeconds(ctx.receivedAt);
+    // Looked up again even when the lookup before forwarding found nothing: clients ask A and
+    // AAAA at once, and the sibling stored meanwhile must stay in the chain.
+    let rest = lru.get(q.name) ?? null;
+    // Drop the variant being replaced and any expired one from the chain.
+    // At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make chains long.
+    let kept: Entry | null = null;
+    let n = 1;
+    for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
+      if (c.code !== code && c.expiresAt > now) {
+        kept = { ...c, next: kept };
+        n++;
+      }
+    }
+    rest = kept;
+    const entry: Entry = { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, next: rest };
+    lru.set(q.name, entry); // set again so the LRU re-weighs the chain
+    entries.value = lru.calculatedSize;
+    stored.value++;
+  }
+
+  return {
+    name: 'cache',
+    handle(ctx, next) {
+      const q = ctx.query!;
+      if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
+      const code = variant(q);
+      for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
+        if (e.code !== code) continue;
+        const now = wholeSeconds(ctx.receivedAt);
+        if (now < e.expiresAt) {
+          hits.value++;
+          ctx.reusable = hits;
+          ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, now - e.storedAt));
+          return;
+        }
+        break;
+      }
+      misses.value++;
+      const r = next();
+      if (r) return r.then(() => store(ctx, code));
+      store(ctx, code);
+    },
+    reload(config) {
+      const old = lru;
+      cfg = config.cache;
+      lru = newLru(cfg.maxEntries);
+      // Keep what is still valid; a smaller maxEntries keeps the most recently used.
+      for (const [k, v] of [...old.entries()].reverse()) lru.set(k, v);
+      entries.value = lru.calculatedSize;
+    },
+  };
+};

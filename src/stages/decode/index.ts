@@ -1,0 +1,51 @@
+// decode stage: parse header, question and OPT; answer FORMERR/NOTIMP/BADVERS, refuse transfers and
+// classes other than IN/CH/ANY, or drop bad input. Every rejection is counted by reason class.
+
+import { QClass, QType, Rcode } from '../../lib/dns/constants.js';
+import { isRejection, parseQuery } from '../../lib/dns/query.js';
+import { errorReply } from '../../lib/dns/template.js';
+import type { Stage, StageFactory } from '../../core/stage.js';
+
+export const createDecodeStage: StageFactory = (_options, env): Stage => {
+  const m = env.metrics;
+  const dropped = m.counter('decode_dropped_total', 'packets dropped: unreadable header or QR set');
+  const formerr = m.counter('decode_formerr_total', 'queries answered FORMERR');
+  const notimp = m.counter('decode_notimp_total', 'queries answered NOTIMP');
+  const badvers = m.counter('decode_badvers_total', 'queries answered BADVERS');
+  const refusedXfr = m.counter('decode_refused_transfer_total', 'zone transfer requests refused');
+  const refusedClass = m.counter('decode_refused_class_total', 'queries refused for a class other than IN, CH or ANY');
+  return {
+    name: 'decode',
+    handle(ctx, next) {
+      const p = parseQuery(ctx.raw);
+      if (isRejection(p)) {
+        if (p.action === 'drop') {
+          dropped.value++;
+          ctx.dropReason = p.reason;
+          return;
+        }
+        if (p.rcode === Rcode.NOTIMP) notimp.value++;
+        else if (p.rcode === Rcode.BADVERS) badvers.value++;
+        else formerr.value++;
+        ctx.note(`decode: ${p.reason}`);
+        ctx.respond('decode', errorReply(ctx.raw, p.id, p.flags, p.rcode, p.questionEnd, p.edns ? { dnssecOk: false } : null));
+        return;
+      }
+      ctx.query = p;
+      if (p.qtype === QType.AXFR || p.qtype === QType.IXFR) {
+        refusedXfr.value++;
+        ctx.respondError('decode', Rcode.REFUSED);
+        return;
+      }
+      // No upstream serves other classes (HS, NONE, private ones): asking would only end in
+      // SERVFAIL after the forward deadline, so refuse at once. CH stays for version.bind & co.
+      if (p.qclass !== QClass.IN && p.qclass !== QClass.CH && p.qclass !== QClass.ANY) {
+        refusedClass.value++;
+        ctx.note(`decode: class ${p.qclass} refused`);
+        ctx.respondError('decode', Rcode.REFUSED);
+        return;
+      }
+      return next();
+    },
+  };
+};

@@ -1,0 +1,387 @@
+// forward stage: sends the query upstream (UDP, TCP on TC), fails over within a deadline, and
+// accepts only replies that match ID, source, and question; SERVFAIL when every upstream failed.
+// It also probes each upstream for a forwarding loop back to this server (CoreDNS's loop idea).
+
+import { performance } from 'node:perf_hooks';
+import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../../lib/dns/constants.js';
+import { sameQuestion, scanMessage, type MessageScan } from '../../lib/dns/message.js';
+import { keyToWire } from '../../lib/dns/name.js';
+import type { ParsedQuery } from '../../lib/dns/query.js';
+import { scrubReply } from '../../lib/dns/scrub.js';
+import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
+import { tcpQuery } from './tcp.js';
+import { randomU16 } from './random.js';
+import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from './udp.js';
+import type { ForwardConfig, UpstreamConfig } from '../../config/types.js';
+import type { QueryContext } from '../../core/context.js';
+import type { Stage, StageFactory } from '../../core/stage.js';
+
+interface UpstreamState {
+  config: UpstreamConfig;
+  consecutiveFailures: number;
+  downUntil: number;
+  /** Its UDP socket pool (connected to it: ICMP errors fail an attempt at once). */
+  lane: UdpUpstream;
+  /** A loop probe sent to it came back to us as a client query: queries to it fail at once. */
+  looped: boolean;
+}
+
+/** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
+const FAILURES_BEFORE_DOWN = 3;
+const DOWN_MS = 5_000;
+
+/**
+ * Loop probes ask HINFO for `<random>.linedns-loop.invalid`: .invalid (RFC 6761) is never
+ * delegated, so a probe that leaves through a resolver without a loop dies there with NXDOMAIN
+ * instead of reaching the root servers.
+ */
+const LOOP_PROBE_SUFFIX = '.linedns-loop.invalid';
+/** How often an upstream marked looped is probed again, so a loop fixed elsewhere heals. */
+const LOOP_RECHECK_MS = 30_000;
+
+/** Flips the case of each ASCII letter of the (uncompressed) question name at random (0x20). */
+function randomizeCase(buf: Buffer, nameEnd: number): void {
+  let bits = 0;
+  let left = 0;
+  for (let at = HEADER_SIZE; at < nameEnd && buf[at] !== 0; ) {
+    const len = buf[at]!;
+    if (len & 0xc0) return;
+    for (let i = at + 1; i <= at + len; i++) {
+      const c = buf[i]! | 0x20;
+      if (c < 0x61 || c > 0x7a) continue;
+      if (left === 0) {
+        bits = randomU16();
+        left = 16;
+      }
+      buf[i] = bits & 1 ? c & ~0x20 : c;
+      bits >>= 1;
+      left--;
+    }
+    at += len + 1;
+  }
+}
+
+/**
+ * The query we send: the client's question, RD/CD as the client set them, AD always (RFC 6840
+ * 5.7: a validating upstream then reports AD on every answer we cache; replies drop it for
+ * clients that did not ask), and always an OPT of our own (our payload size, the client's DO)
+ * but none of the client's options: its subnet and cookies stay here, which is what lets the
+ * cache share answers between clients.
+ */
+export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): Buffer {
+  const qLen = q.questionEnd - HEADER_SIZE;
+  const out = Buffer.allocUnsafe(HEADER_SIZE + qLen + (withEdns ? 11 : 0));
+  out.writeUInt16BE(0, 0);
+  out.writeUInt16BE((q.flags & (Flag.RD | Flag.CD)) | Flag.AD, 2);
+  out.writeUInt16BE(1, 4);
+  out.writeUInt32BE(0, 6);
+  out.writeUInt16BE(withEdns ? 1 : 0, 10);
+  raw.copy(out, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+  if (withEdns) {
+    const o = q.questionEnd;
+    out[o] = 0;
+    out.writeUInt16BE(QType.OPT, o + 1);
+    out.writeUInt16BE(DEFAULT_EDNS_SIZE, o + 3);
+    out.writeUInt32BE(q.edns?.dnssecOk ? 0x8000 : 0, o + 5);
+    out.writeUInt16BE(0, o + 9);
+  }
+  return out;
+}
+
+interface Accepted {
+  scan: MessageScan;
+  /** The scrubbed reply, ready to render; null for a truncated reply (it is retried over TCP). */
+  template: ScannedTemplate | null;
+  scrubbed: number;
+}
+
+/** A loop probe in flight: when its name reaches this stage as a query, `upstream` loops back. */
+interface Probe {
+  upstream: UpstreamState;
+  seen: boolean;
+}
+
+export const createForwardStage: StageFactory = (_options, env): Stage => {
+  let cfg: ForwardConfig = env.config.forward;
+  const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
+  const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
+  let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
+  const m = env.metrics;
+  const forwarded = m.counter('forward_queries_total', 'queries sent upstream');
+  const timeouts = m.counter('forward_timeouts_total', 'upstream attempts that timed out or failed');
+  const servfails = m.counter('forward_servfail_total', 'queries answered SERVFAIL: every upstream failed');
+  const overloaded = m.counter('forward_overload_total', 'queries refused SERVFAIL: too many outstanding upstream queries');
+  const tcpRetries = m.counter('forward_tcp_retries_total', 'replies with TC retried over TCP');
+  const scrubbed = m.counter('forward_scrubbed_records_total', 'out-of-bailiwick records removed from upstream replies');
+  const loops = m.counter('forward_loop_queries_total', 'loop probes of ours that came back as client queries: answered SERVFAIL');
+  let outstanding = 0;
+  /** Probes in flight by name; looked up per miss only while it is not empty. */
+  const probes = new Map<string, Probe>();
+  let recheck: NodeJS.Timeout | null = null;
+  let closed = false;
+
+  /**
+   * Sends each UDP upstream in `targets` a probe for a fresh random name. It comes back to this
+   * stage only through a forwarding loop; a NOERROR/NXDOMAIN answer shows the loop is gone.
+   * A SERVFAIL or timeout proves nothing (the other side of a loop may have cut it already).
+   */
+  function probeLoops(targets: readonly UpstreamState[]): void {
+    for (const u of targets) {
+      if (closed || u.config.protocol !== 'udp') continue;
+      const name = `${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${randomU16().toString(16)}${LOOP_PROBE_SUFFIX}`;
+      const wire = keyToWire(name);
+      const query = Buffer.alloc(HEADER_SIZE + wire.length + 4);
+      query.writeUInt16BE(Flag.RD, 2);
+      query.writeUInt16BE(1, 4);
+      wire.copy(query, HEADER_SIZE);
+      query.writeUInt16BE(QType.HINFO, HEADER_SIZE + wire.length);
+      query.writeUInt16BE(QClass.IN, HEADER_SIZE + wire.length + 2);
+      const probe: Probe = { upstream: u, seen: false };
+      probes.set(name, probe);
+      udp.send(u.lane, query, cfg.timeoutMs, {
+        accept: (reply) => scanMessage(reply),
+        done: (scan) => {
+          probes.delete(name);
+          if (probe.seen || typeof scan !== 'object' || scan === null) return;
+          if (u.looped && (scan.rcode === Rcode.NOERROR || scan.rcode === Rcode.NXDOMAIN)) {
+            u.looped = false;
+            env.logger.info({ upstream: `${u.config.host}:${u.config.port}` }, 'forwarding loop through this upstream is gone; using it again');
+          }
+        },
+      });
+    }
+    scheduleRecheck();
+  }
+
+  function scheduleRecheck(): void {
+    if (recheck !== null || closed || !upstreams.some((u) => u.looped)) return;
+    recheck = setTimeout(() => {
+      recheck = null;
+      probeLoops(upstreams.filter((u) => u.looped));
+    }, LOOP_RECHECK_MS);
+    recheck.unref();
+  }
+
+  /** A probe of ours arrived as a query: the upstream it went to forwards back here. */
+  function loopMet(ctx: QueryContext, probe: Probe): void {
+    const u = probe.upstream;
+    probe.seen = true;
+    loops.value++;
+    if (!u.looped) {
+      u.looped = true;
+      env.logger.error(
+        { upstream: `${u.config.host}:${u.config.port}` },
+        'forwarding loop: queries sent to this upstream come back to this server; answering SERVFAIL instead of forwarding to it',
+      );
+      scheduleRecheck();
+    }
+    ctx.note(`forward: loop probe came back through ${u.config.host}:${u.config.port}`);
+    ctx.respondError('forward', Rcode.SERVFAIL);
+  }
+
+  /**
+   * Validates, scrubs and templates a reply inside the exchange. Null, or a throw (scrubbing
+   * and templating can throw on RDATA scanMessage does not check), makes the reply unusable,
+   * which ends the attempt at once: it came from the upstream's address and port with our ID,
+   * so it is the upstream's own (see udp.ts).
+   * `raw` is the client's query: with 0x20 the question must match `query` octet for octet,
+   * and the client's spelling is then put back.
+   */
+  function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer): Accepted | null {
+    const scan = scanMessage(reply);
+    if (typeof scan === 'string') return null;
+    if ((scan.flags & 0x7800) !== 0) return null;
+    if (!sameQuestion(query, q.questionEnd, reply, scan.questionEnd)) return null;
+    if (exactCase) {
+      if (query.compare(reply, HEADER_SIZE, q.questionEnd, HEADER_SIZE, q.questionEnd) !== 0) return null;
+      raw.copy(reply, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
+    }
+    if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
+    // Every class decode lets through (IN, CH, ANY) is scrubbed: what belongs to a question
+    // follows from names and types alone. The reply buffer is ours (dgram hands each datagram
+    // its own); templateFromScan copies it.
+    const s = scrubReply(reply, scan, q.name);
+    if (typeof s === 'string') return null;
+    return { scan: s.scan, template: templateFromScan(s.buf, s.scan), scrubbed: s.dropped };
+  }
+
+  function ordered(now: number): UpstreamState[] {
+    for (let i = 0; i < upstreams.length; i++) {
+      if (upstreams[i]!.downUntil > now) return [...upstreams.filter((u) => u.downUntil <= now), ...upstreams.filter((u) => u.downUntil > now)];
+    }
+    return upstreams;
+  }
+
+  /**
+   * One forwarded query: the upstreams in order, and per upstream up to three attempts (UDP or
+   * TCP; TC -> TCP; EDNS refused -> once more without OPT). Driven by callbacks, not async
+   * functions: a miss then costs one promise (the one handed back to the pipeline), not five.
+   */
+  class Job implements Waiter<Accepted> {
+    private readonly order: UpstreamState[];
+    private readonly deadline: number;
+    private index = -1;
+    private attempt = 0;
+    private withEdns = true;
+    private useTcp = false;
+    private query: Buffer | null = null;
+    private cased = false;
+
+    constructor(
+      private readonly ctx: QueryContext,
+      private readonly resolve: () => void,
+      private readonly reject: (err: unknown) => void,
+    ) {
+      const start = performance.now();
+      this.deadline = start + cfg.deadlineMs;
+      this.order = ordered(start);
+    }
+
+    /** Moves to the next upstream, or answers SERVFAIL when none is left. */
+    private nextUpstream(): void {
+      for (;;) {
+        if (++this.index >= this.order.length) {
+          servfails.value++;
+          this.ctx.respondError('forward', Rcode.SERVFAIL);
+          this.finish();
+          return;
+        }
+        const u = this.order[this.index]!;
+        if (!u.looped) break;
+        this.ctx.note(`forward: ${u.config.host}:${u.config.port} loops back here; skipped`);
+      }
+      this.attempt = 0;
+      this.withEdns = true;
+      this.useTcp = this.order[this.index]!.config.protocol === 'tcp';
+      this.send();
+    }
+
+    private send(): void {
+      const u = this.order[this.index]!.config;
+      const remaining = this.deadline - performance.now();
+      if (this.attempt++ >= 3 || remaining <= 0) {
+        this.failed();
+        return;
+      }
+      const q = this.ctx.query!;
+      const query = upstreamQuery(this.ctx.raw, q, this.withEdns);
+      this.cased = cfg.randomizeCase;
+      if (this.cased) randomizeCase(query, q.questionEnd - 4);
+      this.query = query;
+      const timeout = Math.min(cfg.timeoutMs, remaining);
+      if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
+      else udp.send(this.order[this.index]!.lane, query, timeout, this);
+    }
+
+    accept(reply: Buffer): Accepted | null {
+      return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw);
+    }
+
+    start(): void {
+      try {
+        this.nextUpstream();
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+
+    /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
+    done(got: Accepted | null, failure?: Failure): void {
+      try {
+        this.step(got, failure);
+      } catch (err) {
+        this.fail(err);
+      }
+    }
+
+    private fail(err: unknown): void {
+      outstanding--;
+      this.reject(err);
+    }
+
+    private finish(): void {
+      outstanding--;
+      this.resolve();
+    }
+
+    private step(got: Accepted | null, failure: Failure | undefined): void {
+      const u = this.order[this.index]!;
+      const ctx = this.ctx;
+      // An ICMP unreachable can be forged off-path by anyone who hits the socket's address and
+      // port pair (no DNS ID needed): were it counted, three forgeries would put a healthy
+      // upstream last for DOWN_MS. A really dead one costs a millisecond per query this way.
+      if (got === null) return this.failed(failure !== 'unreachable');
+      if (got.scan.flags & Flag.TC) {
+        if (this.useTcp) return this.failed();
+        tcpRetries.value++;
+        ctx.note(`forward: ${u.config.host}:${u.config.port} truncated; retrying over TCP`);
+        this.useTcp = true;
+        return this.send();
+      }
+      if (this.withEdns && (got.scan.rcode === Rcode.FORMERR || got.scan.rcode === Rcode.NOTIMP) && got.scan.opt < 0) {
+        this.withEdns = false; // an upstream from before EDNS (RFC 6891 section 7)
+        return this.send();
+      }
+      u.consecutiveFailures = 0;
+      u.downUntil = 0;
+      const rcode = got.scan.rcode;
+      if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
+        ctx.note(`forward: ${u.config.host}:${u.config.port} answered rcode ${rcode}; trying the next upstream`);
+        return this.nextUpstream();
+      }
+      if (got.scrubbed > 0) {
+        scrubbed.value += got.scrubbed;
+        ctx.note(`forward: scrubbed ${got.scrubbed} unrelated records`);
+      }
+      const t = got.template!;
+      ctx.upstreamReply = t;
+      if (ctx.tracing) ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
+      ctx.respond('forward', renderTemplate(t, ctx.raw, ctx.query!, 0));
+      this.finish();
+    }
+
+    /** This upstream gave no usable answer: count it against it (unless told not to) and try the next. */
+    private failed(countIt = true): void {
+      const u = this.order[this.index]!;
+      timeouts.value++;
+      this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
+      if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+      this.nextUpstream();
+    }
+  }
+
+  return {
+    name: 'forward',
+    handle(ctx) {
+      if (probes.size !== 0) {
+        const probe = probes.get(ctx.query!.name);
+        if (probe !== undefined) return loopMet(ctx, probe);
+      }
+      if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
+        overloaded.value++;
+        ctx.respondError('forward', Rcode.SERVFAIL);
+        return;
+      }
+      outstanding++;
+      forwarded.value++;
+      return new Promise<void>((resolve, reject) => new Job(ctx, resolve, reject).start());
+    },
+    started() {
+      probeLoops(upstreams);
+    },
+    reload(config) {
+      cfg = config.forward;
+      udp.setPortsPerUpstream(cfg.sourcePorts);
+      const before = upstreams;
+      upstreams = config.upstreams.map((c) => before.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? fresh(c));
+      for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);
+      // A reload may have made or broken a loop anywhere: every upstream is probed again.
+      probeLoops(upstreams);
+    },
+    close() {
+      closed = true;
+      if (recheck !== null) clearTimeout(recheck);
+      udp.close();
+    },
+  };
+};

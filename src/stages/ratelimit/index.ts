@@ -1,0 +1,62 @@
+// ratelimit stage: optional token bucket per client prefix (off unless `rateLimit` is set);
+// over-limit queries get REFUSED or are dropped, and are counted.
+
+import { LRUCache } from 'lru-cache';
+import { Rcode } from '../../lib/dns/constants.js';
+import { parseIp } from '../../lib/net/address.js';
+import type { RateLimitConfig } from '../../config/types.js';
+import type { Stage, StageFactory } from '../../core/stage.js';
+
+interface Bucket {
+  tokens: number;
+  last: number;
+}
+
+/** The client's address cut to the configured prefix, as a map key. */
+function prefixKey(address: string, v4: number, v6: number): string {
+  const bytes = parseIp(address);
+  if (bytes === null) return address;
+  const bits = bytes.length === 4 ? v4 : v6;
+  let key = bytes.length === 4 ? '4:' : '6:';
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, bits - i * 8));
+    key += (bytes[i]! & (0xff << (8 - keep))).toString(16) + '.';
+  }
+  return key;
+}
+
+export const createRateLimitStage: StageFactory = (_options, env): Stage => {
+  let limit: RateLimitConfig | null = env.config.rateLimit;
+  let buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
+  const limited = env.metrics.counter('ratelimit_limited_total', 'queries over the per-client rate limit');
+  return {
+    name: 'ratelimit',
+    handle(ctx, next) {
+      if (limit === null) return next();
+      const now = ctx.receivedAt / 1000;
+      const key = prefixKey(ctx.client.address, limit.ipv4Prefix, limit.ipv6Prefix);
+      let b = buckets.get(key);
+      if (b === undefined) {
+        b = { tokens: limit.burst, last: now };
+        buckets.set(key, b);
+      } else {
+        b.tokens = Math.min(limit.burst, b.tokens + (now - b.last) * limit.qps);
+        b.last = now;
+      }
+      if (b.tokens >= 1) {
+        b.tokens -= 1;
+        return next();
+      }
+      limited.value++;
+      if (limit.action === 'drop') {
+        ctx.dropReason = 'rate limited';
+        return;
+      }
+      ctx.respondError('ratelimit', Rcode.REFUSED);
+    },
+    reload(config) {
+      limit = config.rateLimit;
+      buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
+    },
+  };
+};

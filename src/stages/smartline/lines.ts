@@ -1,0 +1,48 @@
+// Smart-line classification: which lines (labels of smart-line.json) a client address is in.
+// Every line whose CIDRs hold the address counts, ordered most specific prefix first.
+
+import { parseCidr } from '../../lib/net/address.js';
+import { PrefixTrie } from '../../lib/net/prefix-trie.js';
+import { NO_LINES, type LineSet } from '../../core/views.js';
+
+export type SmartLineConfig = Record<string, readonly string[]>;
+
+export class LineTable {
+  private readonly trie = new PrefixTrie<LineSet>();
+  readonly lineNames: readonly string[];
+
+  constructor(config: SmartLineConfig) {
+    this.lineNames = Object.keys(config);
+    const own = new PrefixTrie<string[]>();
+    for (const line of this.lineNames) {
+      for (const text of config[line]!) {
+        const cidr = parseCidr(text);
+        if (typeof cidr === 'string') continue; // config validation reports it
+        own.insert(cidr, [line], (a, b) => (a.includes(b[0]!) ? a : [...a, ...b]));
+      }
+    }
+    // A lookup ends at the longest stored prefix; precompute there its own lines followed by
+    // those of the prefixes containing it, nearest first, and intern equal lists.
+    const interned = new Map<string, LineSet>();
+    own.forEachPrefix((cidr, lines, ancestors) => {
+      const all = [...lines];
+      for (let i = ancestors.length - 1; i >= 0; i--) for (const l of ancestors[i]!) if (!all.includes(l)) all.push(l);
+      const key = all.join('\u0000');
+      let set = interned.get(key);
+      if (set === undefined) {
+        set = Object.freeze({ id: interned.size + 1, lines: Object.freeze(all) });
+        interned.set(key, set);
+      }
+      this.trie.insert(cidr, set);
+    });
+  }
+
+  /** Lines of an address string as a socket reports it; NO_LINES when in none. */
+  classify(address: string): LineSet {
+    return this.trie.lookupAddress(address) ?? NO_LINES;
+  }
+
+  classifyBytes(bytes: Uint8Array): LineSet {
+    return this.trie.longest(bytes) ?? NO_LINES;
+  }
+}

@@ -1,0 +1,99 @@
+// UDP transport: one socket per listen address; replies over the client's size limit (512, or
+// its EDNS size, capped by maxUdpSize) go out truncated with TC so the client retries over TCP.
+
+import { performance } from 'node:perf_hooks';
+import dgram from 'node:dgram';
+import { isIPv6 } from 'node:net';
+import { MIN_UDP_SIZE } from '../lib/dns/constants.js';
+import { truncateReply } from '../lib/dns/template.js';
+import { QueryContext } from '../core/context.js';
+import type { Metrics } from '../lib/metrics.js';
+import type { Engine } from '../core/engine.js';
+import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from '../core/answer-memo.js';
+import { wholeSeconds } from '../lib/clock.js';
+import { literalLookup } from '../lib/net/literal-lookup.js';
+
+export interface UdpTransport {
+  socket: dgram.Socket;
+  port: number;
+  close(): Promise<void>;
+}
+
+export function udpLimit(ctx: QueryContext, maxUdpSize: number): number {
+  const edns = ctx.query?.edns;
+  return edns ? Math.min(edns.udpSize, maxUdpSize) : MIN_UDP_SIZE;
+}
+
+export function startUdp(host: string, port: number, getEngine: () => Engine, metrics: Metrics, getMaxUdp: () => number): Promise<UdpTransport> {
+  const received = metrics.counter('udp_queries_total', 'UDP packets received');
+  const truncated = metrics.counter('udp_truncated_total', 'UDP replies truncated (TC set)');
+  const dropped = metrics.counter('udp_dropped_total', 'UDP packets not answered (dropped by a stage or invalid source)');
+  const sendErrors = metrics.counter('udp_send_errors_total', 'UDP replies the kernel refused');
+  const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host), lookup: literalLookup });
+
+  const memoHits = metrics.counter('udp_memo_hits_total', 'UDP queries answered from the answer memo (a repeat within the second)');
+
+  /** `memo` and `hash`: where to keep a reusable answer (null: not memoisable). */
+  const reply = (ctx: QueryContext, memo: AnswerMemo | null, hash: number): void => {
+    let out = ctx.response;
+    if (out === null) {
+      dropped.value++;
+      return;
+    }
+    const limit = udpLimit(ctx, getMaxUdp());
+    if (out.length > limit && ctx.query !== null) {
+      out = truncateReply(out, ctx.query.questionEnd, ctx.query.edns);
+      truncated.value++;
+    }
+    if (memo !== null && ctx.reusable !== null) memo.set(ctx.client.address, ctx.raw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable);
+    // No callback: a failed send surfaces as the socket's 'error' event, counted below, and
+    // the hot path allocates no closure per reply.
+    socket.send(out, ctx.client.port, ctx.client.address);
+  };
+
+  socket.on('message', (msg, rinfo) => {
+    received.value++;
+    // Port 0 cannot be answered (send() would throw): a spoofed or broken source.
+    if (rinfo.port === 0) {
+      dropped.value++;
+      return;
+    }
+    const engine = getEngine();
+    const now = performance.now();
+    let memo = engine.memo;
+    let hash = 0;
+    if (memo !== null && msg.length <= MEMO_MAX_QUERY) {
+      hash = queryHash(msg);
+      const m = memo.get(rinfo.address, msg, hash, wholeSeconds(now));
+      if (m !== undefined) {
+        memoHits.value++;
+        m.counter.value++;
+        const out = Buffer.allocUnsafe(m.reply.length);
+        out.set(m.reply);
+        out[0] = msg[0]!;
+        out[1] = msg[1]!;
+        socket.send(out, rinfo.port, rinfo.address);
+        return;
+      }
+    } else memo = null;
+    // rinfo already has the ClientInfo shape: no second object per packet.
+    const ctx = new QueryContext(msg, rinfo, 'udp', now);
+    const r = engine.run(ctx);
+    if (r) r.then(() => reply(ctx, memo, hash), () => dropped.value++);
+    else reply(ctx, memo, hash);
+  });
+
+  return new Promise((resolve, reject) => {
+    socket.once('error', reject);
+    socket.bind({ address: host, port, exclusive: false }, () => {
+      socket.off('error', reject);
+      // After binding, an error on the socket is logged by the counter and never kills the process.
+      socket.on('error', () => sendErrors.value++);
+      resolve({
+        socket,
+        port: socket.address().port,
+        close: () => new Promise<void>((res) => socket.close(() => res())),
+      });
+    });
+  });
+}
