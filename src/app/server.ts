@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { ConfigError, formatIssue, loadConfig, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { Metrics } from '../lib/metrics.js';
-import { buildStages } from '../stages/index.js';
+import { buildStages, isBuiltinStage } from '../stages/index.js';
 import type { StageEnv } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
 import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/tcp.js';
@@ -42,6 +42,12 @@ async function bindPair(host: string, port: number, server: LineDnsServer): Prom
   }
 }
 
+/** The registry knows which stages are built in; the engine needs that for its answer memo. */
+export async function buildEngine(pipeline: readonly string[], env: StageEnv): Promise<Engine> {
+  const stages = await buildStages(pipeline, env);
+  return new Engine(stages, env, stages.every(isBuiltinStage));
+}
+
 export class LineDnsServer {
   engine!: Engine;
   readonly udp: UdpTransport[] = [];
@@ -61,7 +67,7 @@ export class LineDnsServer {
 
   static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
     const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
-    server.engine = new Engine(await buildStages(config.pipeline, server.env(config)), server.env(config));
+    server.engine = await buildEngine(config.pipeline, server.env(config));
     try {
       for (const l of config.listen) {
         try {
@@ -109,7 +115,7 @@ export class LineDnsServer {
     }
     if (JSON.stringify(prev.pipeline) !== JSON.stringify(next.pipeline)) {
       const old = this.engine;
-      this.engine = new Engine(await buildStages(next.pipeline, this.env(next)), this.env(next));
+      this.engine = await buildEngine(next.pipeline, this.env(next));
       this.config = next;
       for (const s of this.engine.stages) s.started?.();
       // Queries in flight finish on the old stages; give them the forward deadline.

@@ -7,7 +7,6 @@ import type { QueryContext } from './context.js';
 import type { Stage, StageEnv } from './stage.js';
 import type { Counter } from '../lib/metrics.js';
 import type { RuntimeConfig } from '../config/types.js';
-import { isBuiltinStage } from '../stages/index.js';
 import { AnswerMemo } from './answer-memo.js';
 
 export class Engine {
@@ -21,7 +20,11 @@ export class Engine {
    */
   memo: AnswerMemo | null = null;
 
-  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv) {
+  /**
+   * `stagesKnown`: every stage is a built-in one. The caller says so because it knows the
+   * registry; the core imports no stage.
+   */
+  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv, private readonly stagesKnown: boolean) {
     this.handler = compose(stages);
     this.errors = env.metrics.counter('pipeline_errors_total', 'queries whose pipeline threw; answered SERVFAIL');
     this.configured(env.config);
@@ -29,7 +32,7 @@ export class Engine {
 
   /** After the stages took a new configuration: answers kept from the old one are dropped. */
   configured(config: RuntimeConfig): void {
-    const eligible = config.answerMemo && config.rateLimit === null && this.stages.every(isBuiltinStage);
+    const eligible = config.answerMemo && config.rateLimit === null && this.stagesKnown;
     this.memo = eligible ? new AnswerMemo() : null;
   }
 
