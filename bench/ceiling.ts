@@ -12,7 +12,7 @@ if (!Number.isInteger(port) || port <= 0) throw new Error('usage: ceiling --port
 
 // dgram resolves the address of every send() with dns.lookup, which re-checks the IP literal and
 // defers the send by a tick. linedns passes a lookup that hands the literal back
-// (src/net/literal-lookup.ts); this flag gives the ceiling the same, to show what is left.
+// (src/lib/net/literal-lookup.ts); this flag gives the ceiling the same, to show what is left.
 const options: dgram.SocketOptions = { type: 'udp4' };
 if (values['literal-lookup'] === true) options.lookup = (address, _family, callback) => callback(null, address, 4);
 const socket = dgram.createSocket(options);

@@ -1,4 +1,4 @@
-// Micro-benchmark behind the upstream source-port design (src/upstream/udp.ts): what a fresh
+// Micro-benchmark behind the upstream source-port design (src/stages/forward/udp.ts): what a fresh
 // UDP socket per query costs against a pooled one, in CPU per query, on loopback only.
 
 import dgram from 'node:dgram';

@@ -75,7 +75,7 @@ interface Case {
 }
 
 /**
- * The rules of src/dns/query.ts as they show on the wire: no reply without a header or with QR
+ * The rules of src/lib/dns/query.ts as they show on the wire: no reply without a header or with QR
  * set, NOTIMP for other opcodes, else FORMERR/BADVERS as parseQuery decides, REFUSED for zone
  * transfers and for classes other than IN, CH and ANY, and an answer for the rest. Random packets are judged by it; structure-aware ones
  * are built with their expectation, which is checked against it first.
@@ -814,7 +814,7 @@ describe('fuzz over the sockets', { timeout: SOCKET_BUDGET_MS + 20_000 }, () => 
     await up?.close();
   });
 
-  test('structure-aware cases carry the verdict src/dns/query.ts gives them', () => {
+  test('structure-aware cases carry the verdict src/lib/dns/query.ts gives them', () => {
     // Checks the parser's rules against the cases built to break one rule each, before any socket.
     const cases = structuredCases(5000, SEED);
     const wrong: string[] = [];
@@ -878,7 +878,7 @@ describe('fuzz over the sockets', { timeout: SOCKET_BUDGET_MS + 20_000 }, () => 
 
   test('a UDP query from source port 0 is dropped without a crash', async (t) => {
     // Node cannot send from port 0, so a raw socket (python3, CAP_NET_RAW) writes the UDP header.
-    // Without raw sockets the guard in src/server/udp.ts (rinfo.port === 0 -> drop) stays unexercised here.
+    // Without raw sockets the guard in src/transport/udp.ts (rinfo.port === 0 -> drop) stays unexercised here.
     const before = ld.server.metrics.get('udp_queries_total');
     const droppedBefore = ld.server.metrics.get('udp_dropped_total');
     const payload = rawQuery(CANARY, 1, { id: 1 });
@@ -892,7 +892,7 @@ describe('fuzz over the sockets', { timeout: SOCKET_BUDGET_MS + 20_000 }, () => 
       execFile('python3', ['-c', script, String(ld.port), payload.toString('hex')], { timeout: 5000 }, (e) => resolve(e));
     });
     if (err !== null) {
-      t.skip(`no raw socket here (${err.message.split('\n')[0]}); the port-0 guard is covered by reading src/server/udp.ts only`);
+      t.skip(`no raw socket here (${err.message.split('\n')[0]}); the port-0 guard is covered by reading src/transport/udp.ts only`);
       return;
     }
     for (let i = 0; i < 50 && ld.server.metrics.get('udp_queries_total') === before; i++) await new Promise((r) => setTimeout(r, 10));

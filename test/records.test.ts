@@ -1,4 +1,4 @@
-// Unit tests of local data (src/records) and smart-line classification (src/smartline):
+// Unit tests of local data (src/stages/records) and smart-line classification (src/stages/smartline):
 // every record type, wildcards, CNAME chains, PTR, actions, NODATA rules and line visibility.
 
 import { test } from 'node:test';

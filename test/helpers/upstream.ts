@@ -22,7 +22,7 @@ export interface UpstreamRequest {
 export type UpstreamReply = Partial<Packet> | Buffer | Buffer[] | null | Promise<Partial<Packet> | Buffer | Buffer[] | null>;
 export type UpstreamHandler = (req: UpstreamRequest) => UpstreamReply;
 
-/** Names linedns's forward stage probes for forwarding loops (src/stages/forward.ts). */
+/** Names linedns's forward stage probes for forwarding loops (src/stages/forward/index.ts). */
 const LOOP_PROBE = /\.linedns-loop\.invalid$/i;
 
 export class TestUpstream {
