@@ -736,8 +736,8 @@ describe('hostile upstream: upstreams the kernel will not connect to', { timeout
           const got = await ex.query(rawQuery(`c${i}.example`), host, 53, 2000, (b) => b);
           const ms = performance.now() - t0;
           assert.equal(got, null);
-          // ~0 ms: the error comes on the next tick (slack for a loaded machine; the timeout is 2 s).
-          assert.ok(ms < 250, `query ${i} took ${ms.toFixed(0)} ms: it waited on a socket that never connected`);
+          // ~0 ms: the error comes on the next tick; half the 2 s timeout is slack for a loaded machine.
+          assert.ok(ms < 1000, `query ${i} took ${ms.toFixed(0)} ms: it waited on a socket that never connected`);
           assert.equal(lane.sockets.length, 0, `after query ${i}: a socket that never connected is still pooled`);
         }
         // One socket per query, each counted once, none of it as a failed send.
@@ -785,7 +785,7 @@ describe('hostile upstream: upstreams the kernel will not connect to', { timeout
     assert.equal(r.code, 'ENETUNREACH', out);
     for (const [i, x] of r.runs.entries()) {
       assert.equal(x.got, null);
-      assert.ok(x.ms < 250, `query ${i} took ${x.ms.toFixed(0)} ms: it waited on a socket that never connected (${out})`);
+      assert.ok(x.ms < 1000, `query ${i} took ${x.ms.toFixed(0)} ms: it waited on a socket that never connected (${out})`);
       assert.equal(x.pooled, 0, `after query ${i}: a socket that never connected is still pooled (${out})`);
     }
     assert.equal(r.unreachable + r.socketErrors, r.runs.length, out);
