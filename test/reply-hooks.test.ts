@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { buildQuery, tcpExchange, udpExchange } from './helpers/client.js';
 import { startLineDns, type Running } from './helpers/server.js';
@@ -22,20 +23,9 @@ const QLOG = `export default () => ({
 });
 `;
 
-/** Asks foo.test whenever www.example.org is asked (any case), and lets the core revert it. */
-const REWRITE = `const TO = Buffer.from([3, 102, 111, 111, 4, 116, 101, 115, 116, 0]);
-export default () => ({
-  name: 'rewrite',
-  handle(ctx, next) {
-    const q = ctx.query;
-    if (q.name === 'www.example.org') {
-      const raw = ctx.raw;
-      ctx.rewriteQuery('rewrite', Buffer.concat([raw.subarray(0, 12), TO, raw.subarray(q.questionEnd - 4)]));
-    }
-    return next();
-  },
-});
-`;
+/** Asks foo.test whenever www.example.org is asked (any case): the example of docs/stages.md. */
+const REWRITE = readFileSync(new URL('../../docs/examples/rewrite-name.js', import.meta.url), 'utf8');
+const QUERY_LOG = readFileSync(new URL('../../docs/examples/query-log.js', import.meta.url), 'utf8');
 
 /** Records the reply the pipeline left in ctx.response; optionally adds a hook that only looks. */
 const SPY = `export default () => ({
@@ -201,4 +191,34 @@ test('without hooks the rendered reply buffer is the one sent; an observing hook
   assert.equal(spy.hooked, 1);
   assert.equal(sent.length, 4);
   for (let i = 0; i < 4; i++) assert.ok(sent[i] === spy.rendered[i], `reply ${i}: the very buffer the pipeline made, not a copy`);
+});
+
+test('the query-log example of docs/stages.md logs every reply and keeps the memo on', async (t) => {
+  const up = await TestUpstream.start(simpleHandler());
+  const ld = await startLineDns({
+    config: { upstreams: [`127.0.0.1:${up.port}`], pipeline: ['decode', './query-log.js', 'records', 'cache', 'forward'] },
+    records: [{ name: 'a.test', type: 'A', rdata: '192.0.2.1' }],
+    extra: { 'query-log.js': QUERY_LOG },
+  });
+  t.after(async () => {
+    await ld.close();
+    await up.close();
+  });
+  assert.notEqual(ld.server.engine.memo, null);
+  const lines: unknown[] = [];
+  // The test server's logger is silent; catch what the stage hands it.
+  (ld.server.logger as unknown as { info: (...a: unknown[]) => void }).info = (...a: unknown[]) => lines.push(a);
+  await startOfSecond();
+  for (let i = 0; i < 2; i++) assert.ok(await udpExchange(ld.port, rawQuery('a.test', 1, { id: 7, flags: RD })));
+  assert.equal(ld.server.metrics.get('observer_errors_total'), 0);
+  assert.deepEqual(
+    lines.map((a) => {
+      const [o, msg] = a as [{ name: string; by: string; memo: boolean }, string];
+      return [msg, o.name, o.by, o.memo];
+    }),
+    [
+      ['reply', 'a.test', 'records', false],
+      ['reply', 'a.test', 'records', true],
+    ],
+  );
 });
