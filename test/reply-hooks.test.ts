@@ -222,3 +222,68 @@ test('the query-log example of docs/stages.md logs every reply and keeps the mem
     ],
   );
 });
+
+/**
+ * Inner: copies the reply in its hook; boom.test: a hook that throws; bad.test: an unusable
+ * rewrite; twist.test: a rewrite, then a hook that throws.
+ */
+const INNER = `export default () => ({
+  name: 'inner',
+  made: null,
+  handle(ctx, next) {
+    if (ctx.query.name === 'boom.test') ctx.onReply(() => { throw new Error('boom'); });
+    else if (ctx.query.name === 'bad.test') ctx.rewriteQuery('inner', Buffer.from([1, 2, 3]));
+    else if (ctx.query.name === 'twist.test') {
+      // Rewritten to a.test, then a hook that throws before the revert runs.
+      const raw = ctx.raw;
+      const to = Buffer.from('\\x01a\\x04test\\x00', 'latin1');
+      ctx.rewriteQuery('inner', Buffer.concat([raw.subarray(0, 12), to, raw.subarray(ctx.query.questionEnd - 4)]));
+      ctx.onReply(() => { throw new Error('after the rewrite'); });
+    }
+    else ctx.onReply((c, wire) => (this.made = Buffer.from(wire)));
+    return next();
+  },
+});
+`;
+const OUTER = `export default () => ({
+  name: 'outer',
+  got: null,
+  handle(ctx, next) {
+    ctx.onReply((c, wire) => (this.got = wire));
+    return next();
+  },
+});
+`;
+
+test('hooks run innermost first, each given what the one before returned; a throw is a SERVFAIL with the client question', async (t) => {
+  const up = await TestUpstream.start(simpleHandler());
+  const ld = await startLineDns({
+    config: { upstreams: [`127.0.0.1:${up.port}`], pipeline: ['decode', './outer.js', './inner.js', 'records', 'cache', 'forward'] },
+    records: [{ name: 'a.test', type: 'A', rdata: '192.0.2.1' }],
+    extra: { 'outer.js': OUTER, 'inner.js': INNER },
+  });
+  t.after(async () => {
+    await ld.close();
+    await up.close();
+  });
+  const inner = stage<{ made: Buffer | null }>(ld, 'inner');
+  const outer = stage<{ got: Buffer | null }>(ld, 'outer');
+  const sock = ld.server.udp[0]!.socket;
+  const sent: unknown[] = [];
+  const realSend = sock.send.bind(sock) as (...args: unknown[]) => void;
+  (sock as unknown as { send: (...args: unknown[]) => void }).send = (...args: unknown[]) => {
+    sent.push(args[0]);
+    realSend(...args);
+  };
+  assert.ok(await udpExchange(ld.port, rawQuery('a.test', 1, { flags: RD })));
+  assert.ok(inner.made !== null && outer.got === inner.made, "the outer hook got the inner hook's buffer");
+  assert.ok(sent[0] === inner.made, 'and that buffer was sent');
+
+  for (const name of ['boom.test', 'bad.test', 'twist.test']) {
+    const q = rawQuery(name, 1, { id: 0x0bad, flags: RD });
+    const m = mustParse(await udpExchange(ld.port, q), name);
+    assert.equal(m.rcode, 2, `${name}: SERVFAIL`);
+    assert.equal(m.qname, name, `${name}: the client question`);
+  }
+  assert.equal(ld.server.metrics.get('pipeline_errors_total'), 3);
+});
