@@ -52,7 +52,7 @@ export class QueryContext {
   hooks: ReplyHook[] | null = null;
   /** The query as decoded from the client's octets, kept once a stage rewrote the question. */
   private clientQuery: ParsedQuery | null = null;
-  private query$raw: Buffer;
+  private pipelineRaw: Buffer;
 
   constructor(
     /** The query octets as the client sent them (the answer memo's key). */
@@ -62,7 +62,7 @@ export class QueryContext {
     /** Milliseconds since an arbitrary epoch, from performance.now(). */
     readonly receivedAt: number,
   ) {
-    this.query$raw = clientRaw;
+    this.pipelineRaw = clientRaw;
   }
 
   /**
@@ -70,7 +70,7 @@ export class QueryContext {
    * place with rewriteQuery() until the reply leaves. Replies copy their question from here.
    */
   get raw(): Buffer {
-    return this.query$raw;
+    return this.pipelineRaw;
   }
 
   /** True once a stage rewrote the question (the reply hooks then restore the client's). */
@@ -102,12 +102,12 @@ export class QueryContext {
     const p = parseQuery(raw);
     if (isRejection(p)) throw new Error(`${stage}: rewriteQuery: ${p.reason}`);
     p.id = before.id;
-    const beforeRaw = this.query$raw;
+    const beforeRaw = this.pipelineRaw;
     this.clientQuery ??= before;
-    this.query$raw = raw;
+    this.pipelineRaw = raw;
     this.query = p;
     this.onReply((ctx, wire) => {
-      ctx.query$raw = beforeRaw;
+      ctx.pipelineRaw = beforeRaw;
       ctx.query = before;
       if (beforeRaw === ctx.clientRaw) ctx.clientQuery = null;
       return restoreQuestion(wire, beforeRaw, before.questionEnd);
@@ -120,7 +120,7 @@ export class QueryContext {
    */
   restoreClientQuery(): void {
     if (this.clientQuery === null) return;
-    this.query$raw = this.clientRaw;
+    this.pipelineRaw = this.clientRaw;
     this.query = this.clientQuery;
     this.clientQuery = null;
   }
