@@ -1,8 +1,8 @@
 // The public API of linedns for embedding and for writing stages: types of the stage contract,
 // the server, the config loader and the DNS constants a stage needs.
 
-export type { Stage, StageEnv, StageFactory, Next } from './core/stage.js';
-export { QueryContext, type ClientInfo, type Transport } from './core/context.js';
+export type { Stage, StageEnv, StageFactory, Next, ReplyInfo } from './core/stage.js';
+export { QueryContext, type ClientInfo, type Transport, type ReplyHook } from './core/context.js';
 export type { ParsedQuery, EdnsInfo, ClientSubnet } from './lib/dns/query.js';
 export { Rcode, QType, QClass, Flag, typeFromName, typeName } from './lib/dns/constants.js';
 export { loadConfig, ConfigError, formatIssue, type ConfigIssue, type ConfigOverrides } from './config/load.js';

@@ -45,7 +45,7 @@ async function bindPair(host: string, port: number, server: LineDnsServer): Prom
 /** The registry knows which stages are built in; the engine needs that for its answer memo. */
 export async function buildEngine(pipeline: readonly string[], env: StageEnv): Promise<Engine> {
   const stages = await buildStages(pipeline, env);
-  return new Engine(stages, env, stages.every(isBuiltinStage));
+  return new Engine(stages, env, isBuiltinStage);
 }
 
 export class LineDnsServer {

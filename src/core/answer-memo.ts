@@ -18,6 +18,10 @@ interface Memo {
   reply: Buffer;
   /** The counter the answering stage bumped (cache hits, local answers): bumped again per use. */
   counter: Counter;
+  /** For observers of a repeat: the stage that answered and the question it asked. */
+  answeredBy: string;
+  name: string;
+  qtype: number;
 }
 
 /** The hash of a query's octets after its ID: a number key, so no string is built per query. */
@@ -64,7 +68,7 @@ export class AnswerMemo {
     return m;
   }
 
-  set(address: string, query: Buffer, hash: number, second: number, reply: Buffer, counter: Counter): void {
-    this.slots[this.slot(address, hash)] = { second, address, query: query.toString('latin1', 2), reply, counter };
+  set(address: string, query: Buffer, hash: number, second: number, reply: Buffer, counter: Counter, answeredBy = '', name = '', qtype = 0): void {
+    this.slots[this.slot(address, hash)] = { second, address, query: query.toString('latin1', 2), reply, counter, answeredBy, name, qtype };
   }
 }

@@ -1,8 +1,9 @@
 // The per-query state that travels down the pipeline and back: one object per query.
 // Stages read the parsed query and leave a wire reply in `response`; the transport sends it.
 
-import type { ParsedQuery } from '../lib/dns/query.js';
+import { isRejection, parseQuery, type ParsedQuery } from '../lib/dns/query.js';
 import { errorReply, type ScannedTemplate } from '../lib/dns/template.js';
+import { restoreQuestion } from '../lib/dns/message.js';
 import type { LineSet } from './views.js';
 import type { Counter } from '../lib/metrics.js';
 
@@ -13,6 +14,12 @@ export interface ClientInfo {
   port: number;
   family: 'IPv4' | 'IPv6';
 }
+
+/**
+ * Sees a reply on its way out and returns the wire to send: `wire` itself when it only looks,
+ * or a new buffer (never mutate `wire` in place: it may be a cached rendering still in use).
+ */
+export type ReplyHook = (ctx: QueryContext, wire: Buffer) => Buffer;
 
 /** Resolves the smart-line lines of a query's client; set by the smartline stage. */
 export type LineClassifier = (ctx: QueryContext) => LineSet;
@@ -38,14 +45,85 @@ export class QueryContext {
   private lineSet: LineSet | null = null;
   /** Notes for `explain` and logs; null (and nothing allocated) unless tracing. */
   trace: string[] | null = null;
+  /**
+   * Reply hooks registered during handle(), run innermost first when the pipeline is done; null
+   * (the usual case, checked once per query) until a stage registers one.
+   */
+  hooks: ReplyHook[] | null = null;
+  /** The query as decoded from the client's octets, kept once a stage rewrote the question. */
+  private clientQuery: ParsedQuery | null = null;
+  private pipelineRaw: Buffer;
 
   constructor(
-    readonly raw: Buffer,
+    /** The query octets as the client sent them (the answer memo's key). */
+    readonly clientRaw: Buffer,
     readonly client: ClientInfo,
     readonly transport: Transport,
     /** Milliseconds since an arbitrary epoch, from performance.now(). */
     readonly receivedAt: number,
-  ) {}
+  ) {
+    this.pipelineRaw = clientRaw;
+  }
+
+  /**
+   * The query octets the pipeline works on: the client's, or the ones a stage put in their
+   * place with rewriteQuery() until the reply leaves. Replies copy their question from here.
+   */
+  get raw(): Buffer {
+    return this.pipelineRaw;
+  }
+
+  /** True once a stage rewrote the question (the reply hooks then restore the client's). */
+  get rewritten(): boolean {
+    return this.clientQuery !== null;
+  }
+
+  /**
+   * Registers a hook on the reply: hooks run when the pipeline is done and a reply is about to
+   * leave, the last registered first (an inner stage's hook sees the reply before an outer
+   * one's, as in the onion). A dropped query runs none. Turns the answer memo off for this
+   * query, as the reply sent is then no longer only the pipeline's.
+   */
+  onReply(hook: ReplyHook): void {
+    (this.hooks ??= []).push(hook);
+  }
+
+  /**
+   * Replaces the question the later stages see (CoreDNS's rewrite with its ResponseReverter):
+   * `raw` is decoded as the decode stage would, keeps the client's ID, and becomes `ctx.raw` and
+   * `ctx.query`. A reply hook registered here puts the client's question back in the reply (and
+   * the client's name on records owned by the rewritten one), and `raw`/`query` back on the
+   * context, so hooks of earlier stages and observers see the client's question. Needs the
+   * decode stage before the caller; throws (SERVFAIL) when `raw` is not a query decode accepts.
+   */
+  rewriteQuery(stage: string, raw: Buffer): void {
+    const before = this.query;
+    if (before === null) throw new Error(`${stage}: rewriteQuery needs the decode stage before it`);
+    const p = parseQuery(raw);
+    if (isRejection(p)) throw new Error(`${stage}: rewriteQuery: ${p.reason}`);
+    p.id = before.id;
+    const beforeRaw = this.pipelineRaw;
+    this.clientQuery ??= before;
+    this.pipelineRaw = raw;
+    this.query = p;
+    this.onReply((ctx, wire) => {
+      ctx.pipelineRaw = beforeRaw;
+      ctx.query = before;
+      if (beforeRaw === ctx.clientRaw) ctx.clientQuery = null;
+      return restoreQuestion(wire, beforeRaw, before.questionEnd);
+    });
+  }
+
+  /**
+   * After the hooks ran (or were skipped for a drop, or failed): the context describes the
+   * client's query again, whatever a stage rewrote.
+   */
+  restoreClientQuery(): void {
+    if (this.clientQuery === null) return;
+    this.pipelineRaw = this.clientRaw;
+    this.query = this.clientQuery;
+    this.clientQuery = null;
+  }
 
   /** The client's smart-line lines, classified once on first use. */
   get lines(): LineSet | null {

@@ -3,8 +3,8 @@
 
 import { Rcode } from '../lib/dns/constants.js';
 import { compose, type Handler } from './compose.js';
-import type { QueryContext } from './context.js';
-import type { Stage, StageEnv } from './stage.js';
+import type { ClientInfo, QueryContext } from './context.js';
+import type { ReplyInfo, Stage, StageEnv } from './stage.js';
 import type { Counter } from '../lib/metrics.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { AnswerMemo } from './answer-memo.js';
@@ -19,15 +19,50 @@ export class Engine {
    * user stage (its behaviour is unknown) or a rate limit (it counts every query).
    */
   memo: AnswerMemo | null = null;
+  /**
+   * Calls every stage's observe() with a reply that left; null when no stage observes, so the
+   * transports build no ReplyInfo at all then. Called by the transports after each send.
+   */
+  readonly observer: ((reply: ReplyInfo) => void) | null;
+  private readonly observerErrors: Counter;
+  /** Every stage is built in or declares observesOnly: what the memo needs (see configured). */
+  private readonly stagesKnown: boolean;
 
   /**
-   * `stagesKnown`: every stage is a built-in one. The caller says so because it knows the
+   * `builtin`: whether a stage is a built-in one. The caller says so because it knows the
    * registry; the core imports no stage.
    */
-  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv, private readonly stagesKnown: boolean) {
+  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv, builtin: (stage: Stage) => boolean) {
     this.handler = compose(stages);
     this.errors = env.metrics.counter('pipeline_errors_total', 'queries whose pipeline threw; answered SERVFAIL');
+    this.observerErrors = env.metrics.counter('observer_errors_total', 'replies a stage observe() threw on (the reply was sent)');
+    this.stagesKnown = stages.every((s) => builtin(s) || s.observesOnly === true);
+    const observers = stages.filter((s) => typeof s.observe === 'function');
+    this.observer = observers.length === 0 ? null : (reply) => this.notify(observers, reply);
     this.configured(env.config);
+  }
+
+  private notify(observers: readonly Stage[], reply: ReplyInfo): void {
+    for (const s of observers) {
+      // One observer failing must neither stop the others nor reach the transport's handler.
+      try {
+        s.observe!(reply);
+      } catch (err) {
+        this.observerErrors.value++;
+        this.logLimited(err, s.name, reply.client.address, 'observe() failed');
+      }
+    }
+  }
+
+  /** For the observer: a reply the pipeline produced, as sent (`wire`, truncated or not). */
+  static replyInfo(ctx: QueryContext, wire: Buffer, truncated: boolean, now: number): ReplyInfo {
+    const q = ctx.query;
+    return info(ctx.client, ctx.transport, q?.name ?? '', q?.qtype ?? 0, ctx.answeredBy, wire, truncated, false, ctx.receivedAt, now);
+  }
+
+  /** For the observer: a UDP repeat answered from the memo. */
+  static memoReplyInfo(client: ClientInfo, name: string, qtype: number, answeredBy: string, wire: Buffer, receivedAt: number, now: number): ReplyInfo {
+    return info(client, 'udp', name, qtype, answeredBy, wire, (wire[2]! & 0x02) !== 0, true, receivedAt, now);
   }
 
   /** After the stages took a new configuration: answers kept from the old one are dropped. */
@@ -36,23 +71,46 @@ export class Engine {
     this.memo = eligible ? new AnswerMemo() : null;
   }
 
+  /** Runs the pipeline, then the reply hooks when a stage registered any. */
   run(ctx: QueryContext): void | Promise<void> {
     try {
       const r = this.handler(ctx);
-      if (r) return r.catch((err: unknown) => this.fail(ctx, err));
+      if (r) return r.then(() => this.leave(ctx), (err: unknown) => this.fail(ctx, err));
     } catch (err) {
       this.fail(ctx, err);
+      return;
+    }
+    // The only cost of hooks on a query that has none.
+    if (ctx.hooks !== null) this.leave(ctx);
+  }
+
+  /** Reply hooks, innermost first, each handed what the one before returned. */
+  private leave(ctx: QueryContext): void {
+    const hooks = ctx.hooks;
+    if (hooks === null) return;
+    try {
+      for (let i = hooks.length - 1; i >= 0 && ctx.response !== null; i--) ctx.response = hooks[i]!(ctx, ctx.response);
+    } catch (err) {
+      this.fail(ctx, err);
+      return;
+    }
+    ctx.restoreClientQuery();
+  }
+
+  private logLimited(err: unknown, stage: string, client: string, message: string): void {
+    const now = Date.now();
+    // At most one log line a second, so a poison query cannot flood the log.
+    if (now - this.lastErrorLog > 1000) {
+      this.lastErrorLog = now;
+      this.env.logger.error({ err, stage: stage || undefined, client }, message);
     }
   }
 
   private fail(ctx: QueryContext, err: unknown): void {
     this.errors.value++;
-    const now = Date.now();
-    // At most one log line a second, so a poison query cannot flood the log.
-    if (now - this.lastErrorLog > 1000) {
-      this.lastErrorLog = now;
-      this.env.logger.error({ err, stage: ctx.answeredBy || undefined, client: ctx.client.address }, 'stage failed; answering SERVFAIL');
-    }
+    this.logLimited(err, ctx.answeredBy, ctx.client.address, 'stage failed; answering SERVFAIL');
+    // The SERVFAIL carries the client's question, not one a stage put in its place.
+    ctx.restoreClientQuery();
     if (ctx.query === null) {
       ctx.response = null;
       ctx.dropReason = 'pipeline error before decode';
@@ -64,4 +122,38 @@ export class Engine {
   async close(): Promise<void> {
     for (const s of this.stages) await s.close?.();
   }
+}
+
+function info(
+  client: ClientInfo,
+  transport: 'udp' | 'tcp',
+  name: string,
+  qtype: number,
+  answeredBy: string,
+  wire: Buffer,
+  truncated: boolean,
+  memo: boolean,
+  receivedAt: number,
+  now: number,
+): ReplyInfo {
+  let rcode = wire.length >= 4 ? wire[3]! & 0x0f : 0;
+  // linedns puts its OPT last, without options (11 octets: root, type 41, ...): its extended
+  // RCODE bits sit 7 octets from the end. A reply without one there keeps the header's 4 bits.
+  const n = wire.length;
+  if (n >= 23 && wire[11]! > 0 && wire[n - 11] === 0 && wire[n - 10] === 0 && wire[n - 9] === 41) rcode |= wire[n - 7]! << 4;
+  return {
+    time: Date.now(),
+    client,
+    transport,
+    id: n >= 2 ? (wire[0]! << 8) | wire[1]! : 0,
+    name,
+    qtype,
+    rcode,
+    answers: n >= 8 ? (wire[6]! << 8) | wire[7]! : 0,
+    answeredBy,
+    truncated,
+    memo,
+    durationUs: Math.round((now - receivedAt) * 1000),
+    size: n,
+  };
 }

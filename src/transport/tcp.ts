@@ -7,7 +7,7 @@ import { frame } from '../lib/dns/framing.js';
 import { QueryContext } from '../core/context.js';
 import type { TcpConfig } from '../config/types.js';
 import type { Metrics } from '../lib/metrics.js';
-import type { Engine } from '../core/engine.js';
+import { Engine } from '../core/engine.js';
 
 export interface TcpTransport {
   server: net.Server;
@@ -82,10 +82,13 @@ export function startTcp(
       if (ending && inFlight === 0 && !socket.destroyed) socket.end();
     };
 
-    const send = (ctx: QueryContext): void => {
+    const send = (ctx: QueryContext, engine: Engine): void => {
       inFlight--;
       const out = ctx.response;
-      if (out !== null && !socket.destroyed && socket.writable) socket.write(frame(out));
+      if (out !== null && !socket.destroyed && socket.writable) {
+        socket.write(frame(out));
+        if (engine.observer !== null) engine.observer(Engine.replyInfo(ctx, out, false, performance.now()));
+      }
       resumeIfRoom();
       maybeEnd();
     };
@@ -105,9 +108,10 @@ export function startTcp(
         inFlight++;
         if (queries >= cfg.maxQueriesPerConnection) ending = true; // answer what is in flight, then close
         const ctx = new QueryContext(msg, info, 'tcp', performance.now());
-        const r = getEngine().run(ctx);
-        if (r) r.then(() => send(ctx), () => send(ctx));
-        else send(ctx);
+        const engine = getEngine();
+        const r = engine.run(ctx);
+        if (r) r.then(() => send(ctx, engine), () => send(ctx, engine));
+        else send(ctx, engine);
       }
       processing = false;
       if (!hasRoom()) socket.pause();

@@ -8,7 +8,7 @@ import { MIN_UDP_SIZE } from '../lib/dns/constants.js';
 import { truncateReply } from '../lib/dns/template.js';
 import { QueryContext } from '../core/context.js';
 import type { Metrics } from '../lib/metrics.js';
-import type { Engine } from '../core/engine.js';
+import { Engine } from '../core/engine.js';
 import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from '../core/answer-memo.js';
 import { wholeSeconds } from '../lib/clock.js';
 import { literalLookup } from '../lib/net/literal-lookup.js';
@@ -34,21 +34,29 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
   const memoHits = metrics.counter('udp_memo_hits_total', 'UDP queries answered from the answer memo (a repeat within the second)');
 
   /** `memo` and `hash`: where to keep a reusable answer (null: not memoisable). */
-  const reply = (ctx: QueryContext, memo: AnswerMemo | null, hash: number): void => {
+  const reply = (ctx: QueryContext, engine: Engine, memo: AnswerMemo | null, hash: number): void => {
     let out = ctx.response;
     if (out === null) {
       dropped.value++;
       return;
     }
+    // After the reply hooks (Engine.run): they see the whole reply, and the question is the
+    // client's again, so the truncated reply echoes what the client asked.
     const limit = udpLimit(ctx, getMaxUdp());
-    if (out.length > limit && ctx.query !== null) {
-      out = truncateReply(out, ctx.query.questionEnd, ctx.query.edns);
+    const cut = out.length > limit && ctx.query !== null;
+    if (cut) {
+      out = truncateReply(out, ctx.query!.questionEnd, ctx.query!.edns);
       truncated.value++;
     }
-    if (memo !== null && ctx.reusable !== null) memo.set(ctx.client.address, ctx.raw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable);
+    // A hooked reply is not the pipeline's alone (a hook may depend on anything): never kept.
+    if (memo !== null && ctx.reusable !== null && ctx.hooks === null) {
+      const q = ctx.query!;
+      memo.set(ctx.client.address, ctx.clientRaw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable, ctx.answeredBy, q.name, q.qtype);
+    }
     // No callback: a failed send surfaces as the socket's 'error' event, counted below, and
     // the hot path allocates no closure per reply.
     socket.send(out, ctx.client.port, ctx.client.address);
+    if (engine.observer !== null) engine.observer(Engine.replyInfo(ctx, out, cut, performance.now()));
   };
 
   socket.on('message', (msg, rinfo) => {
@@ -73,14 +81,15 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
         out[0] = msg[0]!;
         out[1] = msg[1]!;
         socket.send(out, rinfo.port, rinfo.address);
+        if (engine.observer !== null) engine.observer(Engine.memoReplyInfo(rinfo, m.name, m.qtype, m.answeredBy, out, now, performance.now()));
         return;
       }
     } else memo = null;
     // rinfo already has the ClientInfo shape: no second object per packet.
     const ctx = new QueryContext(msg, rinfo, 'udp', now);
     const r = engine.run(ctx);
-    if (r) r.then(() => reply(ctx, memo, hash), () => dropped.value++);
-    else reply(ctx, memo, hash);
+    if (r) r.then(() => reply(ctx, engine, memo, hash), () => dropped.value++);
+    else reply(ctx, engine, memo, hash);
   });
 
   return new Promise((resolve, reject) => {

@@ -149,13 +149,43 @@ function copyName(buf: Uint8Array, off: number, out: number[]): number {
  * it must expand is malformed.
  */
 export function rebuildMessage(buf: Uint8Array, scan: MessageScan, keep: readonly boolean[]): Buffer {
+  return rebuild(buf, scan, keep, null, 0);
+}
+
+/**
+ * The reply to a rewritten query, given back the question the client asked (octets 12 to
+ * `clientQEnd` of `client`, as spelled): records owned by the rewritten name are owned by the
+ * client's name again (a pointer to it), every other name is expanded, since the question's
+ * length may change and old pointers past it would land elsewhere. Names inside RDATA are left
+ * as they are (a CNAME to the rewritten name stays so), as CoreDNS's reverter does by default.
+ * Throws when the reply is malformed.
+ */
+export function restoreQuestion(reply: Uint8Array, client: Uint8Array, clientQEnd: number): Buffer {
+  const scan = scanMessage(reply);
+  if (typeof scan === 'string') throw new Error(`restoreQuestion: reply ${scan}`);
+  return rebuild(reply, scan, null, client, clientQEnd);
+}
+
+function rebuild(buf: Uint8Array, scan: MessageScan, keep: readonly boolean[] | null, client: Uint8Array | null, clientQEnd: number): Buffer {
   const out: number[] = [];
-  for (let i = 0; i < scan.questionEnd; i++) out.push(buf[i]!);
+  for (let i = 0; i < HEADER_SIZE; i++) out.push(buf[i]!);
+  if (client === null) for (let i = HEADER_SIZE; i < scan.questionEnd; i++) out.push(buf[i]!);
+  else for (let i = HEADER_SIZE; i < clientQEnd; i++) out.push(client[i]!);
+  // The name the records of the rewritten question are owned by (uncompressed in a question).
+  const qnameLen = scan.questionEnd - 4 - HEADER_SIZE;
+  const owner: number[] = [];
   const counts = [0, 0, 0];
   scan.records.forEach((r, i) => {
-    if (!keep[i]) return;
+    if (keep !== null && !keep[i]) return;
     counts[r.section]!++;
-    if (copyName(buf, r.start, out) < 0) throw new Error('malformed owner name');
+    if (client === null) {
+      if (copyName(buf, r.start, out) < 0) throw new Error('malformed owner name');
+    } else {
+      owner.length = 0;
+      if (copyName(buf, r.start, owner) < 0) throw new Error('malformed owner name');
+      if (owner.length === qnameLen && wireNamesEqual(Uint8Array.from(owner), 0, buf, HEADER_SIZE, qnameLen)) out.push(0xc0, HEADER_SIZE);
+      else for (const o of owner) out.push(o);
+    }
     for (let o = r.ttlOffset - 4; o < r.ttlOffset + 4; o++) out.push(buf[o]!);
     const lenAt = out.length;
     out.push(0, 0);
