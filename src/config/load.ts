@@ -502,6 +502,11 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   if (main && cacheAt >= 0 && recordsAt > cacheAt) {
     report.at(main, ['pipeline'], '"records" must come before "cache": cached upstream answers carry no smart-line view, so a cache hit would hide local records from the clients whose lines see them');
   }
+  // Records leaves labelled answers to a smartline stage after it, so the cache must follow that too.
+  const smartlineAt = pipeline.indexOf('smartline');
+  if (main && cacheAt >= 0 && recordsAt >= 0 && recordsAt < cacheAt && smartlineAt > cacheAt) {
+    report.at(main, ['pipeline'], '"smartline" must come before "cache": records leaves labelled answers to it, and cached upstream answers carry no smart-line view');
+  }
 
   // A stage's settings without the stage do nothing, which is easy to miss (a rate limit that
   // never limits): warn, but run, since a stage may be left out on purpose for a while.
@@ -547,6 +552,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
         if (valid) records = checked;
       }
     }
+  }
+
+  // The label filter is the smartline stage: records alone would give every client every
+  // labelled record. Either side of records is safe (docs/stages.md), none is a leak.
+  const labelled = records.find((e) => e.labels && e.labels.length > 0);
+  if (main && Array.isArray(raw.pipeline) && labelled && pipeline.includes('records') && !pipeline.includes('smartline')) {
+    report.at(main, ['pipeline'], `records.json has labelled records ("${labelled.name}" for ${labelled.labels!.map((l) => `"${l}"`).join(', ')}) but the pipeline has no "smartline" stage, the filter that shows them only to their lines: without it every client would see every labelled record; expected "smartline" in the pipeline, after "records" or before it (e.g. ${DEFAULT_PIPELINE.map((s) => `"${s}"`).join(', ')})`);
   }
 
   const cacheIn = obj(raw.cache);

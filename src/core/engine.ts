@@ -37,6 +37,8 @@ export class Engine {
   }
 
   run(ctx: QueryContext): void | Promise<void> {
+    // The view is classified lazily (ctx.lines), by the classifier a stage registered when built.
+    ctx.classifier = this.env.views.classifier;
     try {
       const r = this.handler(ctx);
       if (r) return r.catch((err: unknown) => this.fail(ctx, err));
