@@ -11,6 +11,7 @@ import { typeFromName } from './lib/dns/constants.js';
 import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './lib/logger.js';
 import { Metrics } from './lib/metrics.js';
 import { QueryContext } from './core/context.js';
+import { ViewRegistry } from './core/views.js';
 import { buildEngine, formatAddress, LineDnsServer } from './app/server.js';
 import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
 import type { RuntimeConfig } from './config/types.js';
@@ -158,7 +159,7 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
   const { config } = load(file, overrides);
   const qtype = typeFromName(typeText);
   if (qtype === undefined) fail(`unknown record type "${typeText}"`);
-  const env = { logger: silentLogger(), metrics: new Metrics(), config };
+  const env = { logger: silentLogger(), metrics: new Metrics(), config, views: new ViewRegistry<QueryContext>() };
   const engine = await buildEngine(config.pipeline, env);
   const raw = dnsPacket.encode({
     type: 'query',

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { QType, Rcode } from '../src/lib/dns/constants.js';
 import { RecordStore, type LocalResult, type Visibility } from '../src/stages/records/store.js';
 import { LineTable } from '../src/stages/smartline/lines.js';
-import { NO_LINES } from '../src/core/views.js';
+import { NO_LINES, ViewRegistry } from '../src/core/views.js';
 import type { RecordEntry } from '../src/config/types.js';
 import { loadConfig } from '../src/config/load.js';
 import { isRejection, parseQuery } from '../src/lib/dns/query.js';
@@ -155,7 +155,7 @@ test('visibility: unlabelled always, the most specific line with records wins, n
 test('one name asked with 2000 qtypes: answers stay right across the per-name memo bound', async () => {
   const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'] }, records: [{ name: 'one.test', type: 'A', rdata: '192.0.2.1' }] });
   const metrics = new Metrics();
-  const stage = await createRecordsStage(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config });
+  const stage = await createRecordsStage(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config, views: new ViewRegistry<QueryContext>() });
   let fellThrough = 0;
   for (let t = 1; t < 2000; t++) {
     if (t === 41) continue; // OPT is not a question type (FORMERR at decode)

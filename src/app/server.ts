@@ -8,6 +8,8 @@ import { Metrics } from '../lib/metrics.js';
 import { buildStages, isBuiltinStage } from '../stages/index.js';
 import type { StageEnv } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
+import { ViewRegistry } from '../core/views.js';
+import type { QueryContext } from '../core/context.js';
 import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/tcp.js';
 import { startUdp, type UdpTransport } from '../transport/udp.js';
 
@@ -95,7 +97,9 @@ export class LineDnsServer {
   }
 
   private env(config: RuntimeConfig): StageEnv {
-    return { logger: this.logger, metrics: this.metrics, config };
+    // One view registry per pipeline built: its stages register their classifier in it, and a
+    // rebuilt pipeline starts afresh while queries in flight finish with the old one.
+    return { logger: this.logger, metrics: this.metrics, config, views: new ViewRegistry<QueryContext>() };
   }
 
   /** Port of the first listen address (tests listen on port 0). */

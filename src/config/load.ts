@@ -14,7 +14,8 @@ import type { LogLevel } from '../lib/logger.js';
 import type { ListenAddress, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
 export const BUILTIN_STAGES = ['decode', 'acl', 'ratelimit', 'smartline', 'records', 'cache', 'forward'] as const;
-export const DEFAULT_PIPELINE: readonly string[] = BUILTIN_STAGES;
+/** The users' shape: the line-aware cache answers repeats first, then local data, then its filter. */
+export const DEFAULT_PIPELINE: readonly string[] = ['decode', 'acl', 'ratelimit', 'cache', 'records', 'smartline', 'forward'];
 export const DEFAULT_LISTEN = ['127.0.0.1:5300', '[::1]:5300'];
 /** Source ports per upstream: 1024 x 65,536 IDs = 2^26 tries for an off-path forger (docs/security.md). */
 export const DEFAULT_SOURCE_PORTS = 1024;
@@ -495,14 +496,6 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   if (main && firstBuiltin >= 0 && (decodeAt < 0 || decodeAt > firstBuiltin)) {
     report.at(main, ['pipeline'], `"decode" must come before "${pipeline[firstBuiltin]}": built-in stages read the decoded query`);
   }
-  // The cache is shared by every client, so it may only hold what does not depend on the client's
-  // lines: it must sit after records, or one client's upstream answer hides another's local record.
-  const cacheAt = pipeline.indexOf('cache');
-  const recordsAt = pipeline.indexOf('records');
-  if (main && cacheAt >= 0 && recordsAt > cacheAt) {
-    report.at(main, ['pipeline'], '"records" must come before "cache": cached upstream answers carry no smart-line view, so a cache hit would hide local records from the clients whose lines see them');
-  }
-
   // A stage's settings without the stage do nothing, which is easy to miss (a rate limit that
   // never limits): warn, but run, since a stage may be left out on purpose for a while.
   if (main) {
@@ -547,6 +540,13 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
         if (valid) records = checked;
       }
     }
+  }
+
+  // The label filter is the smartline stage: records alone would give every client every
+  // labelled record. Either side of records is safe (docs/stages.md), none is a leak.
+  const labelled = records.find((e) => e.labels && e.labels.length > 0);
+  if (main && Array.isArray(raw.pipeline) && labelled && pipeline.includes('records') && !pipeline.includes('smartline')) {
+    report.at(main, ['pipeline'], `records.json has labelled records ("${labelled.name}" for ${labelled.labels!.map((l) => `"${l}"`).join(', ')}) but the pipeline has no "smartline" stage, the filter that shows them only to their lines: without it every client would see every labelled record; expected "smartline" in the pipeline, after "records" or before it (e.g. ${DEFAULT_PIPELINE.map((s) => `"${s}"`).join(', ')})`);
   }
 
   const cacheIn = obj(raw.cache);

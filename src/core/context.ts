@@ -2,7 +2,7 @@
 // Stages read the parsed query and leave a wire reply in `response`; the transport sends it.
 
 import { isRejection, parseQuery, type ParsedQuery } from '../lib/dns/query.js';
-import { errorReply, type ScannedTemplate } from '../lib/dns/template.js';
+import { errorReply, type ScannedTemplate, type WireTemplate } from '../lib/dns/template.js';
 import { restoreQuestion } from '../lib/dns/message.js';
 import type { LineSet } from './views.js';
 import type { Counter } from '../lib/metrics.js';
@@ -21,8 +21,24 @@ export interface ClientInfo {
  */
 export type ReplyHook = (ctx: QueryContext, wire: Buffer) => Buffer;
 
-/** Resolves the smart-line lines of a query's client; set by the smartline stage. */
+/** Resolves the smart-line lines of a query's client; registered by the smartline stage. */
 export type LineClassifier = (ctx: QueryContext) => LineSet;
+
+/**
+ * The local records of the question's name and type, labels and all, as the records stage found
+ * them. Encoding stays inside records: a stage that knows the client's view (smartline) asks for
+ * the answer of that view, which records encodes once per view and memoises.
+ */
+export interface LocalCandidates {
+  /** Whether some record involved carries labels, so that what a client gets depends on its view. */
+  readonly byView: boolean;
+  /**
+   * Answers `ctx` (as `stage`) with what `view` may see, setting `ctx.localAnswer`; false, with
+   * nothing answered, when nothing is visible to that view. `view` null: no classification, every
+   * record visible (only used when `byView` is false, or with no smartline configured).
+   */
+  answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean;
+}
 
 export class QueryContext {
   /** Set by the decode stage; stages after it may rely on it. */
@@ -35,7 +51,12 @@ export class QueryContext {
   dropReason = '';
   /** The validated upstream reply behind `response`, for the cache to store. */
   upstreamReply: ScannedTemplate | null = null;
+  /** Set by the engine from the classifier a stage registered at build time; see `lines`. */
   classifier: LineClassifier | null = null;
+  /** Set by the records stage when local data exists for the question's name (any view). */
+  candidates: LocalCandidates | null = null;
+  /** The local answer behind `response`, as a template, for the cache to store. */
+  localAnswer: WireTemplate | null = null;
   /**
    * Set by a stage whose answer depends only on the query's octets, the client's address and the
    * current second (cache hits, local records): the UDP transport may then send the same answer

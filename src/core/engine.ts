@@ -73,6 +73,8 @@ export class Engine {
 
   /** Runs the pipeline, then the reply hooks when a stage registered any. */
   run(ctx: QueryContext): void | Promise<void> {
+    // The view is classified lazily (ctx.lines), by the classifier a stage registered when built.
+    ctx.classifier = this.env.views.classifier;
     try {
       const r = this.handler(ctx);
       if (r) return r.then(() => this.leave(ctx), (err: unknown) => this.fail(ctx, err));

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { RuntimeConfig } from '../config/types.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { ClientInfo, QueryContext, Transport } from './context.js';
+import type { ViewRegistry } from './views.js';
 
 /**
  * next() and handle() may complete synchronously (return undefined) or asynchronously (return a
@@ -72,6 +73,11 @@ export interface StageEnv {
   readonly logger: Logger;
   readonly metrics: Metrics;
   readonly config: RuntimeConfig;
+  /**
+   * The server's view classifier: the smartline stage registers its own when built; a user
+   * stage may register another (`env.views.register(ctx => env.views.intern([...lines]))`).
+   */
+  readonly views: ViewRegistry<QueryContext>;
 }
 
 export type StageFactory = (options: unknown, env: StageEnv) => Stage | Promise<Stage>;

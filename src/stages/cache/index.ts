@@ -1,5 +1,7 @@
-// cache stage: answers from stored upstream replies (wire templates, TTLs aged per hit) and
-// stores what the forward stage brings back, with RFC 2308 negative caching and TTL clamps.
+// cache stage: answers from stored replies (wire templates, TTLs aged per hit) and stores what
+// the stages after it answered, with RFC 2308 negative caching and TTL clamps. Line-aware, so it
+// may come first: an answer that depended on the client's view is stored under that view's id
+// (as HTTP's Vary), every other answer is shared.
 
 import { LRUCache } from 'lru-cache';
 import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
@@ -9,6 +11,7 @@ import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateT
 import type { CacheConfig } from '../../config/types.js';
 import { wholeSeconds } from '../../lib/clock.js';
 import type { QueryContext } from '../../core/context.js';
+import type { RuntimeConfig } from '../../config/types.js';
 import type { Stage, StageFactory } from '../../core/stage.js';
 
 /**
@@ -24,13 +27,44 @@ interface Entry {
   /** Whole seconds since the cache stage started: when stored, and when it expires. */
   storedAt: number;
   expiresAt: number;
+  /** SHARED, or the id of the view (NO_VIEW: unclassified) the answer was made for. */
+  view: number;
+  /** A local answer: served with its configured TTLs (no countdown) until a reload drops it. */
+  local: boolean;
   next: Entry | null;
+}
+
+/** Entry.view of an answer every client gets alike. */
+const SHARED = -1;
+/** Entry.view of an answer for a client no classifier classified. */
+const NO_VIEW = -2;
+/** Entry.expiresAt of local answers: they live until a reload that changes local data. */
+const NEVER = 2 ** 31;
+/** Not classified yet in this lookup (no view-keyed entry seen so far). */
+const UNCLASSIFIED = -3;
+
+/** The client's view id, classified now if no stage asked yet. */
+function viewOf(ctx: QueryContext): number {
+  const lines = ctx.lines;
+  return lines === null ? NO_VIEW : lines.id;
+}
+
+/**
+ * What decides which answers a client may see: when it changes, an answer stored before may be
+ * wrong now (an upstream answer kept shared for a name that became local), so a reload clears
+ * the cache. Compared on reload only.
+ */
+function viewInputs(config: RuntimeConfig): string {
+  return JSON.stringify([config.pipeline, config.records, config.smartLine, config.smartLineUnmatched, config.trustEcsFrom]);
 }
 
 /**
  * The cache is keyed by the lower-cased name (a string the decode stage already built and the
- * records stage already hashed), then by `variant()`; class IN only. Nothing client-specific:
- * only upstream answers are cached, and upstream queries carry no client subnet or cookie.
+ * records stage already hashed), then by `variant()`, then by view; class IN only. Upstream
+ * queries carry no client subnet or cookie, so the view is the only client-specific part: an
+ * answer is stored under the client's view id when it depended on the view (a local answer from
+ * labelled data, or an upstream answer for a name with local data hidden from this view), and
+ * shared otherwise. A lookup classifies the client only when the name holds a view-keyed entry.
  */
 export function variant(q: ParsedQuery): number {
   return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
@@ -88,33 +122,49 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
 
+  let inputs = viewInputs(env.config);
+
   function store(ctx: QueryContext, code: number): void {
+    const q = ctx.query!;
+    const now = wholeSeconds(ctx.receivedAt);
+    // Candidates from the records stage whose visibility depends on lines: the answer, local or
+    // upstream (this view sees none of the name's local records), is this view's alone.
+    const c = ctx.candidates;
+    const view = c !== null && c.byView ? viewOf(ctx) : SHARED;
+    const local = ctx.localAnswer;
+    if (local !== null) {
+      put(q.name, { code, wire: local.buf.toString('latin1'), ttlOffsets: local.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null }, now);
+      return;
+    }
     const reply = ctx.upstreamReply;
     if (reply === null || ctx.answeredBy !== 'forward') return;
-    const q = ctx.query!;
     const { lifetime, clamped } = cacheLifetime(reply, cfg);
     // The reply was rendered before clamping: render again if this client would see other TTLs.
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
-    const now = wholeSeconds(ctx.receivedAt);
+    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, next: null }, now);
+    stored.value++; // upstream replies only, as its name says: local answers are ours anyway
+  }
+
+  function put(name: string, entry: Entry, now: number): void {
+    const code = entry.code;
+    const view = entry.view;
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.
-    let rest = lru.get(q.name) ?? null;
+    let rest = lru.get(name) ?? null;
     // Drop the variant being replaced and any expired one from the chain.
     // At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make chains long.
     let kept: Entry | null = null;
     let n = 1;
     for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
-      if (c.code !== code && c.expiresAt > now) {
+      if ((c.code !== code || c.view !== view) && c.expiresAt > now) {
         kept = { ...c, next: kept };
         n++;
       }
     }
-    rest = kept;
-    const entry: Entry = { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, next: rest };
-    lru.set(q.name, entry); // set again so the LRU re-weighs the chain
+    entry.next = kept;
+    lru.set(name, entry); // set again so the LRU re-weighs the chain
     entries.value = lru.calculatedSize;
-    stored.value++;
   }
 
   return {
@@ -123,16 +173,20 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       const q = ctx.query!;
       if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
       const code = variant(q);
+      let view = UNCLASSIFIED;
       for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
         if (e.code !== code) continue;
+        if (e.view !== SHARED) {
+          if (view === UNCLASSIFIED) view = viewOf(ctx);
+          if (e.view !== view) continue;
+        }
         const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
           hits.value++;
           ctx.reusable = hits;
-          ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, now - e.storedAt));
+          ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, e.local ? 0 : now - e.storedAt));
           return;
         }
-        break;
       }
       misses.value++;
       const r = next();
@@ -143,6 +197,13 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       const old = lru;
       cfg = config.cache;
       lru = newLru(cfg.maxEntries);
+      // Local data or lines changed: what was stored, shared or per view, may be wrong now.
+      const now = viewInputs(config);
+      if (now !== inputs) {
+        inputs = now;
+        entries.value = 0;
+        return;
+      }
       // Keep what is still valid; a smaller maxEntries keeps the most recently used.
       for (const [k, v] of [...old.entries()].reverse()) lru.set(k, v);
       entries.value = lru.calculatedSize;

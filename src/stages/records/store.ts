@@ -61,6 +61,12 @@ const MAX_CHAIN = 8;
 export interface Visibility {
   lines: LineSet | null;
   unmatched: 'all' | 'unlabelled';
+  /**
+   * Set by lookup when an RRset it looked at holds labelled records. A lookup for another view
+   * takes the same path until the first RRset whose visible part differs, and only a labelled
+   * RRset can differ: so when a lookup leaves this false, every view gets the same result.
+   */
+  labelled?: boolean;
 }
 
 function rdataFor(type: number, rdata: unknown): unknown {
@@ -289,6 +295,7 @@ function sameLabels(a: readonly string[] | null, b: readonly string[] | undefine
  */
 export function visible(set: readonly LocalRecord[] | undefined, vis: Visibility): LocalRecord[] {
   if (set === undefined) return [];
+  if (vis.labelled !== true) for (const r of set) if (r.labels !== null) vis.labelled = true;
   const lines = vis.lines;
   if (lines === null || (lines.lines.length === 0 && vis.unmatched === 'all')) return set as LocalRecord[];
   const out: LocalRecord[] = [];

@@ -1,5 +1,7 @@
-// smartline stage: classifies the client into smart-line lines (prefix trie, computed lazily),
-// using the EDNS Client Subnet address instead when the query comes from `trustEcsFrom`.
+// smartline stage: the label filter. Its classifier (prefix trie, longest prefix first; the EDNS
+// Client Subnet address for `trustEcsFrom` clients) is registered when the stage is built, so the
+// view is computed lazily on first use by whichever stage asks first (the cache, records, here).
+// After records, it answers the labelled local data the client's lines may see, or falls through.
 
 import { AddressMatcher } from '../../lib/net/matcher.js';
 import { LineTable } from './lines.js';
@@ -22,15 +24,17 @@ function build(config: RuntimeConfig): LineClassifier {
 }
 
 export const createSmartLineStage: StageFactory = (_options, env): Stage => {
-  let classifier = build(env.config);
+  env.views.setDefault(build(env.config));
   return {
     name: 'smartline',
     handle(ctx, next) {
-      ctx.classifier = classifier;
+      // Local data the records stage before us left unanswered because it depends on the view.
+      const c = ctx.candidates;
+      if (c !== null && c.byView && ctx.response === null && c.answer(ctx, 'smartline', ctx.lines)) return;
       return next();
     },
     reload(config) {
-      classifier = build(config);
+      env.views.setDefault(build(config));
     },
   };
 };

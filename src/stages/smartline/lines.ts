@@ -3,7 +3,7 @@
 
 import { parseCidr } from '../../lib/net/address.js';
 import { PrefixTrie } from '../../lib/net/prefix-trie.js';
-import { NO_LINES, type LineSet } from '../../core/views.js';
+import { NO_LINES, internLines, type LineSet } from '../../core/views.js';
 
 export type SmartLineConfig = Record<string, readonly string[]>;
 
@@ -22,18 +22,11 @@ export class LineTable {
       }
     }
     // A lookup ends at the longest stored prefix; precompute there its own lines followed by
-    // those of the prefixes containing it, nearest first, and intern equal lists.
-    const interned = new Map<string, LineSet>();
+    // those of the prefixes containing it, nearest first, interned (equal lists, one id).
     own.forEachPrefix((cidr, lines, ancestors) => {
       const all = [...lines];
       for (let i = ancestors.length - 1; i >= 0; i--) for (const l of ancestors[i]!) if (!all.includes(l)) all.push(l);
-      const key = all.join('\u0000');
-      let set = interned.get(key);
-      if (set === undefined) {
-        set = Object.freeze({ id: interned.size + 1, lines: Object.freeze(all) });
-        interned.set(key, set);
-      }
-      this.trie.insert(cidr, set);
+      this.trie.insert(cidr, internLines(all));
     });
   }
 
