@@ -8,52 +8,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PIPELINE } from '../src/config/load.js';
-import { startLineDns, bounded, type Running, type TestFiles } from './helpers/server.js';
-import { TestUpstream } from './helpers/upstream.js';
-import { udpExchange } from './helpers/client.js';
-import { aRecords, ecsOption, ipv4, mustParse, QNAME_PTR, rawQuery, replyTo, rr, type CheckedMessage, type OptFields } from './helpers/packets.js';
+import { ask, INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT, withRig } from './helpers/split.js';
+import { aRecords, ecsOption } from './helpers/packets.js';
 
-const NAME = 'app.split.example';
-const LOCAL = '10.0.0.2';
-const PUBLIC = '198.51.100.7';
-const INSIDE = '127.0.0.2';
-const OUTSIDE = '127.0.0.3';
 const PROXY = '127.0.0.4';
-
-interface Rig {
-  up: TestUpstream;
-  ld: Running;
-  metric(name: string): number;
-}
-
-async function withRig(files: Omit<TestFiles, 'config'> & { config?: Record<string, unknown> }, body: (rig: Rig) => Promise<void>): Promise<void> {
-  // Every A question gets PUBLIC (TTL 300) from the upstream.
-  const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(PUBLIC))] }));
-  try {
-    const ld = await startLineDns({ ...files, config: { upstreams: [up.address], forward: { timeout: 500, deadline: 1500 }, ...files.config } });
-    try {
-      await body({ up, ld, metric: (n) => ld.server.metrics.get(n) });
-    } finally {
-      await bounded(ld.close(), 'linedns');
-    }
-  } finally {
-    await bounded(up.close(), 'the upstream');
-  }
-}
-
-let nextId = 7000;
-
-async function ask(port: number, name: string, from: string, opt?: OptFields): Promise<CheckedMessage> {
-  const id = nextId++ & 0xffff;
-  const m = mustParse(await udpExchange(port, rawQuery(name, 1, { id, opt }), { from, timeoutMs: 3000 }), `reply for ${name}`);
-  assert.equal(m.id, id);
-  return m;
-}
-
-const SPLIT = {
-  smartLine: { internal: ['127.0.0.2/32', '10.1.0.0/16'], external: ['127.0.0.3/32', '10.2.0.0/16'] },
-  records: [{ name: NAME, type: 'A', ttl: 60, rdata: LOCAL, labels: ['internal'] }],
-};
 
 describe('cache first: a name local for one line and upstream for the others', { timeout: 30_000 }, () => {
   test('the default pipeline puts the cache first', () => {

@@ -6,51 +6,10 @@ import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatIssue, loadConfig } from '../src/config/load.js';
-import { startLineDns, writeConfig, bounded, type Running, type TestFiles } from './helpers/server.js';
-import { TestUpstream } from './helpers/upstream.js';
-import { udpExchange } from './helpers/client.js';
-import { aRecords, ipv4, mustParse, QNAME_PTR, rawQuery, replyTo, rr, type CheckedMessage, type OptFields } from './helpers/packets.js';
+import { writeConfig } from './helpers/server.js';
+import { ask, INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT, withRig } from './helpers/split.js';
+import { aRecords } from './helpers/packets.js';
 
-const NAME = 'app.split.example';
-const LOCAL = '10.0.0.2';
-const PUBLIC = '198.51.100.7';
-const INSIDE = '127.0.0.2';
-const OUTSIDE = '127.0.0.3';
-
-interface Rig {
-  up: TestUpstream;
-  ld: Running;
-  metric(name: string): number;
-}
-
-async function withRig(files: Omit<TestFiles, 'config'> & { config?: Record<string, unknown> }, body: (rig: Rig) => Promise<void>): Promise<void> {
-  // Every A question gets PUBLIC (TTL 300) from the upstream.
-  const up = await TestUpstream.start(({ raw }) => replyTo(raw, { answers: [rr(QNAME_PTR, 1, 1, 300, ipv4(PUBLIC))] }));
-  try {
-    const ld = await startLineDns({ ...files, config: { upstreams: [up.address], forward: { timeout: 500, deadline: 1500 }, ...files.config } });
-    try {
-      await body({ up, ld, metric: (n) => ld.server.metrics.get(n) });
-    } finally {
-      await bounded(ld.close(), 'linedns');
-    }
-  } finally {
-    await bounded(up.close(), 'the upstream');
-  }
-}
-
-let nextId = 9000;
-
-async function ask(port: number, name: string, from: string, opt?: OptFields): Promise<CheckedMessage> {
-  const id = nextId++ & 0xffff;
-  const m = mustParse(await udpExchange(port, rawQuery(name, 1, { id, opt }), { from, timeoutMs: 3000 }), `reply for ${name}`);
-  assert.equal(m.id, id);
-  return m;
-}
-
-const SPLIT = {
-  smartLine: { internal: ['127.0.0.2/32', '10.1.0.0/16'], external: ['127.0.0.3/32', '10.2.0.0/16'] },
-  records: [{ name: NAME, type: 'A', ttl: 60, rdata: LOCAL, labels: ['internal'] }],
-};
 
 describe('the label filter must follow records', { timeout: 30_000 }, () => {
   test('labelled records and no smartline stage: refused at load, at the pipeline key', () => {
