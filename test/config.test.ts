@@ -4,9 +4,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, loadConfig, type ConfigIssue } from '../src/config/load.js';
+import { resolvConfNameservers } from '../src/config/resolvconf.js';
 import { writeConfig } from './helpers/server.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
@@ -224,4 +225,33 @@ test('forward.sourcePorts: 1024 by default, fewer is a warning that names the en
     () => loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'], forward: { sourcePorts: 0 } } }).configFile),
     (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.path === '$.forward.sourcePorts' && i.severity === 'error'),
   );
+});
+
+test('resolv.conf nameservers carry their line and column, and a self-loop through them is reported there', () => {
+  const { dir } = writeConfig({ config: { upstreams: ['127.0.0.1:9'] } });
+  const conf = join(dir, 'resolv.conf');
+  writeFileSync(conf, '# comment\nsearch example\n  nameserver 192.0.2.1\nnameserver fe80::1%eth0\nnameserver bogus\n');
+  assert.deepEqual(resolvConfNameservers(conf), [
+    { address: '192.0.2.1', line: 3, column: 14 },
+    { address: 'fe80::1', line: 4, column: 12 },
+  ]);
+  assert.deepEqual(resolvConfNameservers(join(dir, 'missing')), [{ address: '127.0.0.1', line: 0, column: 0 }]);
+  // Without an "upstreams" key the resolvers of /etc/resolv.conf are used: listening on the
+  // first one's address (only checked, never bound) makes linedns its own upstream.
+  const first = resolvConfNameservers()[0]!;
+  const host = first.address.includes(':') ? `[${first.address}]` : first.address;
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:9'], listen: [`${host}:53`] } });
+  const text = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  delete text.upstreams;
+  writeFileSync(configFile, JSON.stringify(text));
+  let issues: ConfigIssue[] = [];
+  try {
+    loadConfig(configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) issues = err.issues;
+  }
+  const loop = issues.find((i) => i.file === '/etc/resolv.conf');
+  assert.ok(loop, `no error at /etc/resolv.conf: ${JSON.stringify(issues)}`);
+  assert.deepEqual([loop.line, loop.column], [first.line, first.column]);
+  assert.match(loop.message, /one of linedns's own listen addresses/);
 });

@@ -7,7 +7,7 @@ import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { Address6 } from 'ip-address';
 import { checkPresentationName, normalizeName } from '../lib/dns/name.js';
 import { parseCidr } from '../lib/net/address.js';
-import { resolvConfNameservers } from './resolvconf.js';
+import { resolvConfNameservers, type ResolvConfNameserver } from './resolvconf.js';
 import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
 import { schemaAt, schemaFor, type ErrorObject, type SchemaName } from './schemas.js';
 import type { LogLevel } from '../lib/logger.js';
@@ -288,14 +288,25 @@ function canonicalIp(host: string): string {
   return isIPv6(host) ? new Address6(host).correctForm() : host;
 }
 
-/** `sources[k]` is the index in `list` that upstream k came from ("resolv.conf" gives several). */
-function upstreamsFrom(list: readonly unknown[], f: LoadedFile | null, path: PathSegment[], report: Reporter, sources: number[] = []): UpstreamConfig[] {
+/**
+ * `sources[k]` is the index in `list` that upstream k came from ("resolv.conf" gives several), and
+ * `resolvAt[k]` where in /etc/resolv.conf it is written, for one that came from there.
+ */
+function upstreamsFrom(
+  list: readonly unknown[],
+  f: LoadedFile | null,
+  path: PathSegment[],
+  report: Reporter,
+  sources: number[] = [],
+  resolvAt: Array<ResolvConfNameserver | null> = [],
+): UpstreamConfig[] {
   const out: UpstreamConfig[] = [];
   list.forEach((item, i) => {
     if (item === 'resolv.conf') {
       for (const ns of resolvConfNameservers()) {
-        out.push({ host: canonicalIp(ns), port: 53, protocol: 'udp' });
+        out.push({ host: canonicalIp(ns.address), port: 53, protocol: 'udp' });
         sources.push(i);
+        resolvAt[out.length - 1] = ns;
       }
       return;
     }
@@ -461,8 +472,9 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
   // upstreams
   let upstreams: UpstreamConfig[];
   const sources: number[] = [];
-  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources);
-  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report, sources);
+  const resolvAt: Array<ResolvConfNameserver | null> = [];
+  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources, resolvAt);
+  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report, sources, resolvAt);
   // Forwarding to itself would loop every query until its deadline: refuse it before it runs.
   upstreams.forEach((u, k) => {
     const own = listen.find((l) => l.host === u.host && l.port === u.port);
@@ -472,7 +484,7 @@ export function loadConfig(file: string | null, overrides: ConfigOverrides = {})
     const i = sources[k]!;
     if (overrides.upstreams) report.syntax('--upstream', 0, 0, msg);
     else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], msg);
-    else report.syntax('/etc/resolv.conf', 0, 0, msg);
+    else report.syntax('/etc/resolv.conf', resolvAt[k]?.line ?? 0, resolvAt[k]?.column ?? 0, msg);
   });
 
   // pipeline

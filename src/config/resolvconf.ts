@@ -4,19 +4,28 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 
-export function resolvConfNameservers(path = '/etc/resolv.conf'): string[] {
+/** A nameserver and where it is written (line and column of the address; 0 when implied). */
+export interface ResolvConfNameserver {
+  address: string;
+  line: number;
+  column: number;
+}
+
+export function resolvConfNameservers(path = '/etc/resolv.conf'): ResolvConfNameserver[] {
+  const implied = [{ address: '127.0.0.1', line: 0, column: 0 }];
   let text = '';
   try {
     text = readFileSync(path, 'utf8');
   } catch {
-    return ['127.0.0.1'];
+    return implied;
   }
-  const out: string[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^\s*nameserver\s+(\S+)/.exec(line);
-    if (!m) continue;
-    const addr = m[1]!.replace(/%.*$/, '');
-    if (isIP(addr)) out.push(addr);
-  }
-  return out.length > 0 ? out : ['127.0.0.1'];
+  const out: ResolvConfNameserver[] = [];
+  text.split('\n').forEach((line, i) => {
+    const m = /^(\s*nameserver\s+)(\S+)/.exec(line);
+    if (!m) return;
+    const addr = m[2]!.replace(/%.*$/, '');
+    // Lines and columns from 1, as every other config position linedns reports.
+    if (isIP(addr)) out.push({ address: addr, line: i + 1, column: m[1]!.length + 1 });
+  });
+  return out.length > 0 ? out : implied;
 }
