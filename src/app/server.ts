@@ -2,9 +2,9 @@
 // in a reloaded configuration while keeping the last good one when the new one is invalid.
 
 import type { Logger } from 'pino';
-import { ConfigError, formatIssue, loadConfig, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
+import { failureLines, reloadConfig, type ConfigOverrides } from '../config/load.js';
 import type { RuntimeConfig } from '../config/types.js';
-import { Metrics } from '../lib/metrics.js';
+import { Metrics, type Counter } from '../lib/metrics.js';
 import { buildStages, isBuiltinStage } from '../stages/index.js';
 import type { StageEnv } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
@@ -159,23 +159,20 @@ export class LineDnsServer {
   }
 
   private async reloadOnce(): Promise<boolean> {
-    let loaded: ReturnType<typeof loadConfig>;
-    try {
-      loaded = loadConfig(this.config.file, this.overrides);
-    } catch (err) {
-      this.refused(err);
+    const next = reloadConfig(this.config.file, this.overrides, this.logger);
+    if (next === null) {
+      this.failures.value++;
       return false;
     }
-    return this.applyReloaded(loaded.config, loaded.warnings);
+    return this.applyReloaded(next);
   }
 
   /**
    * Applies a configuration already loaded and validated (by this process, or by the primary
    * with --workers), logging and counting the reload. Returns false, keeping the running one, on failure.
    */
-  async applyReloaded(config: RuntimeConfig, warnings: readonly ConfigIssue[] = []): Promise<boolean> {
+  async applyReloaded(config: RuntimeConfig): Promise<boolean> {
     try {
-      for (const w of warnings) this.logger.warn(formatIssue(w));
       await this.apply(config);
       this.metrics.counter('config_reloads_total', 'successful reloads').value++;
       this.logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded');
@@ -187,9 +184,12 @@ export class LineDnsServer {
   }
 
   private refused(err: unknown): void {
-    this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config').value++;
-    const lines = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
-    this.logger.error({ errors: lines }, 'reload failed; keeping the last good configuration');
+    this.failures.value++;
+    this.logger.error({ errors: failureLines(err) }, 'reload failed; keeping the last good configuration');
+  }
+
+  private get failures(): Counter {
+    return this.metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
   }
 
   async close(): Promise<void> {

@@ -3,7 +3,7 @@
 
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
-import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from '../config/load.js';
+import { reloadConfig, type ConfigOverrides } from '../config/load.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */
@@ -104,16 +104,8 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('SIGHUP', () => {
-    let next: RuntimeConfig;
-    try {
-      const loaded = loadConfig(config.file, overrides);
-      for (const w of loaded.warnings) logger.warn(formatIssue(w));
-      next = loaded.config;
-    } catch (err) {
-      const errors = err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
-      logger.error({ errors }, 'reload failed; keeping the last good configuration');
-      return;
-    }
+    const next = reloadConfig(config.file, overrides, logger);
+    if (next === null) return;
     if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
     config = next;
     for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);

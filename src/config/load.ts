@@ -10,7 +10,7 @@ import { parseCidr } from '../lib/net/address.js';
 import { resolvConfNameservers, type ResolvConfNameserver } from './resolvconf.js';
 import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
 import { schemaAt, schemaFor, type ErrorObject, type SchemaName } from './schemas.js';
-import type { LogLevel } from '../lib/logger.js';
+import type { Logger, LogLevel } from '../lib/logger.js';
 import type { ListenAddress, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
 export const BUILTIN_STAGES = ['decode', 'acl', 'ratelimit', 'smartline', 'records', 'cache', 'forward'] as const;
@@ -28,6 +28,26 @@ export interface ConfigIssue {
   path: string;
   message: string;
   severity: 'error' | 'warning';
+}
+
+/** What to log of a configuration that failed to load: each issue as FILE:LINE:COL, or the error. */
+export function failureLines(err: unknown): string[] {
+  return err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
+}
+
+/**
+ * Loads `file` again for a reload (SIGHUP, in a single process or a --workers primary), logging
+ * its warnings; when it is invalid, logs every error and returns null: the running one stays.
+ */
+export function reloadConfig(file: string | null, overrides: ConfigOverrides, logger: Logger): RuntimeConfig | null {
+  try {
+    const { config, warnings } = loadConfig(file, overrides);
+    for (const w of warnings) logger.warn(formatIssue(w));
+    return config;
+  } catch (err) {
+    logger.error({ errors: failureLines(err) }, 'reload failed; keeping the last good configuration');
+    return null;
+  }
 }
 
 export function formatIssue(i: ConfigIssue): string {
