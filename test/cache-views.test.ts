@@ -5,10 +5,10 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DEFAULT_PIPELINE } from '../src/config/load.js';
-import { ask, INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT, withRig } from './helpers/split.js';
+import { ask, INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT, geoFiles, withRig } from './helpers/split.js';
 import { aRecords, ecsOption } from './helpers/packets.js';
 
 const PROXY = '127.0.0.4';
@@ -111,17 +111,7 @@ describe('the cache on either side of records and smartline', { timeout: 30_000 
 });
 
 test('a user classifier (docs/examples/geo-classifier.js) classifies for a cache before it', { timeout: 30_000 }, async () => {
-  const example = readFileSync(new URL('../../docs/examples/geo-classifier.js', import.meta.url), 'utf8');
-  // smart-line.json's CIDRs match neither client: the lines come from the example's own table.
-  const files = {
-    smartLine: { cn: ['192.0.2.0/24'], us: ['198.51.100.0/24'], lan: ['203.0.113.0/24'] },
-    records: [
-      { name: 'geo.example', type: 'A', rdata: '192.0.2.1', labels: ['cn'] },
-      { name: 'geo.example', type: 'A', rdata: '192.0.2.2', labels: ['us'] },
-    ],
-    extra: { 'geo-classifier.js': example },
-    config: { pipeline: ['decode', './geo-classifier.js', 'cache', 'records', 'smartline', 'forward'], smartLineUnmatched: 'unlabelled' },
-  };
+  const files = geoFiles(['decode', './geo-classifier.js', 'cache', 'records', 'smartline', 'forward']);
   await withRig(files, async (rig) => {
     for (let round = 0; round < 2; round++) {
       assert.deepEqual(aRecords(await ask(rig.ld.port, 'geo.example', INSIDE)), ['geo.example 192.0.2.1']);

@@ -2,6 +2,7 @@
 // the "internal" line and answered by a loopback upstream for everyone else, and a client helper.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startLineDns, bounded, type Running, type TestFiles } from './server.js';
 import { TestUpstream } from './upstream.js';
 import { udpExchange } from './client.js';
@@ -47,4 +48,20 @@ export async function ask(port: number, name: string, from: string, opt?: OptFie
   const m = mustParse(await udpExchange(port, rawQuery(name, 1, { id, opt }), { from, timeoutMs: 3000 }), `reply for ${name}`);
   assert.equal(m.id, id);
   return m;
+}
+
+/**
+ * docs/examples/geo-classifier.js as a user stage in `pipeline`, with two labelled answers for
+ * geo.example. smart-line.json's CIDRs match neither client: the lines come from the example's own table.
+ */
+export function geoFiles(pipeline: string[]): TestFiles {
+  return {
+    smartLine: { cn: ['192.0.2.0/24'], us: ['198.51.100.0/24'], lan: ['203.0.113.0/24'] },
+    records: [
+      { name: 'geo.example', type: 'A', rdata: '192.0.2.1', labels: ['cn'] },
+      { name: 'geo.example', type: 'A', rdata: '192.0.2.2', labels: ['us'] },
+    ],
+    extra: { 'geo-classifier.js': readFileSync(new URL('../../../docs/examples/geo-classifier.js', import.meta.url), 'utf8') },
+    config: { pipeline, smartLineUnmatched: 'unlabelled' },
+  };
 }
