@@ -1085,7 +1085,7 @@ describe('fuzz of the wire parsers in-process', { timeout: 30_000 + PARSER_INPUT
         if (typeof s === 'string') continue;
         out = s.buf;
         if (s.dropped > 0) scrubbedSome++;
-        templateFromScan(s.buf, s.scan);
+        templateFromScan(s.buf, s.scan, false);
       } catch (err) {
         const key = String(err).slice(0, 50);
         threw.set(key, (threw.get(key) ?? 0) + 1);

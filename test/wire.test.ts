@@ -145,7 +145,7 @@ function upstreamReply(name: string, ttl: number): Buffer {
 test('a template is stamped with the client ID, spelling, aged TTLs and its own EDNS state', () => {
   const scan = scanMessage(upstreamReply('host.example', 300));
   assert.ok(typeof scan !== 'string');
-  const t = templateFromScan(upstreamReply('host.example', 300), scan);
+  const t = templateFromScan(upstreamReply('host.example', 300), scan, false);
   assert.equal(t.buf.readUInt16BE(10), 0, 'OPT removed from the template');
 
   const raw = buildQuery({ name: 'HoSt.ExAmPlE' }, { id: 7 });
@@ -167,7 +167,7 @@ test('a TTL with the top bit set becomes 0 (RFC 2181 section 8)', () => {
   const wire = upstreamReply('big.example', 2 ** 31 + 1 - 10);
   const scan = scanMessage(wire);
   assert.ok(typeof scan !== 'string');
-  const t = templateFromScan(wire, scan);
+  const t = templateFromScan(wire, scan, false);
   const raw = buildQuery({ name: 'big.example' });
   const out = dnsPacket.decode(renderTemplate(t, raw, parsed(raw), 0));
   assert.equal((out.answers![1] as { ttl: number }).ttl, 0);
@@ -188,7 +188,7 @@ test('truncation keeps header and question, sets TC, and keeps an OPT for EDNS c
   const q = parsed(raw);
   const scan = scanMessage(upstreamReply('x.example', 60));
   assert.ok(typeof scan !== 'string');
-  const reply = renderTemplate(templateFromScan(upstreamReply('x.example', 60), scan), raw, q, 0);
+  const reply = renderTemplate(templateFromScan(upstreamReply('x.example', 60), scan, false), raw, q, 0);
   const tc = dnsPacket.decode(truncateReply(reply, q.questionEnd, q.edns));
   assert.equal(tc.flag_tc, true);
   assert.equal(tc.answers!.length, 0);

@@ -27,10 +27,10 @@ const MAX_TTL = 0x7fffffff;
  * Builds a template from a scanned message, dropping its OPT record (the client's own EDNS
  * state is added back at render time). Only a trailing OPT is cut in place; one in the middle
  * of the additional section means rebuilding, since later names may point past it.
- * AA is cleared: an upstream's answer relayed or cached by us is not authoritative (RFC 1035
- * 4.1.1; genreport's recursive checks flag it), and encodeLocal sets it again for local data.
+ * AA says `authoritative`: false for an upstream's answer relayed or cached by us (RFC 1035
+ * 4.1.1; genreport's recursive checks flag it), true for local data (encodeLocal).
  */
-export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTemplate {
+export function templateFromScan(buf: Uint8Array, scan: MessageScan, authoritative: boolean): ScannedTemplate {
   let body: Buffer;
   let records = scan.records;
   if (scan.opt < 0) {
@@ -44,10 +44,10 @@ export function templateFromScan(buf: Uint8Array, scan: MessageScan): ScannedTem
     const wire = rebuildMessage(buf, scan, records.map((_, i) => i !== scan.opt));
     const again = scanMessage(wire);
     if (typeof again === 'string') throw new Error(`rebuilt message is malformed: ${again}`);
-    return templateFromScan(wire, again);
+    return templateFromScan(wire, again, authoritative);
   }
   body.writeUInt16BE(0, 0);
-  body[2] = body[2]! & ~(Flag.AA >> 8);
+  body[2] = authoritative ? body[2]! | (Flag.AA >> 8) : body[2]! & ~(Flag.AA >> 8);
   const ttlOffsets: number[] = new Array(records.length);
   for (let i = 0; i < records.length; i++) {
     const r = records[i]!;

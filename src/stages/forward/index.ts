@@ -202,7 +202,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     // its own); templateFromScan copies it.
     const s = scrubReply(reply, scan, q.name);
     if (typeof s === 'string') return null;
-    return { scan: s.scan, template: templateFromScan(s.buf, s.scan), scrubbed: s.dropped };
+    return { scan: s.scan, template: templateFromScan(s.buf, s.scan, false), scrubbed: s.dropped };
   }
 
   function ordered(now: number): UpstreamState[] {

@@ -97,8 +97,7 @@ export function encodeLocal(raw: Uint8Array, questionEnd: number, qname: string,
   ]);
   const scan = scanMessage(wire);
   if (typeof scan === 'string') throw new Error(`local answer for ${qname} encodes badly: ${scan}`);
-  const t = templateFromScan(wire, scan);
-  // templateFromScan clears AA (it is built for upstream replies too): local data is ours.
-  t.buf[2] = t.buf[2]! | (Flag.AA >> 8);
+  // Local data is ours: AA, where relayed and cached upstream answers never carry it.
+  const t = templateFromScan(wire, scan, true);
   return t;
 }
