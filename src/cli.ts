@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
-import { ConfigError, formatIssue, loadConfig, type ConfigOverrides } from './config/load.js';
+import { ConfigError, formatIssue, type ConfigOverrides } from './config/load.js';
+import { loadConfig } from './app/config.js';
 import { typeFromName } from './lib/dns/constants.js';
 import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './lib/logger.js';
 import { Metrics } from './lib/metrics.js';
@@ -150,7 +151,7 @@ function check(file: string | null, overrides: ConfigOverrides): void {
   for (const w of warnings) process.stderr.write(`${formatIssue(w)}\n`);
   process.stdout.write(
     `${config.file ?? '(defaults)'}: valid: ${config.records.length} records, ${Object.keys(config.smartLine).length} lines, ` +
-      `${config.upstreams.length} upstreams, pipeline ${config.pipeline.join(' -> ')}\n`,
+      `${config.upstreams.length} upstreams, pipeline ${config.pipeline.map((e) => e.stage).join(' -> ')}\n`,
   );
 }
 
@@ -160,7 +161,7 @@ async function explain(file: string | null, overrides: ConfigOverrides, name: st
   const qtype = typeFromName(typeText);
   if (qtype === undefined) fail(`unknown record type "${typeText}"`);
   const env = { logger: silentLogger(), metrics: new Metrics(), config, views: new ViewRegistry<QueryContext>() };
-  const engine = await buildEngine(config.pipeline, env);
+  const { engine } = await buildEngine(config.pipeline, env);
   const raw = dnsPacket.encode({
     type: 'query',
     id: 1,

@@ -6,9 +6,12 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ConfigError, loadConfig, type ConfigIssue } from '../src/config/load.js';
+import { ConfigError, type ConfigIssue } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
+import type { AclOptions } from '../src/stages/acl/options.js';
+import type { ForwardOptions } from '../src/stages/forward/options.js';
 import { resolvConfNameservers } from '../src/config/resolvconf.js';
-import { writeConfig } from './helpers/server.js';
+import { stageOptions, writeConfig } from './helpers/server.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 
@@ -25,7 +28,7 @@ function issuesOf(fn: () => unknown): ConfigIssue[] {
 test('the shipped config is valid and serves loopback only', () => {
   const { config } = loadConfig(new URL('../../config/linedns.json', import.meta.url).pathname);
   assert.deepEqual(config.listen, [{ host: '127.0.0.1', port: 5300 }, { host: '::1', port: 5300 }]);
-  assert.deepEqual(config.allow, ['127.0.0.0/8', '::1/128']);
+  assert.deepEqual(stageOptions<AclOptions>(config, 'acl')?.allow, ['127.0.0.0/8', '::1/128']);
   assert.ok(config.records.length > 0);
 });
 
@@ -216,9 +219,9 @@ test('a value that fits no alternative gets one error saying what was expected, 
 });
 
 test('forward.sourcePorts: 1024 by default, fewer is a warning that names the entropy lost, 0 an error', () => {
-  assert.equal(loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'] } }).configFile).config.forward.sourcePorts, 1024);
+  assert.equal(stageOptions<ForwardOptions>(loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'] } }).configFile).config, 'forward')?.sourcePorts, 1024);
   const few = loadConfig(writeConfig({ config: { upstreams: ['127.0.0.1:9'], forward: { sourcePorts: 16 } } }).configFile);
-  assert.equal(few.config.forward.sourcePorts, 16);
+  assert.equal(stageOptions<ForwardOptions>(few.config, 'forward')?.sourcePorts, 16);
   assert.deepEqual(few.warnings.map((w) => `${w.severity} ${w.path}`), ['warning $.forward.sourcePorts']);
   assert.match(few.warnings[0]!.message, /16 source ports leave an off-path forger 16 x 65,536 port and ID combinations per query, fewer than 2\^26/);
   assert.throws(

@@ -27,7 +27,7 @@ import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, write
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { parse as parseJsonc, type ParseError } from 'jsonc-parser';
-import { loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
 import { silentLogger } from '../src/lib/logger.js';
 import { LineDnsServer } from '../src/app/server.js';
 import { findBinary } from './helpers/peers.js';

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { pino } from 'pino';
-import { loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
 import { LineDnsServer } from '../src/app/server.js';
 import { freePort } from './helpers/ports.js';
 import { bounded, writeConfig } from './helpers/server.js';

@@ -1,17 +1,18 @@
 // The label filter (the smartline stage) and records: records hands on the candidate records of
-// a name, smartline keeps what the client's lines may see, on either side of records; a pipeline
-// with labelled records and no smartline is refused; a user stage may classify instead.
+// a name, smartline keeps what the client's lines may see (after records; before it, records
+// filters by the view smartline classified); labelled records and no classifier is refused.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError, formatIssue, loadConfig } from '../src/config/load.js';
+import { ConfigError, formatIssue } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
 import { writeConfig } from './helpers/server.js';
 import { ask, INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT, geoFiles, withRig } from './helpers/split.js';
 import { aRecords } from './helpers/packets.js';
 
 
 describe('the label filter must follow records', { timeout: 30_000 }, () => {
-  test('labelled records and no smartline stage: refused at load, at the pipeline key', () => {
+  test('labelled records and no smartline stage: refused at load, at the records entry, with the reason', () => {
     const { configFile } = writeConfig({ ...SPLIT, config: { upstreams: ['127.0.0.1:9'], pipeline: ['decode', 'records', 'forward'] } });
     let err: unknown;
     try {
@@ -21,12 +22,15 @@ describe('the label filter must follow records', { timeout: 30_000 }, () => {
     }
     assert.ok(err instanceof ConfigError, 'the pipeline was accepted');
     const text = err.issues.map(formatIssue).join('\n');
-    assert.match(text, /linedns\.json:\d+:\d+: error: \$\.pipeline: records\.json has labelled records .* no "smartline" stage/);
+    assert.match(
+      text,
+      /linedns\.json:\d+:\d+: error: \$\.pipeline\[1\]: "records" needs "view" from a stage in the pipeline: records\.json labels "app\.split\.example" with "internal", .* every client would see every labelled record; expected "smartline" in the pipeline/,
+    );
   });
 
   test('without labelled records, records alone is fine', () => {
     const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:9'], pipeline: ['decode', 'records', 'forward'] }, records: [{ name: 'x.example', type: 'A', rdata: '192.0.2.1' }] });
-    assert.deepEqual(loadConfig(configFile).config.pipeline, ['decode', 'records', 'forward']);
+    assert.deepEqual(loadConfig(configFile).config.pipeline.map((e) => e.stage), ['decode', 'records', 'forward']);
   });
 
   const orders = [

@@ -55,8 +55,10 @@ function violation(from: string, to: string, typeOnly: boolean): string | null {
     case 'transport':
       ok = dst.kind === 'lib' || dst.kind === 'core' || configTypes;
       break;
+    // The loader checks stage options and requirements: it reads the stage contract in core
+    // (and core reads only types of config), never a stage.
     case 'config':
-      ok = dst.kind === 'lib' || dst.kind === 'config';
+      ok = dst.kind === 'lib' || dst.kind === 'config' || dst.kind === 'core';
       break;
     case 'none':
       return 'is in no layer (lib, core, stages, transport, config, app)';

@@ -6,11 +6,12 @@ import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
+import type { AclOptions } from '../src/stages/acl/options.js';
 import { Rcode } from '../src/lib/dns/constants.js';
 import { DEFAULT_UDP_OPTIONS } from '../src/stages/forward/udp.js';
 import { buildQuery, decode, query } from './helpers/client.js';
-import { startLineDns, type Running } from './helpers/server.js';
+import { stageOptions, startLineDns, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler, type UpstreamRequest } from './helpers/upstream.js';
 import { frame, sleep, TcpProbe, udpBurst, waitFor } from './helpers/tcp-abuse.js';
 
@@ -416,7 +417,7 @@ test('forward: beyond maxOutstanding (50) slow upstream queries, the extra get S
 
 test('ratelimit: off by default, a rapid burst from one client is answered in full', async (t) => {
   const { dns, metric } = await setup(t, {});
-  assert.equal(dns.server.config.rateLimit, null);
+  assert.equal(stageOptions(dns.server.config, 'ratelimit'), null);
   // 250 exceeds the default burst (2 x 100 qps) a configured limiter would allow.
   const replies = await udpBurst(dns.port, 250, (i) => q('local.test', i), { from: '127.0.0.5', window: 50 });
   assert.deepEqual(countRcodes(replies), { ok: 250, refused: 0, servfail: 0, none: 0 });
@@ -479,10 +480,10 @@ test('defaults: the shipped config and the built-in defaults listen on and allow
   for (const [what, { config }] of [['config/linedns.json', loadConfig(shipped)], ['built-in defaults', loadConfig(null)]] as const) {
     assert.ok(config.listen.length > 0, `${what}: listens somewhere`);
     for (const l of config.listen) assert.ok(loopback.check(l.host, net.isIPv6(l.host) ? 'ipv6' : 'ipv4'), `${what}: listen ${l.host} is loopback`);
-    assert.ok(config.allow.length > 0, `${what}: an allow list is set`);
-    for (const c of config.allow) assert.ok(isLoopbackCidr(c), `${what}: allow ${c} is within loopback`);
-    assert.ok(config.pipeline.includes('acl'), `${what}: the acl stage is in the pipeline`);
-    assert.equal(config.rateLimit, null, `${what}: rate limiting is off`);
+    const allow = stageOptions<AclOptions>(config, 'acl')?.allow ?? [];
+    assert.ok(allow.length > 0, `${what}: the acl stage is in the pipeline with an allow list`);
+    for (const c of allow) assert.ok(isLoopbackCidr(c), `${what}: allow ${c} is within loopback`);
+    assert.equal(stageOptions(config, 'ratelimit'), null, `${what}: rate limiting is off`);
   }
 });
 

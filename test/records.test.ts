@@ -8,12 +8,12 @@ import { RecordStore, type LocalResult, type Visibility } from '../src/stages/re
 import { LineTable } from '../src/stages/smartline/lines.js';
 import { NO_LINES, ViewRegistry } from '../src/core/views.js';
 import type { RecordEntry } from '../src/config/types.js';
-import { loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
 import { isRejection, parseQuery } from '../src/lib/dns/query.js';
 import { silentLogger } from '../src/lib/logger.js';
 import { Metrics } from '../src/lib/metrics.js';
 import { QueryContext } from '../src/core/context.js';
-import { createRecordsStage } from '../src/stages/records/index.js';
+import { recordsStage } from '../src/stages/records/index.js';
 import { buildQuery } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 
@@ -155,7 +155,7 @@ test('visibility: unlabelled always, the most specific line with records wins, n
 test('one name asked with 2000 qtypes: answers stay right across the per-name memo bound', async () => {
   const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1'] }, records: [{ name: 'one.test', type: 'A', rdata: '192.0.2.1' }] });
   const metrics = new Metrics();
-  const stage = await createRecordsStage(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config, views: new ViewRegistry<QueryContext>() });
+  const stage = await recordsStage.create(undefined, { logger: silentLogger(), metrics, config: loadConfig(configFile).config, views: new ViewRegistry<QueryContext>(), position: { providedBefore: () => false, providedAfter: () => false } });
   let fellThrough = 0;
   for (let t = 1; t < 2000; t++) {
     if (t === 41) continue; // OPT is not a question type (FORMERR at decode)

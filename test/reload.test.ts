@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { loadConfig } from '../src/config/load.js';
+import { loadConfig } from '../src/app/config.js';
 import { LineDnsServer } from '../src/app/server.js';
 import { answerData, query } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';

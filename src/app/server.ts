@@ -2,11 +2,12 @@
 // in a reloaded configuration while keeping the last good one when the new one is invalid.
 
 import type { Logger } from 'pino';
-import { failureLines, reloadConfig, type ConfigOverrides } from '../config/load.js';
-import type { RuntimeConfig } from '../config/types.js';
+import { failureLines, type ConfigOverrides } from '../config/load.js';
+import { reloadConfig } from './config.js';
+import type { PipelineEntry, RuntimeConfig } from '../config/types.js';
 import { Metrics, type Counter } from '../lib/metrics.js';
-import { buildStages, isBuiltinStage } from '../stages/index.js';
-import type { StageEnv } from '../core/stage.js';
+import { buildStages, memoSafeWith, type BuiltStage } from '../stages/index.js';
+import type { PipelineEnv } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
 import { ViewRegistry } from '../core/views.js';
 import type { QueryContext } from '../core/context.js';
@@ -44,14 +45,30 @@ async function bindPair(host: string, port: number, server: LineDnsServer): Prom
   }
 }
 
-/** The registry knows which stages are built in; the engine needs that for its answer memo. */
-export async function buildEngine(pipeline: readonly string[], env: StageEnv): Promise<Engine> {
-  const stages = await buildStages(pipeline, env);
-  return new Engine(stages, env, isBuiltinStage);
+/** A pipeline built from the config's entries, with the stages' own word on the answer memo. */
+export interface BuiltEngine {
+  engine: Engine;
+  built: readonly BuiltStage[];
 }
+
+export async function buildEngine(pipeline: readonly PipelineEntry[], env: PipelineEnv): Promise<BuiltEngine> {
+  const built = await buildStages(pipeline, env);
+  return { engine: new Engine(built.map((b) => b.stage), env, built.every((b) => b.memoSafe)), built };
+}
+
+/** Whether two pipelines have the same stages in the same order, options aside. */
+function sameStages(a: readonly PipelineEntry[], b: readonly PipelineEntry[]): boolean {
+  return a.length === b.length && a.every((e, i) => e.stage === b[i]!.stage);
+}
+
+/** How long a replaced pipeline lives on for queries in flight: above forward's longest deadline. */
+const DRAIN_MS = 125_000;
 
 export class LineDnsServer {
   engine!: Engine;
+  private built: readonly BuiltStage[] = [];
+  /** Pipelines replaced by a reload, kept until their queries in flight are done (or close()). */
+  private readonly retiring = new Set<Engine>();
   readonly udp: UdpTransport[] = [];
   readonly tcp: TcpTransport[] = [];
   readonly addresses: BoundAddress[] = [];
@@ -69,7 +86,7 @@ export class LineDnsServer {
 
   static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
     const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
-    server.engine = await buildEngine(config.pipeline, server.env(config));
+    ({ engine: server.engine, built: server.built } = await buildEngine(config.pipeline, server.env(config)));
     try {
       for (const l of config.listen) {
         try {
@@ -96,7 +113,7 @@ export class LineDnsServer {
     return server;
   }
 
-  private env(config: RuntimeConfig): StageEnv {
+  private env(config: RuntimeConfig): PipelineEnv {
     // One view registry per pipeline built: its stages register their classifier in it, and a
     // rebuilt pipeline starts afresh while queries in flight finish with the old one.
     return { logger: this.logger, metrics: this.metrics, config, views: new ViewRegistry<QueryContext>() };
@@ -108,26 +125,32 @@ export class LineDnsServer {
   }
 
   /**
-   * Applies a new configuration: stages reload in place (the cache keeps its entries) unless the
-   * pipeline list changed, in which case a new pipeline replaces the old one. Listen addresses
-   * need a restart.
+   * Applies a new configuration: stages reload in place with their new options (the cache keeps
+   * its entries) unless the list of stages changed, in which case a new pipeline replaces the
+   * old one. Listen addresses need a restart.
    */
   async apply(next: RuntimeConfig): Promise<void> {
     const prev = this.config;
     if (JSON.stringify(prev.listen) !== JSON.stringify(next.listen)) {
       this.logger.warn('listen addresses changed: restart linedns to apply them');
     }
-    if (JSON.stringify(prev.pipeline) !== JSON.stringify(next.pipeline)) {
+    if (!sameStages(prev.pipeline, next.pipeline)) {
       const old = this.engine;
-      this.engine = await buildEngine(next.pipeline, this.env(next));
+      ({ engine: this.engine, built: this.built } = await buildEngine(next.pipeline, this.env(next)));
       this.config = next;
       for (const s of this.engine.stages) s.started?.();
-      // Queries in flight finish on the old stages; give them the forward deadline.
-      setTimeout(() => void old.close(), prev.forward.deadlineMs + 100).unref();
+      // Queries in flight finish on the old stages; give them time for the longest upstream
+      // deadline a stage may be waiting on.
+      this.retiring.add(old);
+      setTimeout(() => {
+        this.retiring.delete(old);
+        void old.close();
+      }, DRAIN_MS).unref();
       return;
     }
-    for (const s of this.engine.stages) await s.reload?.(next);
-    this.engine.configured(next);
+    const stages = this.engine.stages;
+    for (let i = 0; i < stages.length; i++) await stages[i]!.reload?.(next, next.pipeline[i]!.options);
+    this.engine.configured(next, memoSafeWith(next.pipeline, this.built));
     this.config = next;
   }
 
@@ -195,5 +218,7 @@ export class LineDnsServer {
   async close(): Promise<void> {
     await Promise.all([...this.udp, ...this.tcp].map((t) => t.close()));
     await this.engine?.close();
+    for (const old of this.retiring) await old.close();
+    this.retiring.clear();
   }
 }

@@ -3,7 +3,8 @@
 
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
-import { reloadConfig, type ConfigOverrides } from '../config/load.js';
+import type { ConfigOverrides } from '../config/load.js';
+import { reloadConfig } from './config.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */

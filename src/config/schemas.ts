@@ -1,50 +1,75 @@
-// Validators for the three config files, from schemas/*.schema.json (draft 2020-12): the
-// standalone code made at build time when present, else compiled with ajv on first use.
+// Validators for the config files: records.json and smart-line.json from schemas/*.schema.json,
+// linedns.json from a schema composed of its own keys and every stage's options (schema.ts).
+// Each is the standalone code made at build time when present, else compiled with ajv on first use.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type Ajv2020 from 'ajv/dist/2020.js';
 import type { ErrorObject, Options, ValidateFunction } from 'ajv';
+import type { StageDefinition } from '../core/stage.js';
 
-export const SCHEMA_NAMES = ['linedns', 'records', 'smart-line'] as const;
-export type SchemaName = (typeof SCHEMA_NAMES)[number];
+/** Schemas kept as files in schemas/ (the data formats, Pipy-compatible). */
+export const FILE_SCHEMAS = ['records', 'smart-line'] as const;
+export type FileSchemaName = (typeof FILE_SCHEMAS)[number];
 
 export const schemaDir = new URL('../../../schemas/', import.meta.url);
 export const compiledDir = new URL('../../schemas/', import.meta.url);
 export const AJV_OPTIONS: Options = { allErrors: true, strict: true, strictRequired: false, allowUnionTypes: true };
+/** Stage options are validated with their defaults filled in: the schema is the one place they live. */
+export const OPTIONS_AJV_OPTIONS: Options = { ...AJV_OPTIONS, useDefaults: true };
 
 const require = createRequire(import.meta.url);
-const validators = new Map<SchemaName, ValidateFunction>();
-const schemas = new Map<SchemaName, object>();
+const fileSchemas = new Map<FileSchemaName, object>();
+const compiled = new Map<string, ValidateFunction>();
 
-export function schemaJson(name: SchemaName): object {
-  let s = schemas.get(name);
+export function fileSchema(name: FileSchemaName): object {
+  let s = fileSchemas.get(name);
   if (s === undefined) {
     s = JSON.parse(readFileSync(new URL(`${name}.schema.json`, schemaDir), 'utf8')) as object;
-    schemas.set(name, s);
+    fileSchemas.set(name, s);
   }
   return s;
 }
 
-export function schemaFor(name: SchemaName): ValidateFunction {
-  let v = validators.get(name);
+/** The file name (under dist/schemas/) of a precompiled validator. */
+export function compiledName(key: string): string {
+  return `${key}.cjs`;
+}
+
+/**
+ * The validator `key` names: precompiled at build time when there, else compiled now from
+ * `schema()` (only without a build, as in tests of src: loading ajv costs start-up time).
+ */
+export function validatorFor(key: string, schema: () => object, options: Options = AJV_OPTIONS): ValidateFunction {
+  let v = compiled.get(key);
   if (v === undefined) {
-    const compiled = new URL(`${name}.cjs`, compiledDir);
-    if (existsSync(compiled)) {
-      v = require(compiled.pathname) as ValidateFunction;
-    } else {
-      // Only without a build (tests of src, say): loading ajv itself costs start-up time.
+    const file = new URL(compiledName(key), compiledDir);
+    if (existsSync(file)) v = require(file.pathname) as ValidateFunction;
+    else {
       const ajv = require('ajv/dist/2020.js') as typeof Ajv2020;
-      v = new ajv.default(AJV_OPTIONS).compile(schemaJson(name));
+      v = new ajv.default(options).compile(schema());
     }
-    validators.set(name, v);
+    compiled.set(key, v);
   }
   return v;
 }
 
+export function fileValidator(name: FileSchemaName): ValidateFunction {
+  return validatorFor(name, () => fileSchema(name));
+}
+
+/** The key of a stage's options validator (with defaults). */
+export function optionsKey(def: StageDefinition): string {
+  return `stage-${def.name}`;
+}
+
+export function optionsValidator(def: StageDefinition): ValidateFunction {
+  return validatorFor(optionsKey(def), () => def.options!.schema, OPTIONS_AJV_OPTIONS);
+}
+
 /** The schema node an error's schemaPath ("#/properties/cache/additionalProperties") points into. */
-export function schemaAt(name: SchemaName, schemaPath: string): Record<string, unknown> | undefined {
-  let cur: unknown = schemaJson(name);
+export function schemaAt(root: object, schemaPath: string): Record<string, unknown> | undefined {
+  let cur: unknown = root;
   const parts = schemaPath.replace(/^#\/?/, '').split('/').filter((p) => p.length > 0);
   for (const p of parts.slice(0, -1)) {
     if (cur === null || typeof cur !== 'object') return undefined;
@@ -53,4 +78,4 @@ export function schemaAt(name: SchemaName, schemaPath: string): Record<string, u
   return cur !== null && typeof cur === 'object' ? (cur as Record<string, unknown>) : undefined;
 }
 
-export type { ErrorObject };
+export type { ErrorObject, ValidateFunction };

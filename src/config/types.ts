@@ -1,5 +1,5 @@
 // The validated, defaulted configuration every stage is built from.
-// Produced only by config/load.ts; stages never see raw JSON.
+// Produced only by config/load.ts, frozen; stages never see raw JSON.
 
 import type { LogLevel } from '../lib/logger.js';
 
@@ -25,21 +25,20 @@ export interface RecordEntry {
   action?: 'deny' | 'nxdomain';
 }
 
-export interface CacheConfig {
-  maxEntries: number;
-  minTtl: number;
-  maxTtl: number;
-  negativeTtl: number;
+/**
+ * One stage of the pipeline: a built-in name or the absolute path of a user module, and its
+ * options (for a built-in, validated with the schema's defaults; null for a stage that is off
+ * without options; for a user module, the entry's object or undefined).
+ */
+export interface PipelineEntry {
+  readonly stage: string;
+  readonly options: unknown;
 }
 
-export interface ForwardConfig {
-  timeoutMs: number;
-  deadlineMs: number;
-  maxOutstanding: number;
-  /** DNS 0x20: random letter case in upstream questions, required back exactly. */
-  randomizeCase: boolean;
-  /** UDP sockets (source ports) per upstream, one picked at random per query (Unbound's outgoing-range). */
-  sourcePorts: number;
+/** What a stage's requirement may ask of the loaded data besides the stage's own options. */
+export interface PipelineFacts {
+  /** The first local record that carries labels, or null. */
+  readonly labelledRecord: { readonly name: string; readonly labels: readonly string[] } | null;
 }
 
 export interface TcpConfig {
@@ -51,33 +50,21 @@ export interface TcpConfig {
   maxPipelined: number;
 }
 
-export interface RateLimitConfig {
-  qps: number;
-  burst: number;
-  ipv4Prefix: number;
-  ipv6Prefix: number;
-  action: 'refuse' | 'drop';
-  maxClients: number;
-}
-
 export interface RuntimeConfig {
   /** Absolute path of linedns.json, or null when running on defaults. */
   file: string | null;
   listen: ListenAddress[];
   upstreams: UpstreamConfig[];
-  /** Built-in stage names or absolute paths of user modules. */
-  pipeline: string[];
+  /** The stages in order, each with its options. */
+  pipeline: PipelineEntry[];
+  /** What the stages' requirements were checked against (checked again when built). */
+  facts: PipelineFacts;
   records: RecordEntry[];
   recordsFile: string | null;
   smartLine: Record<string, string[]>;
   smartLineFile: string | null;
   smartLineUnmatched: 'all' | 'unlabelled';
-  cache: CacheConfig;
-  allow: string[];
-  trustEcsFrom: string[];
-  forward: ForwardConfig;
   tcp: TcpConfig;
-  rateLimit: RateLimitConfig | null;
   maxUdpSize: number;
   /** Repeats within a second answered without the pipeline (see docs/stages.md). */
   answerMemo: boolean;

@@ -2,7 +2,7 @@
 // Stages read the parsed query and leave a wire reply in `response`; the transport sends it.
 
 import { isRejection, parseQuery, type ParsedQuery } from '../lib/dns/query.js';
-import { errorReply, type ScannedTemplate, type WireTemplate } from '../lib/dns/template.js';
+import { errorReply } from '../lib/dns/template.js';
 import { restoreQuestion } from '../lib/dns/message.js';
 import type { LineSet } from './views.js';
 import type { Counter } from '../lib/metrics.js';
@@ -21,24 +21,16 @@ export interface ClientInfo {
  */
 export type ReplyHook = (ctx: QueryContext, wire: Buffer) => Buffer;
 
-/** Resolves the smart-line lines of a query's client; registered by the smartline stage. */
+/** Resolves the client's view; the engine hands each query the one a stage registered. */
 export type LineClassifier = (ctx: QueryContext) => LineSet;
 
 /**
- * The local records of the question's name and type, labels and all, as the records stage found
- * them. Encoding stays inside records: a stage that knows the client's view (smartline) asks for
- * the answer of that view, which records encodes once per view and memoises.
+ * Values one stage leaves on the context for later ones, by name (hono's ContextVariableMap):
+ * empty here, since the core knows no stage; each stage adds the slots it fills or reads with
+ * `declare module '../../core/context.js' { interface Slots { NAME: TYPE } }` in its own folder,
+ * and names them in its definition's `provides`, so the loader can check who reads what.
  */
-export interface LocalCandidates {
-  /** Whether some record involved carries labels, so that what a client gets depends on its view. */
-  readonly byView: boolean;
-  /**
-   * Answers `ctx` (as `stage`) with what `view` may see, setting `ctx.localAnswer`; false, with
-   * nothing answered, when nothing is visible to that view. `view` null: no classification, every
-   * record visible (only used when `byView` is false, or with no smartline configured).
-   */
-  answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean;
-}
+export interface Slots {}
 
 export class QueryContext {
   /** Set by the decode stage; stages after it may rely on it. */
@@ -49,14 +41,10 @@ export class QueryContext {
   answeredBy = '';
   /** Why the query was dropped, when no reply is sent on purpose. */
   dropReason = '';
-  /** The validated upstream reply behind `response`, for the cache to store. */
-  upstreamReply: ScannedTemplate | null = null;
   /** Set by the engine from the classifier a stage registered at build time; see `lines`. */
   classifier: LineClassifier | null = null;
-  /** Set by the records stage when local data exists for the question's name (any view). */
-  candidates: LocalCandidates | null = null;
-  /** The local answer behind `response`, as a template, for the cache to store. */
-  localAnswer: WireTemplate | null = null;
+  /** The slots stages filled for this query; null (nothing allocated) until the first set(). */
+  private slots: Partial<Slots> | null = null;
   /**
    * Set by a stage whose answer depends only on the query's octets, the client's address and the
    * current second (cache hits, local records): the UDP transport may then send the same answer
@@ -144,6 +132,15 @@ export class QueryContext {
     this.pipelineRaw = this.clientRaw;
     this.query = this.clientQuery;
     this.clientQuery = null;
+  }
+
+  /** A slot an earlier stage filled for this query, or undefined. */
+  get<K extends keyof Slots>(slot: K): Slots[K] | undefined {
+    return this.slots === null ? undefined : this.slots[slot];
+  }
+
+  set<K extends keyof Slots>(slot: K, value: Slots[K]): void {
+    (this.slots ??= {})[slot] = value;
   }
 
   /** The client's smart-line lines, classified once on first use. */

@@ -4,7 +4,7 @@
 import { Rcode } from '../lib/dns/constants.js';
 import { compose, type Handler } from './compose.js';
 import type { ClientInfo, QueryContext } from './context.js';
-import type { ReplyInfo, Stage, StageEnv } from './stage.js';
+import type { PipelineEnv, ReplyInfo, Stage } from './stage.js';
 import type { Counter } from '../lib/metrics.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { AnswerMemo } from './answer-memo.js';
@@ -15,8 +15,8 @@ export class Engine {
   private lastErrorLog = 0;
   /**
    * Repeats of a query within a second, from the same client, answered without the pipeline;
-   * null when turned off (`answerMemo: false`) or when it would change what a client gets: a
-   * user stage (its behaviour is unknown) or a rate limit (it counts every query).
+   * null when turned off (`answerMemo: false`) or when some stage does not declare itself memo
+   * safe (a user stage whose behaviour is unknown, a rate limit that counts every query).
    */
   memo: AnswerMemo | null = null;
   /**
@@ -25,21 +25,18 @@ export class Engine {
    */
   readonly observer: ((reply: ReplyInfo) => void) | null;
   private readonly observerErrors: Counter;
-  /** Every stage is built in or declares observesOnly: what the memo needs (see configured). */
-  private readonly stagesKnown: boolean;
 
   /**
-   * `builtin`: whether a stage is a built-in one. The caller says so because it knows the
-   * registry; the core imports no stage.
+   * `memoSafe`: whether every stage declared that the memo may answer for it. The caller works
+   * it out from the stages' definitions; the core imports no stage.
    */
-  constructor(readonly stages: readonly Stage[], private readonly env: StageEnv, builtin: (stage: Stage) => boolean) {
+  constructor(readonly stages: readonly Stage[], private readonly env: PipelineEnv, memoSafe: boolean) {
     this.handler = compose(stages);
     this.errors = env.metrics.counter('pipeline_errors_total', 'queries whose pipeline threw; answered SERVFAIL');
     this.observerErrors = env.metrics.counter('observer_errors_total', 'replies a stage observe() threw on (the reply was sent)');
-    this.stagesKnown = stages.every((s) => builtin(s) || s.observesOnly === true);
     const observers = stages.filter((s) => typeof s.observe === 'function');
     this.observer = observers.length === 0 ? null : (reply) => this.notify(observers, reply);
-    this.configured(env.config);
+    this.configured(env.config, memoSafe);
   }
 
   private notify(observers: readonly Stage[], reply: ReplyInfo): void {
@@ -66,9 +63,8 @@ export class Engine {
   }
 
   /** After the stages took a new configuration: answers kept from the old one are dropped. */
-  configured(config: RuntimeConfig): void {
-    const eligible = config.answerMemo && config.rateLimit === null && this.stagesKnown;
-    this.memo = eligible ? new AnswerMemo() : null;
+  configured(config: RuntimeConfig, memoSafe: boolean): void {
+    this.memo = config.answerMemo && memoSafe ? new AnswerMemo() : null;
   }
 
   /** Runs the pipeline, then the reply hooks when a stage registered any. */

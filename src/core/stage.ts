@@ -2,7 +2,7 @@
 // A stage may answer and stop, call next() and post-process, or only observe.
 
 import type { Logger } from 'pino';
-import type { RuntimeConfig } from '../config/types.js';
+import type { PipelineFacts, RuntimeConfig } from '../config/types.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { ClientInfo, QueryContext, Transport } from './context.js';
 import type { ViewRegistry } from './views.js';
@@ -42,7 +42,7 @@ export interface ReplyInfo {
   readonly size: number;
 }
 
-export interface Stage {
+export interface Stage<O = unknown> {
   readonly name: string;
   handle(ctx: QueryContext, next: Next): void | Promise<void>;
   /**
@@ -62,8 +62,11 @@ export interface Stage {
    * forward stage's loop probe). Called once per stage, after start or a pipeline rebuild.
    */
   started?(): void;
-  /** Apply a new, already validated configuration in place (SIGHUP). */
-  reload?(config: RuntimeConfig): void | Promise<void>;
+  /**
+   * Apply a new, already validated configuration in place (SIGHUP): `options` are this stage's
+   * own, from its pipeline entry and top-level keys, with the schema's defaults.
+   */
+  reload?(config: RuntimeConfig, options: O): void | Promise<void>;
   /** Release sockets and timers. */
   close?(): void | Promise<void>;
 }
@@ -78,6 +81,89 @@ export interface StageEnv {
    * stage may register another (`env.views.register(ctx => env.views.intern([...lines]))`).
    */
   readonly views: ViewRegistry<QueryContext>;
+  /** What the stages around this one declare they provide (set per stage when it is built). */
+  readonly position: PipelinePosition;
 }
 
-export type StageFactory = (options: unknown, env: StageEnv) => Stage | Promise<Stage>;
+/** What the app gives a pipeline to build; each stage's env adds its own position. */
+export type PipelineEnv = Omit<StageEnv, 'position'>;
+
+/** A stage's place in its pipeline, told by the other stages' declarations rather than their names. */
+export interface PipelinePosition {
+  providedBefore(name: string): boolean;
+  providedAfter(name: string): boolean;
+}
+
+/**
+ * Builds a stage. `options` are the entry's: for a built-in stage, validated against its schema
+ * with the defaults filled in; for a user module, the object of `{"./mine.js": {...}}` or undefined.
+ */
+export type StageFactory<O = unknown> = (options: O, env: StageEnv) => Stage<O> | Promise<Stage<O>>;
+
+/** A JSON Schema (draft 2020-12) node, as written in a stage's options.ts. */
+export type JsonSchema = { readonly [keyword: string]: unknown };
+
+/** Reports a problem with one option, at the place in the config files it came from. */
+export type OptionsReport = (path: readonly (string | number)[], message: string, severity?: 'error' | 'warning') => void;
+
+/** A stage's options: the one place their shape and defaults are written. */
+export interface OptionsSpec<O> {
+  /**
+   * The options object: `type: object` with `properties` (each with its `default`, where it has
+   * one) and `additionalProperties: false`. The pipeline entry `{"NAME": {...}}` is validated
+   * against it, and linedns.schema.json is generated from it (`npm run schemas`).
+   */
+  readonly schema: JsonSchema;
+  /**
+   * Top-level keys of linedns.json read as this stage's options, the form that came before
+   * options sat on the pipeline entry: key -> option name, or '.' for a key whose object holds
+   * options. An entry's own options win over these.
+   */
+  readonly topLevel?: Readonly<Record<string, string>>;
+  /** Without any option given the stage is off (`create` gets null) rather than on with defaults. */
+  readonly offWhenAbsent?: boolean;
+  /** What a schema cannot say (a CIDR, one bound above another), reported with positions. */
+  check?(options: NonNullable<O>, report: OptionsReport): void;
+}
+
+/**
+ * Something a stage needs from the pipeline: a capability another stage declares in `provides`
+ * (a slot it fills on the context, or a service such as the view classifier).
+ */
+export interface Requirement<O = unknown> {
+  readonly name: string;
+  /**
+   * Where the provider must stand: before this stage (a slot read in handle), after it, or
+   * anywhere (a service registered when the pipeline is built, such as the view classifier).
+   */
+  readonly where: 'before' | 'after' | 'anywhere';
+  /** Why, in words for the error message when the pipeline breaks it (may name the data involved). */
+  readonly reason: string | ((facts: PipelineFacts) => string);
+  /** Needed only when this holds for the stage's options and the loaded data (default: always). */
+  when?(options: O, config: PipelineFacts): boolean;
+}
+
+/**
+ * A built-in stage, or a user module's export: its name, options, what it needs and gives (the
+ * loader checks every pipeline against these, fastify's checkDependencies idea), and its factory.
+ */
+export interface StageDefinition<O = unknown> {
+  readonly name: string;
+  /** One line: what the stage does. */
+  readonly summary: string;
+  readonly options?: OptionsSpec<O>;
+  readonly requires?: readonly Requirement<O>[];
+  readonly provides?: readonly string[];
+  /**
+   * Whether the UDP answer memo may answer a repeat within the second without running this stage:
+   * true when the stage's answer depends only on the query's octets, the client's address and
+   * the current second (and it sees nothing it must count). Default false.
+   */
+  readonly memoSafe?: boolean | ((options: O) => boolean);
+  /**
+   * Top-level keys of linedns.json holding data this stage serves (`records`, `upstreams`): set
+   * while the stage is not in the pipeline, they do nothing, and the loader warns.
+   */
+  readonly dataKeys?: readonly string[];
+  readonly create: StageFactory<O>;
+}

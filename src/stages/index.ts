@@ -1,58 +1,95 @@
-// Builds the pipeline from the `pipeline` list: built-in stage names map to their factories,
-// paths load the user's own stage modules (the programmable part).
+// The registry: built-in stage definitions by name, and the loading of user stage modules (the
+// programmable part). Adding a stage touches its folder, one line here and docs/stages/.
 
 import { pathToFileURL } from 'node:url';
-import { createAclStage } from './acl/index.js';
-import { createCacheStage } from './cache/index.js';
-import { createDecodeStage } from './decode/index.js';
-import { createForwardStage } from './forward/index.js';
-import { createRateLimitStage } from './ratelimit/index.js';
-import { createRecordsStage } from './records/index.js';
-import { createSmartLineStage } from './smartline/index.js';
-import type { Stage, StageEnv, StageFactory } from '../core/stage.js';
+import { aclStage } from './acl/index.js';
+import { cacheStage } from './cache/index.js';
+import { decodeStage } from './decode/index.js';
+import { forwardStage } from './forward/index.js';
+import { rateLimitStage } from './ratelimit/index.js';
+import { recordsStage } from './records/index.js';
+import { smartLineStage } from './smartline/index.js';
+import { checkRequirements, positionOf, type DeclaredStage } from '../core/declarations.js';
+import type { PipelineEnv, Stage, StageDefinition, StageEnv, StageFactory } from '../core/stage.js';
+import type { PipelineEntry } from '../config/types.js';
 
-export const BUILTIN_FACTORIES: Readonly<Record<string, StageFactory>> = {
-  decode: createDecodeStage,
-  acl: createAclStage,
-  ratelimit: createRateLimitStage,
-  smartline: createSmartLineStage,
-  records: createRecordsStage,
-  cache: createCacheStage,
-  forward: createForwardStage,
-};
+/** Every built-in stage, in the order the docs list them. */
+export const BUILTIN_STAGES: readonly StageDefinition[] = [
+  decodeStage,
+  aclStage,
+  rateLimitStage,
+  cacheStage,
+  recordsStage,
+  smartLineStage,
+  forwardStage,
+] as StageDefinition[];
+
+export const BUILTIN_BY_NAME: ReadonlyMap<string, StageDefinition> = new Map(BUILTIN_STAGES.map((d) => [d.name, d]));
 
 function isStage(v: unknown): v is Stage {
   return typeof v === 'object' && v !== null && typeof (v as Stage).handle === 'function' && typeof (v as Stage).name === 'string';
 }
 
+function isDefinition(v: unknown): v is StageDefinition {
+  return typeof v === 'object' && v !== null && typeof (v as StageDefinition).create === 'function' && typeof (v as StageDefinition).name === 'string';
+}
+
+/** A pipeline stage as built, with the declarations the app needs from it. */
+export interface BuiltStage {
+  readonly stage: Stage;
+  /** Whether the UDP answer memo may skip this stage with these options. */
+  readonly memoSafe: boolean;
+}
+
+function memoSafe(def: StageDefinition, options: unknown): boolean {
+  return typeof def.memoSafe === 'function' ? def.memoSafe(options) : def.memoSafe === true;
+}
+
 /**
- * A user module exports a StageFactory as `default` (or `createStage`), or a ready Stage object.
- * Anything else is refused with a message naming the file.
+ * A user module exports a StageDefinition or a StageFactory (as `default`, or `definition` /
+ * `createStage`), or a ready Stage object. Anything else is refused with a message naming the file.
  */
-async function loadUserStage(path: string, env: StageEnv): Promise<Stage> {
+async function importUserStage(path: string): Promise<StageDefinition | StageFactory | Stage> {
   const mod = (await import(pathToFileURL(path).href)) as Record<string, unknown>;
-  const exported = mod.default ?? mod.createStage;
-  const made = typeof exported === 'function' ? await (exported as StageFactory)(undefined, env) : exported;
-  if (!isStage(made)) throw new Error(`${path}: a stage module must export a factory (default or createStage) returning { name, handle(ctx, next) }`);
-  return made;
+  const exported = mod.default ?? mod.definition ?? mod.createStage;
+  if (isDefinition(exported) || typeof exported === 'function' || isStage(exported)) return exported as StageDefinition | StageFactory | Stage;
+  throw new Error(`${path}: ${NOT_A_STAGE}`);
 }
 
-/** The stages built from BUILTIN_FACTORIES: their behaviour is known (see Engine's answer memo). */
-const builtins = new WeakSet<Stage>();
+const NOT_A_STAGE = 'a stage module must export a definition or a factory (default, definition or createStage) giving { name, handle(ctx, next) }';
 
-export function isBuiltinStage(stage: Stage): boolean {
-  return builtins.has(stage);
-}
-
-export async function buildStages(entries: readonly string[], env: StageEnv): Promise<Stage[]> {
-  const stages: Stage[] = [];
-  for (const entry of entries) {
-    const factory = BUILTIN_FACTORIES[entry];
-    if (factory) {
-      const stage = await factory(undefined, env);
-      builtins.add(stage);
-      stages.push(stage);
-    } else stages.push(await loadUserStage(entry, env));
+/**
+ * Builds the pipeline's stages, each told its position (what the stages around it provide).
+ * A user stage may let the answer memo skip it only when its definition says memoSafe or it
+ * declares observesOnly: otherwise its behaviour is unknown and the memo stays off. User
+ * definitions' requirements are checked here, as the loader does not import modules.
+ */
+export async function buildStages(entries: readonly PipelineEntry[], base: PipelineEnv): Promise<BuiltStage[]> {
+  const made = await Promise.all(entries.map(async (e) => BUILTIN_BY_NAME.get(e.stage) ?? (await importUserStage(e.stage))));
+  const declared: DeclaredStage[] = made.map((m, i) => ({ def: isDefinition(m) ? m : null, options: entries[i]!.options }));
+  const problems = checkRequirements(declared, base.config.facts, BUILTIN_STAGES);
+  if (problems.length > 0) throw new Error(problems.map((p) => `${entries[p.index]!.stage}: ${p.message}`).join('\n'));
+  const built: BuiltStage[] = [];
+  for (let i = 0; i < entries.length; i++) {
+    const m = made[i]!;
+    const options = entries[i]!.options;
+    const env: StageEnv = { ...base, position: positionOf(declared, i) };
+    let stage: unknown;
+    let safe = false;
+    if (isDefinition(m)) {
+      stage = await m.create(options, env);
+      safe = memoSafe(m, options);
+    } else stage = typeof m === 'function' ? await m(options, env) : m;
+    if (!isStage(stage)) throw new Error(`${entries[i]!.stage}: ${NOT_A_STAGE}`);
+    built.push({ stage, memoSafe: safe || stage.observesOnly === true });
   }
-  return stages;
+  return built;
+}
+
+/** After a reload in place: whether the memo may serve the pipeline with its new options. */
+export function memoSafeWith(entries: readonly PipelineEntry[], built: readonly BuiltStage[]): boolean {
+  return entries.every((e, i) => {
+    const def = BUILTIN_BY_NAME.get(e.stage);
+    return def ? memoSafe(def, e.options) : built[i]!.memoSafe;
+  });
 }

@@ -4,8 +4,9 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig } from '../../src/app/config.js';
 import { silentLogger } from '../../src/lib/logger.js';
+import type { RuntimeConfig } from '../../src/config/types.js';
 import { LineDnsServer } from '../../src/app/server.js';
 
 export interface TestFiles {
@@ -63,3 +64,8 @@ export async function bounded(p: Promise<void>, what: string, ms = 5000): Promis
   }
 }
 
+
+/** The options a loaded config gives the stage `name` (its first entry), as the stage gets them. */
+export function stageOptions<T>(config: RuntimeConfig, name: string): T | undefined {
+  return config.pipeline.find((e) => e.stage === name)?.options as T | undefined;
+}

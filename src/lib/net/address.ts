@@ -84,3 +84,13 @@ function fullV6(addr: string): Uint8Array {
   full.set(bytes, 16 - bytes.length);
   return full;
 }
+
+/** Each CIDR of `list` that does not parse, with its index and the sentence a config error gives. */
+export function badCidrs(list: readonly string[]): { index: number; message: string }[] {
+  const out: { index: number; message: string }[] = [];
+  list.forEach((c, index) => {
+    const parsed = parseCidr(c);
+    if (typeof parsed === 'string') out.push({ index, message: `${JSON.stringify(c)}: ${parsed}; expected a CIDR such as "10.0.0.0/8" or "2001:db8::/32"` });
+  });
+  return out;
+}

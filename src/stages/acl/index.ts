@@ -3,10 +3,11 @@
 
 import { Rcode } from '../../lib/dns/constants.js';
 import { AddressMatcher } from '../../lib/net/matcher.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import { aclOptions, type AclOptions } from './options.js';
 
-export const createAclStage: StageFactory = (_options, env): Stage => {
-  let allow = new AddressMatcher(env.config.allow);
+function createAclStage(options: AclOptions, env: StageEnv): Stage<AclOptions> {
+  let allow = new AddressMatcher(options.allow);
   const refused = env.metrics.counter('acl_refused_total', 'queries refused by the allow list');
   return {
     name: 'acl',
@@ -16,8 +17,17 @@ export const createAclStage: StageFactory = (_options, env): Stage => {
       ctx.note(`acl: ${ctx.client.address} is not in allow`);
       ctx.respondError('acl', Rcode.REFUSED);
     },
-    reload(config) {
-      allow = new AddressMatcher(config.allow);
+    reload(_config, o) {
+      allow = new AddressMatcher(o.allow);
     },
   };
+}
+
+export const aclStage: StageDefinition<AclOptions> = {
+  name: 'acl',
+  summary: 'answers REFUSED to clients outside `allow` (loopback by default)',
+  options: aclOptions,
+  requires: [{ name: 'query', where: 'before', reason: 'a refusal echoes the decoded question' }],
+  memoSafe: true,
+  create: createAclStage,
 };

@@ -7,12 +7,28 @@ import { LRUCache } from 'lru-cache';
 import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { Section } from '../../lib/dns/message.js';
 import type { ParsedQuery } from '../../lib/dns/query.js';
-import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate } from '../../lib/dns/template.js';
-import type { CacheConfig } from '../../config/types.js';
+import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import { wholeSeconds } from '../../lib/clock.js';
 import type { QueryContext } from '../../core/context.js';
 import type { RuntimeConfig } from '../../config/types.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import { cacheOptions, type CacheOptions } from './options.js';
+
+/**
+ * The answer behind `ctx.response`, left by the stage that made it so the cache can keep it:
+ * local data (kept with its own TTLs until a reload) or a validated upstream reply (aged). The
+ * cache keeps it only while `response` is still the one it names: a later stage that replaced
+ * the reply made its own answer, which the cache knows nothing about.
+ */
+export type CacheableAnswer =
+  | { readonly local: true; readonly template: WireTemplate; readonly response: Buffer }
+  | { readonly local: false; readonly template: ScannedTemplate; readonly response: Buffer };
+
+declare module '../../core/context.js' {
+  interface Slots {
+    cacheable: CacheableAnswer;
+  }
+}
 
 /**
  * One cached reply. Kept small, as a million of them must fit in a few hundred MB: the wire as
@@ -55,7 +71,9 @@ function viewOf(ctx: QueryContext): number {
  * the cache. Compared on reload only.
  */
 function viewInputs(config: RuntimeConfig): string {
-  return JSON.stringify([config.pipeline, config.records, config.smartLine, config.smartLineUnmatched, config.trustEcsFrom]);
+  // Every entry's options but the cache's own (its sizes and TTL bounds change no answer's view).
+  const pipeline = config.pipeline.map((e) => (e.stage === 'cache' ? e.stage : e));
+  return JSON.stringify([pipeline, config.records, config.smartLine, config.smartLineUnmatched]);
 }
 
 /**
@@ -85,7 +103,7 @@ function negativeTtl(t: ScannedTemplate): number | null {
  * How long a reply may be cached, in seconds (0: not at all), after clamping its TTLs into the
  * configured bounds; `clamped` tells whether any TTL the client would see changed.
  */
-export function cacheLifetime(t: ScannedTemplate, cfg: CacheConfig): { lifetime: number; clamped: boolean } {
+export function cacheLifetime(t: ScannedTemplate, cfg: CacheOptions): { lifetime: number; clamped: boolean } {
   const answers = minSectionTtl(t, Section.Answer);
   if (t.rcode === Rcode.NOERROR && answers !== undefined) {
     const clamped = clampTemplateTtls(t, cfg.minTtl, cfg.maxTtl);
@@ -114,8 +132,8 @@ function newLru(maxEntries: number): LRUCache<string, Entry> {
   return new LRUCache<string, Entry>({ maxSize: Math.max(1, maxEntries), sizeCalculation: chainLength });
 }
 
-export const createCacheStage: StageFactory = (_options, env): Stage => {
-  let cfg = env.config.cache;
+function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOptions> {
+  let cfg = options;
   let lru = newLru(cfg.maxEntries);
   const hits = env.metrics.counter('cache_hits_total', 'answers served from the cache');
   const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
@@ -129,15 +147,15 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
     const now = wholeSeconds(ctx.receivedAt);
     // Candidates from the records stage whose visibility depends on lines: the answer, local or
     // upstream (this view sees none of the name's local records), is this view's alone.
-    const c = ctx.candidates;
-    const view = c !== null && c.byView ? viewOf(ctx) : SHARED;
-    const local = ctx.localAnswer;
-    if (local !== null) {
-      put(q.name, { code, wire: local.buf.toString('latin1'), ttlOffsets: local.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null }, now);
+    const answer = ctx.get('cacheable');
+    if (answer === undefined || answer.response !== ctx.response) return;
+    const view = ctx.get('candidates')?.byView === true ? viewOf(ctx) : SHARED;
+    if (answer.local) {
+      const t = answer.template;
+      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null }, now);
       return;
     }
-    const reply = ctx.upstreamReply;
-    if (reply === null || ctx.answeredBy !== 'forward') return;
+    const reply = answer.template;
     const { lifetime, clamped } = cacheLifetime(reply, cfg);
     // The reply was rendered before clamping: render again if this client would see other TTLs.
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
@@ -193,9 +211,9 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       if (r) return r.then(() => store(ctx, code));
       store(ctx, code);
     },
-    reload(config) {
+    reload(config, options) {
       const old = lru;
-      cfg = config.cache;
+      cfg = options;
       lru = newLru(cfg.maxEntries);
       // Local data or lines changed: what was stored, shared or per view, may be wrong now.
       const now = viewInputs(config);
@@ -209,4 +227,13 @@ export const createCacheStage: StageFactory = (_options, env): Stage => {
       entries.value = lru.calculatedSize;
     },
   };
+}
+
+export const cacheStage: StageDefinition<CacheOptions> = {
+  name: 'cache',
+  summary: 'answers repeats from stored replies, per view when they depended on it; stores what the stages after it answered',
+  options: cacheOptions,
+  requires: [{ name: 'query', where: 'before', reason: 'it looks up the decoded question' }],
+  memoSafe: true,
+  create: createCacheStage,
 };

@@ -4,9 +4,9 @@
 import { QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { isRejection, parseQuery } from '../../lib/dns/query.js';
 import { errorReply } from '../../lib/dns/template.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 
-export const createDecodeStage: StageFactory = (_options, env): Stage => {
+function createDecodeStage(_options: unknown, env: StageEnv): Stage {
   const m = env.metrics;
   const dropped = m.counter('decode_dropped_total', 'packets dropped: unreadable header or QR set');
   const formerr = m.counter('decode_formerr_total', 'queries answered FORMERR');
@@ -48,4 +48,12 @@ export const createDecodeStage: StageFactory = (_options, env): Stage => {
       return next();
     },
   };
+}
+
+export const decodeStage: StageDefinition = {
+  name: 'decode',
+  summary: 'parses the query strictly; FORMERR, NOTIMP, BADVERS, REFUSED for transfers and odd classes, or a drop',
+  provides: ['query'],
+  memoSafe: true,
+  create: createDecodeStage,
 };

@@ -12,9 +12,10 @@ import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../li
 import { tcpQuery } from './tcp.js';
 import { randomU16 } from './random.js';
 import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from './udp.js';
-import type { ForwardConfig, UpstreamConfig } from '../../config/types.js';
+import type { UpstreamConfig } from '../../config/types.js';
 import type { QueryContext } from '../../core/context.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import { forwardOptions, type ForwardOptions } from './options.js';
 
 interface UpstreamState {
   config: UpstreamConfig;
@@ -101,8 +102,8 @@ interface Probe {
   seen: boolean;
 }
 
-export const createForwardStage: StageFactory = (_options, env): Stage => {
-  let cfg: ForwardConfig = env.config.forward;
+function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<ForwardOptions> {
+  let cfg = options;
   const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
   const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
@@ -138,7 +139,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       query.writeUInt16BE(QClass.IN, HEADER_SIZE + wire.length + 2);
       const probe: Probe = { upstream: u, seen: false };
       probes.set(name, probe);
-      udp.send(u.lane, query, cfg.timeoutMs, {
+      udp.send(u.lane, query, cfg.timeout, {
         accept: (reply) => scanMessage(reply),
         done: (scan) => {
           probes.delete(name);
@@ -233,7 +234,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       private readonly reject: (err: unknown) => void,
     ) {
       const start = performance.now();
-      this.deadline = start + cfg.deadlineMs;
+      this.deadline = start + cfg.deadline;
       this.order = ordered(start);
     }
 
@@ -268,7 +269,7 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       this.cased = cfg.randomizeCase;
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
-      const timeout = Math.min(cfg.timeoutMs, remaining);
+      const timeout = Math.min(cfg.timeout, remaining);
       if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
       else udp.send(this.order[this.index]!.lane, query, timeout, this);
     }
@@ -334,9 +335,10 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
         ctx.note(`forward: scrubbed ${got.scrubbed} unrelated records`);
       }
       const t = got.template!;
-      ctx.upstreamReply = t;
       if (ctx.tracing) ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
-      ctx.respond('forward', renderTemplate(t, ctx.raw, ctx.query!, 0));
+      const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
+      ctx.respond('forward', response);
+      ctx.set('cacheable', { local: false, template: t, response });
       this.finish();
     }
 
@@ -369,8 +371,8 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
     started() {
       probeLoops(upstreams);
     },
-    reload(config) {
-      cfg = config.forward;
+    reload(config, o) {
+      cfg = o;
       udp.setPortsPerUpstream(cfg.sourcePorts);
       const before = upstreams;
       upstreams = config.upstreams.map((c) => before.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? fresh(c));
@@ -384,4 +386,16 @@ export const createForwardStage: StageFactory = (_options, env): Stage => {
       udp.close();
     },
   };
+}
+
+export const forwardStage: StageDefinition<ForwardOptions> = {
+  name: 'forward',
+  summary: 'asks the upstreams (random source port and ID per query, failover, reply checks, scrubbing); SERVFAIL when all fail',
+  options: forwardOptions,
+  requires: [{ name: 'query', where: 'before', reason: 'it forwards the decoded question' }],
+  provides: ['cacheable'],
+  // A repeat the memo answers was answered by the cache or local data, never by an upstream.
+  memoSafe: true,
+  dataKeys: ['upstreams'],
+  create: createForwardStage,
 };

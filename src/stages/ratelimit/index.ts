@@ -4,8 +4,8 @@
 import { LRUCache } from 'lru-cache';
 import { Rcode } from '../../lib/dns/constants.js';
 import { parseIp } from '../../lib/net/address.js';
-import type { RateLimitConfig } from '../../config/types.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import { rateLimitOptions, type RateLimitOptions } from './options.js';
 
 interface Bucket {
   tokens: number;
@@ -25,8 +25,15 @@ function prefixKey(address: string, v4: number, v6: number): string {
   return key;
 }
 
-export const createRateLimitStage: StageFactory = (_options, env): Stage => {
-  let limit: RateLimitConfig | null = env.config.rateLimit;
+/** The limits in force: burst resolved. */
+type Limit = RateLimitOptions & { readonly burst: number };
+
+function limitOf(o: RateLimitOptions | null): Limit | null {
+  return o === null ? null : { ...o, burst: o.burst ?? Math.max(1, Math.ceil(o.qps * 2)) };
+}
+
+function createRateLimitStage(options: RateLimitOptions | null, env: StageEnv): Stage<RateLimitOptions | null> {
+  let limit = limitOf(options);
   let buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
   const limited = env.metrics.counter('ratelimit_limited_total', 'queries over the per-client rate limit');
   return {
@@ -54,9 +61,19 @@ export const createRateLimitStage: StageFactory = (_options, env): Stage => {
       }
       ctx.respondError('ratelimit', Rcode.REFUSED);
     },
-    reload(config) {
-      limit = config.rateLimit;
+    reload(_config, o) {
+      limit = limitOf(o);
       buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
     },
   };
+}
+
+export const rateLimitStage: StageDefinition<RateLimitOptions | null> = {
+  name: 'ratelimit',
+  summary: 'token buckets per client prefix: over-limit queries get REFUSED or are dropped (off unless `qps` is set)',
+  options: rateLimitOptions,
+  requires: [{ name: 'query', where: 'before', reason: 'a refusal echoes the decoded question' }],
+  // Every query must reach the buckets to be counted: a memo answer would bypass the limit.
+  memoSafe: (o) => o === null,
+  create: createRateLimitStage,
 };

@@ -1,7 +1,7 @@
 // records stage: finds the local records of the question's name and type (labels and all) and
-// hands them on as `ctx.candidates`. Answers that do not depend on the client's view are given
-// here; the label filter is the smartline stage's (see docs/stages.md for the order rule).
-// Answers are encoded once per (name, type, view) and then only stamped per query.
+// hands them on in the `candidates` slot. Answers that depend on no client's view are given here;
+// labelled ones are the label filter's (smartline, after records). Encoded once per (name, type,
+// view), then only stamped per query.
 
 import { LRUCache } from 'lru-cache';
 import { QClass } from '../../lib/dns/constants.js';
@@ -10,9 +10,30 @@ import type { ParsedQuery } from '../../lib/dns/query.js';
 import { encodeLocal } from './encode.js';
 import { RecordStore, type Visibility } from './store.js';
 import { NO_LINES, type LineSet } from '../../core/views.js';
-import type { LocalCandidates, QueryContext } from '../../core/context.js';
-import type { RuntimeConfig } from '../../config/types.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { QueryContext } from '../../core/context.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+
+/**
+ * The local records of the question's name and type, labels and all. Encoding stays here: the
+ * label filter (smartline) asks for the answer of the client's view, which is encoded once per
+ * view and memoised.
+ */
+export interface LocalCandidates {
+  /** Whether some record involved carries labels, so that what a client gets depends on its view. */
+  readonly byView: boolean;
+  /**
+   * Answers `ctx` (as `stage`) with what `view` may see, leaving it in the `cacheable` slot;
+   * false, with nothing answered, when nothing is visible to that view. `view` null: every
+   * record visible (used when `byView` is false).
+   */
+  answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean;
+}
+
+declare module '../../core/context.js' {
+  interface Slots {
+    candidates: LocalCandidates;
+  }
+}
 
 /** Memo value for "local data has nothing for this view here": go on. */
 const FALL_THROUGH: unique symbol = Symbol('fall through');
@@ -24,20 +45,12 @@ const MAX_VARIANTS = 64;
 /** View key of "no classification" (view null) in a Candidates' memo. */
 const NO_VIEW = -1;
 
-/**
- * Whether the records stage leaves labelled answers to a smartline stage after it. With smartline
- * before records (or none: the loader refuses labelled records then) records filters by the view
- * itself; with smartline after it, it must not answer them, or it would answer without the filter.
- */
-function smartlineAfter(config: RuntimeConfig): boolean {
-  const at = config.pipeline.indexOf('records');
-  return at >= 0 && config.pipeline.indexOf('smartline', at + 1) > at;
-}
-
-export const createRecordsStage: StageFactory = (_options, env): Stage => {
+function createRecordsStage(_options: unknown, env: StageEnv): Stage {
   let store = new RecordStore(env.config.records);
   let unmatched = env.config.smartLineUnmatched;
-  let deferLabelled = smartlineAfter(env.config);
+  // With the label filter after us it answers labelled data; without, the view is known to
+  // every stage (a classifier is required in the pipeline) and records filters by it itself.
+  const deferLabelled = env.position.providedAfter('label-filter');
   let memo = new LRUCache<string, Map<number, Candidates>>({ max: MEMO_SIZE });
   const answered = env.metrics.counter('records_answered_total', 'queries answered from local data');
   const hidden = env.metrics.counter('records_fallthrough_total', 'queries with local data none of which this client sees');
@@ -78,9 +91,10 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
       }
       answered.value++;
       ctx.reusable = answered;
-      ctx.localAnswer = t;
       if (ctx.tracing) ctx.note(`${stage}: answered from local data for lines [${(view ?? NO_LINES).lines.join(', ')}]`);
-      ctx.respond(stage, renderTemplate(t, ctx.raw, q, 0));
+      const response = renderTemplate(t, ctx.raw, q, 0);
+      ctx.respond(stage, response);
+      ctx.set('cacheable', { local: true, template: t, response });
       return true;
     }
   }
@@ -104,19 +118,39 @@ export const createRecordsStage: StageFactory = (_options, env): Stage => {
         if (byName.size >= MAX_VARIANTS) byName.clear();
         byName.set(q.qtype, c);
       }
-      ctx.candidates = c;
+      ctx.set('candidates', c);
       if (c.byView && deferLabelled) {
-        if (ctx.tracing) ctx.note('records: labelled local data; the smartline stage after records filters it');
+        if (ctx.tracing) ctx.note('records: labelled local data; the label filter after records answers it');
         return next();
       }
       if (c.answer(ctx, 'records', c.byView ? ctx.lines : null)) return;
       return next();
     },
-    reload(config: RuntimeConfig) {
+    reload(config) {
       store = new RecordStore(config.records);
       unmatched = config.smartLineUnmatched;
-      deferLabelled = smartlineAfter(config);
       memo = new LRUCache({ max: MEMO_SIZE });
     },
   };
+}
+
+export const recordsStage: StageDefinition = {
+  name: 'records',
+  summary: "answers from records.json; hands labelled records on to the label filter after it",
+  requires: [
+    { name: 'query', where: 'before', reason: 'it looks up the decoded question' },
+    {
+      // The label filter after records (smartline) or a classifier before it: without either,
+      // no stage knows the client's lines and every client would see every labelled record.
+      name: 'view',
+      where: 'anywhere',
+      reason: (facts) =>
+        `records.json labels ${JSON.stringify(facts.labelledRecord?.name)} with ${(facts.labelledRecord?.labels ?? []).map((l) => JSON.stringify(l)).join(', ')}, and only a stage that knows the client's lines can show such records to those lines alone; without one every client would see every labelled record`,
+      when: (_o, facts) => facts.labelledRecord !== null,
+    },
+  ],
+  provides: ['candidates', 'cacheable'],
+  memoSafe: true,
+  dataKeys: ['records', 'smartLineUnmatched'],
+  create: createRecordsStage,
 };

@@ -1,17 +1,18 @@
 // smartline stage: the label filter. Its classifier (prefix trie, longest prefix first; the EDNS
 // Client Subnet address for `trustEcsFrom` clients) is registered when the stage is built, so the
-// view is computed lazily on first use by whichever stage asks first (the cache, records, here).
+// view is computed lazily on first use by whichever stage asks first (the cache, here).
 // After records, it answers the labelled local data the client's lines may see, or falls through.
 
 import { AddressMatcher } from '../../lib/net/matcher.js';
 import { LineTable } from './lines.js';
 import type { LineClassifier } from '../../core/context.js';
-import type { Stage, StageFactory } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 import type { RuntimeConfig } from '../../config/types.js';
+import { smartLineOptions, type SmartLineOptions } from './options.js';
 
-function build(config: RuntimeConfig): LineClassifier {
+function build(config: RuntimeConfig, options: SmartLineOptions): LineClassifier {
   const table = new LineTable(config.smartLine);
-  const trusted = new AddressMatcher(config.trustEcsFrom);
+  const trusted = new AddressMatcher(options.trustEcsFrom);
   if (trusted.empty) return (ctx) => table.classify(ctx.client.address);
   return (ctx) => {
     const ecs = ctx.query?.edns?.ecs;
@@ -23,18 +24,30 @@ function build(config: RuntimeConfig): LineClassifier {
   };
 }
 
-export const createSmartLineStage: StageFactory = (_options, env): Stage => {
-  env.views.setDefault(build(env.config));
+function createSmartLineStage(options: SmartLineOptions, env: StageEnv): Stage<SmartLineOptions> {
+  env.views.setDefault(build(env.config, options));
   return {
     name: 'smartline',
     handle(ctx, next) {
       // Local data the records stage before us left unanswered because it depends on the view.
-      const c = ctx.candidates;
-      if (c !== null && c.byView && ctx.response === null && c.answer(ctx, 'smartline', ctx.lines)) return;
+      const c = ctx.get('candidates');
+      if (c !== undefined && c.byView && ctx.response === null && c.answer(ctx, 'smartline', ctx.lines)) return;
       return next();
     },
-    reload(config) {
-      env.views.setDefault(build(config));
+    reload(config, o) {
+      env.views.setDefault(build(config, o));
     },
   };
+}
+
+export const smartLineStage: StageDefinition<SmartLineOptions> = {
+  name: 'smartline',
+  summary: "the label filter: classifies the client into its lines and answers the labelled local data they may see, or falls through",
+  options: smartLineOptions,
+  requires: [{ name: 'query', where: 'before', reason: 'it reads the decoded query (and its client subnet)' }],
+  // 'view': the classifier, registered when built, so stages on either side can ask for the view.
+  provides: ['view', 'label-filter'],
+  memoSafe: true,
+  dataKeys: ['smartLine'],
+  create: createSmartLineStage,
 };

@@ -1,0 +1,111 @@
+// linedns.json's JSON Schema, composed: the server's own keys (here) and each stage's options
+// (its options.ts), both as top-level keys and on pipeline entries. schemas/linedns.schema.json is this, written out.
+
+import type { JsonSchema, StageDefinition } from '../core/stage.js';
+import { isModulePathPattern } from './pipeline-names.js';
+
+const NAME_OR_PATH = { type: 'string', minLength: 1 } as const;
+
+/** The keys linedns.json has whatever the stages. */
+const SERVER_KEYS: Record<string, JsonSchema> = {
+  $schema: { type: 'string' },
+  listen: {
+    description: 'Addresses to serve on, UDP and TCP: HOST:PORT, IPv6 as [ADDR]:PORT.',
+    type: 'array',
+    minItems: 1,
+    items: { type: 'string', pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|localhost):[0-9]{1,5}$' },
+  },
+  upstreams: {
+    description: 'Upstream resolvers, tried in order: "resolv.conf", "HOST[:PORT]" or an object.',
+    type: 'array',
+    minItems: 1,
+    items: {
+      oneOf: [
+        { type: 'string', minLength: 1 },
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['address'],
+          properties: {
+            address: { type: 'string', minLength: 1 },
+            port: { type: 'integer', minimum: 1, maximum: 65535 },
+            protocol: { enum: ['udp', 'tcp'] },
+          },
+        },
+      ],
+    },
+  },
+  records: { description: 'Path of records.json, relative to this file.', type: 'string', minLength: 1 },
+  smartLine: { description: 'Path of smart-line.json, relative to this file.', type: 'string', minLength: 1 },
+  smartLineUnmatched: {
+    description: 'What a client in no line sees: every record ("all", Pipy\'s behaviour) or only unlabelled ones.',
+    enum: ['all', 'unlabelled'],
+  },
+  tcp: {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      idleTimeout: { type: 'integer', minimum: 100, maximum: 3600000 },
+      maxConnectionTime: { type: 'integer', minimum: 100, maximum: 86400000 },
+      maxConnections: { type: 'integer', minimum: 1, maximum: 1000000 },
+      maxConnectionsPerClient: { type: 'integer', minimum: 1, maximum: 1000000 },
+      maxQueriesPerConnection: { type: 'integer', minimum: 1, maximum: 100000000 },
+      maxPipelined: { type: 'integer', minimum: 1, maximum: 100000 },
+    },
+  },
+  maxUdpSize: { type: 'integer', minimum: 512, maximum: 65535 },
+  answerMemo: { type: 'boolean' },
+  logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
+  workers: { type: 'integer', minimum: 1, maximum: 64 },
+};
+
+/**
+ * Each stage's options schema sits once in `$defs` (without `required`, which is checked once an
+ * entry's options and the top-level keys are merged); the pipeline entry and the top-level keys
+ * refer to it.
+ */
+export function composeLinednsSchema(stages: readonly StageDefinition[]): JsonSchema {
+  const properties: Record<string, JsonSchema> = { ...SERVER_KEYS };
+  const defs: Record<string, JsonSchema> = {};
+  const entries: Record<string, JsonSchema> = {};
+  for (const def of stages) {
+    if (def.options === undefined) {
+      entries[def.name] = { type: 'object', additionalProperties: false, properties: {} };
+      continue;
+    }
+    const { required, ...rest } = def.options.schema;
+    defs[def.name] = rest;
+    const ref = `#/$defs/${def.name}`;
+    entries[def.name] = { $ref: ref };
+    for (const [key, option] of Object.entries(def.options.topLevel ?? {})) {
+      properties[key] = option === '.' ? { $ref: ref, ...(required === undefined ? {} : { type: 'object', required }) } : { $ref: `${ref}/properties/${option}` };
+    }
+  }
+  properties.pipeline = {
+    description: 'Stages in order: a built-in name or the path (./x.js) of a user stage module, or {"NAME": {options}}.',
+    type: 'array',
+    minItems: 1,
+    items: {
+      oneOf: [
+        NAME_OR_PATH,
+        {
+          type: 'object',
+          minProperties: 1,
+          maxProperties: 1,
+          properties: entries,
+          patternProperties: { [isModulePathPattern]: { type: 'object' } },
+          additionalProperties: false,
+        },
+      ],
+    },
+  };
+  return {
+    $schema: 'https://json-schema.org/draft/2020-12/schema',
+    $id: 'linedns.schema.json',
+    title: 'linedns server configuration',
+    type: 'object',
+    additionalProperties: false,
+    properties,
+    $defs: defs,
+  };
+}

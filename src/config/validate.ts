@@ -1,0 +1,156 @@
+// Reading a config file into a JSON document with positions, and validating it against its
+// JSON Schema: ajv's errors reworded for a person, each at the line and column of its value.
+
+import { readFileSync } from 'node:fs';
+import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
+import { schemaAt, type ErrorObject, type ValidateFunction } from './schemas.js';
+import { Reporter, show, suggest, type LoadedFile } from './issues.js';
+
+export function valueAt(root: unknown, path: readonly PathSegment[]): unknown {
+  let cur = root;
+  for (const seg of path) cur = cur !== null && typeof cur === 'object' ? (cur as Record<string | number, unknown>)[seg] : undefined;
+  return cur;
+}
+
+/** A schema to validate a document with, and the schema itself for wording its errors. */
+export interface SchemaCheck {
+  readonly validate: ValidateFunction;
+  readonly schema: () => object;
+}
+
+/**
+ * Words an ajv error for a person; null for errors that only echo a more precise one. `schema`
+ * gives the root schema the error's schemaPath points into (for "expected one of" lists).
+ */
+export function describeError(e: ErrorObject, value: unknown, schema: () => object): { message: string; key: boolean; extra?: PathSegment } | null {
+  const p = e.params as Record<string, unknown>;
+  switch (e.keyword) {
+    case 'if':
+    case 'allOf':
+      return null;
+    case 'type':
+      return { message: `${show(value)} is not ${article(String(p.type))}`, key: false };
+    case 'required':
+      return { message: `missing required property "${String(p.missingProperty)}"`, key: false };
+    case 'additionalProperties': {
+      const name = String(p.additionalProperty);
+      const props = Object.keys((schemaAt(schema(), e.schemaPath)?.properties as object | undefined) ?? {});
+      const hint = suggest(name, props);
+      return { message: `unknown property "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${props.map((k) => `"${k}"`).join(', ')}`, key: true, extra: name };
+    }
+    case 'enum':
+      return { message: `${show(value)} is not one of ${(p.allowedValues as unknown[]).map(show).join(', ')}`, key: false };
+    case 'const':
+      return { message: `${show(value)} is not ${show(p.allowedValue)}`, key: false };
+    case 'pattern':
+      return { message: `${show(value)} does not match the expected form ${patternHint(e.instancePath)}`, key: false };
+    case 'minimum':
+    case 'maximum':
+    case 'exclusiveMinimum':
+    case 'exclusiveMaximum':
+      return { message: `${show(value)} is out of range (expected ${String(p.comparison)} ${String(p.limit)})`, key: false };
+    case 'minItems':
+      return { message: `expected at least ${String(p.limit)} item(s)`, key: false };
+    case 'minLength':
+      return { message: `expected a non-empty string`, key: false };
+    case 'oneOf':
+    case 'anyOf':
+      return { message: `${show(value)} matches none of the accepted forms`, key: false };
+    default:
+      return { message: `${show(value)}: ${e.message ?? e.keyword}`, key: false };
+  }
+}
+
+function article(type: string): string {
+  const words = type.split(',').map((t) => (t === 'integer' ? 'an integer' : t === 'array' ? 'an array' : t === 'object' ? 'an object' : `a ${t}`));
+  return words.join(' or ');
+}
+
+function patternHint(pointer: string): string {
+  if (pointer.startsWith('/listen')) return 'HOST:PORT, with IPv6 written [ADDR]:PORT (e.g. "127.0.0.1:5300", "[::1]:5300")';
+  if (pointer.endsWith('/tag')) return 'of 1-15 letters and digits (e.g. "issue")';
+  return '';
+}
+
+export function readJson(path: string, report: Reporter): LoadedFile | null {
+  let bytes: Buffer;
+  try {
+    bytes = readFileSync(path);
+  } catch (err) {
+    report.syntax(path, 0, 0, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    return null;
+  }
+  const doc = JsonDocument.fromBytes(bytes);
+  if (Array.isArray(doc)) {
+    for (const p of doc) report.syntax(path, p.line, p.column, `invalid JSON: ${p.message}`);
+    return null;
+  }
+  const f = { file: path, doc, value: doc.value };
+  for (const d of doc.duplicates) {
+    report.issues.push({
+      file: path,
+      line: d.line,
+      column: d.column,
+      path: formatPath(d.path),
+      message: `duplicate key "${String(d.path[d.path.length - 1])}" (first at ${d.first.line}:${d.first.column}); expected each key once per object, as only the last one would count`,
+      severity: 'error',
+    });
+  }
+  return f;
+}
+
+export function validateSchema(f: LoadedFile, check: SchemaCheck, report: Reporter): boolean {
+  const validate = check.validate;
+  if (validate(f.value)) return true;
+  const errors = pruneAlternatives(validate.errors ?? []);
+  // When a more specific error sits under the path of a oneOf/anyOf, report only that one.
+  const paths = errors.filter((e) => e.keyword !== 'oneOf' && e.keyword !== 'anyOf').map((e) => e.instancePath);
+  const seen = new Set<string>();
+  for (const e of errors) {
+    if ((e.keyword === 'oneOf' || e.keyword === 'anyOf') && paths.some((p) => p.startsWith(e.instancePath + '/'))) continue;
+    const path = pointerToPath(e.instancePath, f.value);
+    const d = describeError(e, valueAt(f.value, path), check.schema);
+    if (d === null) continue;
+    const full = d.extra !== undefined ? [...path, d.extra] : path;
+    const id = `${formatPath(full)}|${d.message}`;
+    if (seen.has(id)) continue;
+    seen.add(id);
+    report.at(f, full, d.message, 'error', d.key);
+  }
+  return false;
+}
+
+/**
+ * A value that fails a oneOf/anyOf gets an error from every branch, most of them beside the
+ * point ("{...} is not a string" for an object missing a key). Keeps the errors of the branches
+ * whose type the value has; when it has none of their types, one "is not X or Y" instead.
+ */
+function pruneAlternatives(errors: readonly ErrorObject[]): ErrorObject[] {
+  const drop = new Set<ErrorObject>();
+  const add: ErrorObject[] = [];
+  for (const alt of errors) {
+    if ((alt.keyword !== 'oneOf' && alt.keyword !== 'anyOf') || (alt.params as { passingSchemas?: unknown }).passingSchemas) continue;
+    const prefix = `${alt.schemaPath}/`;
+    const branchOf = (e: ErrorObject): string | null =>
+      e !== alt && e.schemaPath.startsWith(prefix) && (e.instancePath === alt.instancePath || e.instancePath.startsWith(`${alt.instancePath}/`)) ? e.schemaPath.slice(prefix.length).split('/')[0]! : null;
+    const branches = new Map<string, ErrorObject[]>();
+    for (const e of errors) {
+      const b = branchOf(e);
+      if (b !== null) branches.set(b, [...(branches.get(b) ?? []), e]);
+    }
+    const wrongType = (b: string): ErrorObject | undefined =>
+      branches.get(b)!.find((e) => e.keyword === 'type' && e.instancePath === alt.instancePath && e.schemaPath === `${prefix}${b}/type`);
+    const fitting = [...branches.keys()].filter((b) => wrongType(b) === undefined);
+    if (branches.size === 0) continue;
+    for (const [b, list] of branches) if (!fitting.includes(b)) list.forEach((e) => drop.add(e));
+    drop.add(alt);
+    // Errors below the value from a schema the branch reached through $ref carry that schema's
+    // path, not the branch's: they show the value fits a branch after all (its type is right).
+    const deeper = errors.some((e) => branchOf(e) === null && e.instancePath.startsWith(`${alt.instancePath}/`));
+    if (fitting.length === 0 && !deeper) {
+      const types = [...branches.keys()].map((b) => String((wrongType(b)!.params as { type: unknown }).type));
+      add.push({ ...alt, keyword: 'type', params: { type: types.join(',') } });
+    }
+  }
+  return [...errors.filter((e) => !drop.has(e)), ...add];
+}
