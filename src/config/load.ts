@@ -191,6 +191,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     smartLineUnmatched: (raw.smartLineUnmatched as 'all' | 'unlabelled' | undefined) ?? 'all',
     tcp,
     maxUdpSize: int(raw.maxUdpSize, 1232),
+    unanswered: (raw.unanswered as RuntimeConfig['unanswered'] | undefined) ?? 'refused',
     answerMemo: raw.answerMemo !== false,
     logLevel: overrides.logLevel ?? (raw.logLevel as LogLevel | undefined) ?? 'info',
     workers: overrides.workers ?? int(raw.workers, 1),

@@ -54,6 +54,10 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     },
   },
   maxUdpSize: { type: 'integer', minimum: 512, maximum: 65535 },
+  unanswered: {
+    description: 'What a query no stage answered gets: REFUSED, NXDOMAIN (as the Twisted query logger answered everything) or SERVFAIL.',
+    enum: ['refused', 'nxdomain', 'servfail'],
+  },
   answerMemo: { type: 'boolean' },
   logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
   workers: { type: 'integer', minimum: 1, maximum: 64 },

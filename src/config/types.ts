@@ -66,6 +66,8 @@ export interface RuntimeConfig {
   smartLineUnmatched: 'all' | 'unlabelled';
   tcp: TcpConfig;
   maxUdpSize: number;
+  /** What a query no stage answered gets (a pipeline without forward that found nothing). */
+  unanswered: 'refused' | 'nxdomain' | 'servfail';
   /** Repeats within a second answered without the pipeline (see docs/stages.md). */
   answerMemo: boolean;
   logLevel: LogLevel;

@@ -9,6 +9,8 @@ import type { Counter } from '../lib/metrics.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { AnswerMemo } from './answer-memo.js';
 
+const UNANSWERED_RCODE = { refused: Rcode.REFUSED, nxdomain: Rcode.NXDOMAIN, servfail: Rcode.SERVFAIL } as const;
+
 export class Engine {
   private readonly handler: Handler;
   private readonly errors: Counter;
@@ -54,12 +56,12 @@ export class Engine {
   /** For the observer: a reply the pipeline produced, as sent (`wire`, truncated or not). */
   static replyInfo(ctx: QueryContext, wire: Buffer, truncated: boolean, now: number): ReplyInfo {
     const q = ctx.query;
-    return info(ctx.client, ctx.transport, q?.name ?? '', q?.qtype ?? 0, ctx.answeredBy, wire, truncated, false, ctx.receivedAt, now);
+    return info(ctx.client, ctx.transport, q?.name ?? '', q?.qtype ?? 0, ctx.answeredBy, wire, truncated, false, ctx.receivedAt, now, ctx);
   }
 
   /** For the observer: a UDP repeat answered from the memo. */
   static memoReplyInfo(client: ClientInfo, name: string, qtype: number, answeredBy: string, wire: Buffer, receivedAt: number, now: number): ReplyInfo {
-    return info(client, 'udp', name, qtype, answeredBy, wire, (wire[2]! & 0x02) !== 0, true, receivedAt, now);
+    return info(client, 'udp', name, qtype, answeredBy, wire, (wire[2]! & 0x02) !== 0, true, receivedAt, now, null);
   }
 
   /** After the stages took a new configuration: answers kept from the old one are dropped. */
@@ -73,13 +75,29 @@ export class Engine {
     ctx.classifier = this.env.views.classifier;
     try {
       const r = this.handler(ctx);
-      if (r) return r.then(() => this.leave(ctx), (err: unknown) => this.fail(ctx, err));
+      if (r) return r.then(() => this.done(ctx), (err: unknown) => this.fail(ctx, err));
     } catch (err) {
       this.fail(ctx, err);
       return;
     }
-    // The only cost of hooks on a query that has none.
+    // The only costs on a query that was answered and has no hooks: two null checks.
+    if (ctx.response === null) this.unanswered(ctx);
     if (ctx.hooks !== null) this.leave(ctx);
+  }
+
+  private done(ctx: QueryContext): void {
+    if (ctx.response === null) this.unanswered(ctx);
+    this.leave(ctx);
+  }
+
+  /**
+   * No stage answered and none dropped the query on purpose (a pipeline without forward that
+   * found nothing): the client gets `unanswered` (REFUSED by default) rather than a timeout.
+   */
+  private unanswered(ctx: QueryContext): void {
+    if (ctx.dropReason !== '' || ctx.query === null) return;
+    ctx.note(`no stage answered: ${this.env.config.unanswered.toUpperCase()}`);
+    ctx.respondError('unanswered', UNANSWERED_RCODE[this.env.config.unanswered]);
   }
 
   /** Reply hooks, innermost first, each handed what the one before returned. */
@@ -133,12 +151,14 @@ function info(
   memo: boolean,
   receivedAt: number,
   now: number,
+  context: QueryContext | null,
 ): ReplyInfo {
   let rcode = wire.length >= 4 ? wire[3]! & 0x0f : 0;
   // linedns puts its OPT last, without options (11 octets: root, type 41, ...): its extended
-  // RCODE bits sit 7 octets from the end. A reply without one there keeps the header's 4 bits.
+  // RCODE bits (the first TTL octet) sit 6 octets from the end. A reply without one there keeps the header's 4 bits.
   const n = wire.length;
-  if (n >= 23 && wire[11]! > 0 && wire[n - 11] === 0 && wire[n - 10] === 0 && wire[n - 9] === 41) rcode |= wire[n - 7]! << 4;
+  const opt = n >= 23 && wire[11]! > 0 && wire[n - 11] === 0 && wire[n - 10] === 0 && wire[n - 9] === 41 && wire[n - 2] === 0 && wire[n - 1] === 0;
+  if (opt) rcode |= wire[n - 6]! << 4;
   return {
     time: Date.now(),
     client,
@@ -153,5 +173,6 @@ function info(
     memo,
     durationUs: Math.round((now - receivedAt) * 1000),
     size: n,
+    context,
   };
 }

@@ -40,6 +40,11 @@ export interface ReplyInfo {
   readonly durationUs: number;
   /** Octets sent (without the TCP length prefix). */
   readonly size: number;
+  /**
+   * The query's context as the pipeline left it (slots, `lines` on demand); null for a memo hit,
+   * which ran no stage. Read it, never change it: the reply has left.
+   */
+  readonly context: QueryContext | null;
 }
 
 export interface Stage<O = unknown> {

@@ -6,6 +6,7 @@ import { aclStage } from './acl/index.js';
 import { cacheStage } from './cache/index.js';
 import { decodeStage } from './decode/index.js';
 import { forwardStage } from './forward/index.js';
+import { logStage } from './log/index.js';
 import { rateLimitStage } from './ratelimit/index.js';
 import { recordsStage } from './records/index.js';
 import { smartLineStage } from './smartline/index.js';
@@ -15,6 +16,7 @@ import type { PipelineEntry } from '../config/types.js';
 
 /** Every built-in stage, in the order the docs list them. */
 export const BUILTIN_STAGES: readonly StageDefinition[] = [
+  logStage,
   decodeStage,
   aclStage,
   rateLimitStage,

@@ -80,3 +80,16 @@ export function typeFromName(name: string): number | undefined {
 export function typeName(type: number): string {
   return TYPE_BY_NUMBER.get(type) ?? `TYPE${type}`;
 }
+
+const RCODE_NAMES = new Map<number, string>(Object.entries(Rcode).map(([k, v]) => [v, k]));
+
+/** NOERROR, NXDOMAIN, ... or RCODE<n> for one without a name here. */
+export function rcodeName(rcode: number): string {
+  return RCODE_NAMES.get(rcode) ?? `RCODE${rcode}`;
+}
+
+/** The RCODE a name such as "NXDOMAIN" stands for (any case), or undefined. */
+export function rcodeFromName(name: string): number | undefined {
+  const v = (Rcode as Record<string, number>)[name.toUpperCase()];
+  return v;
+}

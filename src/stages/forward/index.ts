@@ -17,6 +17,19 @@ import type { QueryContext } from '../../core/context.js';
 import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 import { forwardOptions, type ForwardOptions } from './options.js';
 
+/** Which upstream gave the answer and how long its last attempt took: for the query log and explain. */
+export interface UpstreamAnswer {
+  /** HOST:PORT, IPv6 as [ADDR]:PORT. */
+  readonly address: string;
+  readonly ms: number;
+}
+
+declare module '../../core/context.js' {
+  interface Slots {
+    upstream: UpstreamAnswer;
+  }
+}
+
 interface UpstreamState {
   config: UpstreamConfig;
   consecutiveFailures: number;
@@ -227,6 +240,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     private useTcp = false;
     private query: Buffer | null = null;
     private cased = false;
+    private sentAt = 0;
 
     constructor(
       private readonly ctx: QueryContext,
@@ -270,6 +284,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
       const timeout = Math.min(cfg.timeout, remaining);
+      this.sentAt = performance.now();
       if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
       else udp.send(this.order[this.index]!.lane, query, timeout, this);
     }
@@ -339,6 +354,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
       ctx.respond('forward', response);
       ctx.set('cacheable', { local: false, template: t, response });
+      ctx.set('upstream', { address: u.config.host.includes(':') ? `[${u.config.host}]:${u.config.port}` : `${u.config.host}:${u.config.port}`, ms: performance.now() - this.sentAt });
       this.finish();
     }
 
@@ -393,7 +409,7 @@ export const forwardStage: StageDefinition<ForwardOptions> = {
   summary: 'asks the upstreams (random source port and ID per query, failover, reply checks, scrubbing); SERVFAIL when all fail',
   options: forwardOptions,
   requires: [{ name: 'query', where: 'before', reason: 'it forwards the decoded question' }],
-  provides: ['cacheable'],
+  provides: ['cacheable', 'upstream'],
   // A repeat the memo answers was answered by the cache or local data, never by an upstream.
   memoSafe: true,
   dataKeys: ['upstreams'],
