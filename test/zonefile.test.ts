@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -146,6 +146,20 @@ test('a quoted $INCLUDE file name, a relative $ORIGIN, CRLF line ends and parseZ
   const res = parseZoneText(text, join(ZONES, 'valid/inline.zone'));
   assert.deepEqual(errors(res), []);
   assert.deepEqual(res.records.map((r) => `${r.name} ${r.ttl}`), ['h1.sub.test 60', 'h2.sub.test 60', 'z.sub.test 60']);
+});
+
+test("an included file's $TTL and $ORIGIN end with it; a bad line in it is reported at its own position", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'zonefile-inc-'));
+  try {
+    writeFileSync(join(dir, 'top.zone'), '$ORIGIN top.test.\n$TTL 100\n$INCLUDE part/child.zone\nz A 192.0.2.3\n');
+    mkdirSync(join(dir, 'part'));
+    writeFileSync(join(dir, 'part', 'child.zone'), '$TTL 200\n$ORIGIN other.test.\nc A 192.0.2.1\n  A 300.1.1.1\n');
+    const res = parseZoneFile(join(dir, 'top.zone'));
+    assert.deepEqual(res.records.map((r) => `${r.name} ${r.ttl}`), ['c.other.test 200', 'z.top.test 100']);
+    assert.deepEqual(res.errors.map(formatZoneError), [`${join(dir, 'part', 'child.zone')}:4:5: expected an IPv4 address such as 192.0.2.1, not "300.1.1.1"`]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('options: origin, defaultTtl and an include depth of 0', () => {

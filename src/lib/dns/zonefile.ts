@@ -1,5 +1,5 @@
 // RFC 1035 master-file (zone file) parser: text in, records with wire RDATA and source positions out.
-// Hand-written because the npm candidates lose records silently and report no positions (docs/zonefile.md).
+// Hand-written: the npm candidates lose records silently and give no positions (docs/zonefile.md).
 
 import { readFileSync, realpathSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -160,6 +160,7 @@ class Parser {
   private readonly maxEntryLength: number;
   private readonly maxTotalBytes: number;
   private totalBytes = 0;
+  private readonly types = new Map<string, number | undefined>();
   /** The files being read, as named to the user, outermost first (for loop messages). */
   private readonly shown: string[] = [];
 
@@ -467,7 +468,6 @@ class Parser {
   private record(blankOwner: boolean, state: State): void {
     let k = 0;
     let owner: string;
-    const start = this.pos(0);
     if (blankOwner) {
       if (state.ownerBroken) return;
       if (state.lastOwner === null) throw new EntryError(0, 'no owner: the line starts with white space but no record came before it');
@@ -506,7 +506,7 @@ class Parser {
       break;
     }
     const typeTok = this.tokText[k]!;
-    const type = this.tokQuoted[k] ? undefined : typeFromName(typeTok) ?? GENERIC_ONLY[typeTok.toUpperCase()];
+    const type = this.tokQuoted[k] ? undefined : this.typeOf(typeTok);
     if (type === undefined) throw new EntryError(k, `unknown type ${show(typeTok)} (expected a type such as A or MX, or TYPEnnn)`);
     if (META_TYPES.has(type)) throw new EntryError(k, `type ${typeName(type)} cannot appear in a zone file`);
     k++;
@@ -531,13 +531,23 @@ class Parser {
     }
     state.lastTtl = ttl;
     if (this.records.length >= this.maxRecords) {
-      this.error(start, `more than ${this.maxRecords} records`);
+      this.error(this.pos(0), `more than ${this.maxRecords} records`);
       throw new Stop();
     }
     if (this.rdLen > MAX_RDATA) throw new EntryError(k, `RDATA longer than ${MAX_RDATA} octets`);
     const rdata = this.slab.subarray(this.base, this.base + this.rdLen);
     this.slabUsed += this.rdLen;
-    this.records.push({ name: owner, type, class: QClass.IN, ttl, rdata, file: start.file, line: start.line, column: start.column });
+    this.records.push({ name: owner, type, class: QClass.IN, ttl, rdata, file: this.file, line: this.tokLine[0]!, column: this.tokCol[0]! });
+  }
+
+  /** A type mnemonic or TYPEnnn as a number, memoised: a zone spells its types a few ways only. */
+  private typeOf(t: string): number | undefined {
+    let v = this.types.get(t);
+    if (v === undefined && !this.types.has(t)) {
+      v = typeFromName(t) ?? GENERIC_ONLY[t.toUpperCase()];
+      if (this.types.size < 1000) this.types.set(t, v);
+    }
+    return v;
   }
 
   /** IN, CH, HS, NONE, ANY or CLASSnnn as a number; null when the token is none of them. */
