@@ -256,6 +256,9 @@ test('limits: errors, records, line and entry length, name and RDATA size', () =
   assert.deepEqual(errors(er), ['3:7 entry longer than 100 octets (parenthesis opened at 3:7)']);
   assert.deepEqual(er.records.map((x) => x.name), ['y.t']);
 
+  assert.deepEqual(errors(parseZoneText('x'.repeat(200), 'huge.zone', { maxTotalBytes: 100 })), ['0:0 200 octets of zone text (at most 100 in all)']);
+  assert.match(errors(parseZoneFile(rel('valid/basic.zone'), { maxTotalBytes: 100 }))[0]!, /^0:0 cannot read .*basic\.zone: reading it would pass 100 octets in all$/);
+
   const label = 'a'.repeat(64);
   const names = `$ORIGIN t.\n$TTL 1\n${label} A 192.0.2.1\n${'abcdefghi.'.repeat(26)} A 192.0.2.1\n${'abcdefghi.'.repeat(25)}abcd A 192.0.2.1\n`;
   // Messages quote at most 60 characters of a token.
@@ -271,6 +274,21 @@ test('limits: errors, records, line and entry length, name and RDATA size', () =
   const s = `"${'x'.repeat(255)}" `;
   const big = `$ORIGIN t.\n$TTL 1\nx TXT ( ${`${s}\n`.repeat(300)} )\n`;
   assert.deepEqual(errors(parseZoneText(big, 'big.zone')), ['258:1 RDATA longer than 65535 octets']);
+});
+
+test('hostile text never throws: every record has a wire-able owner and RDATA, every error a real position', () => {
+  const pieces = ['$ORIGIN ', '$TTL ', '$INCLUDE ', '@', ' ', '\t', '\n', '(', ')', ';', '"', '\\', '\\0', '\\255', '.', 'a', 'A', 'IN', 'CH', '1h', '300', 'SOA', 'MX', 'TXT', 'CAA', 'SRV', 'AAAA', 'TYPE9', '\\#', '2', '0a', '192.0.2.1', '::1', 'é', 'x.', '\r'];
+  fc.assert(fc.property(fc.array(fc.constantFrom(...pieces), { maxLength: 80 }), (parts) => {
+    const text = `$ORIGIN fuzz.test.\n$TTL 60\n${parts.join('')}`;
+    const lines = text.split('\n').length;
+    const res = parseZoneText(text, 'fuzz.zone', { maxIncludeDepth: 0 });
+    assert.ok(res.errors.length <= 101);
+    for (const e of res.errors) assert.ok(e.line >= 1 && e.line <= lines && e.column >= 1, formatZoneError(e));
+    for (const r of res.records) {
+      assert.equal(keyToWire(r.name).length <= 255, true);
+      assert.ok(r.rdata.length <= 65535 && r.class === 1 && r.ttl <= 0x7fffffff);
+    }
+  }), { numRuns: 3000 });
 });
 
 test('TTL syntax', () => {
