@@ -291,6 +291,35 @@ test('hostile text never throws: every record has a wire-able owner and RDATA, e
   }), { numRuns: 3000 });
 });
 
+/** Presentation form of one octet in a name or string, in a way chosen by `how`. */
+function present(b: number, how: number, quoted: boolean): Buffer {
+  const special = b === 0x2e || b === 0x5c || b === 0x22 || b === 0x3b || b === 0x28 || b === 0x29 || b === 0x40 || b <= 0x20 || b === 0x7f;
+  // A raw octet is safe unless it ends a token or starts an escape; quoted strings keep spaces.
+  if (how === 0 && (!special || (quoted && b === 0x20))) return Buffer.from([b]);
+  if (how === 1 && b > 0x20 && b < 0x7f && (b < 0x30 || b > 0x39)) return Buffer.from([0x5c, b]);
+  return Buffer.from(`\\${String(b).padStart(3, '0')}`);
+}
+
+test('round trip: random names and strings, written with any mix of raw octets and escapes, parse to their octets', () => {
+  const label = fc.uint8Array({ minLength: 1, maxLength: 20 });
+  const octets = fc.array(fc.nat(2), { minLength: 300, maxLength: 300 });
+  fc.assert(fc.property(fc.array(label, { minLength: 1, maxLength: 4 }), fc.uint8Array({ maxLength: 255 }), octets, (labels, txt, hows) => {
+    let h = 0;
+    const owner = Buffer.concat(labels.flatMap((l, i) => [...(i > 0 ? [Buffer.from('.')] : []), ...[...l].map((b) => present(b, hows[h++ % hows.length]!, false))]));
+    const str = Buffer.concat([...txt].map((b) => present(b, hows[h++ % hows.length]!, true)));
+    const text = Buffer.concat([Buffer.from('$ORIGIN o.test.\n'), owner, Buffer.from(' 60 TXT "'), str, Buffer.from('"\n  MX 1 '), owner, Buffer.from('\n')]);
+    const res = parseZoneText(text, 'rt.zone');
+    assert.deepEqual(errors(res), [], text.toString('latin1'));
+    const wire = Buffer.concat([...labels.map((l) => Buffer.concat([Buffer.from([l.length]), Buffer.from(l)])), keyToWire('o.test')]);
+    const lower = Buffer.from(wire.map((b) => (b >= 0x41 && b <= 0x5a ? b | 0x20 : b)));
+    const [t, mx] = res.records;
+    assert.deepEqual(keyToWire(t!.name), lower);
+    assert.equal(mx!.name, t!.name);
+    assert.deepEqual(t!.rdata, Buffer.concat([Buffer.from([txt.length]), Buffer.from(txt)]));
+    assert.deepEqual(mx!.rdata, Buffer.concat([Buffer.from([0, 1]), lower]));
+  }), { numRuns: 1000 });
+});
+
 test('TTL syntax', () => {
   assert.equal(parseTtl('0'), 0);
   assert.equal(parseTtl('1h30m'), 5400);
