@@ -293,7 +293,8 @@ test('hostile text never throws: every record has a wire-able owner and RDATA, e
 
 /** Presentation form of one octet in a name or string, in a way chosen by `how`. */
 function present(b: number, how: number, quoted: boolean): Buffer {
-  const special = b === 0x2e || b === 0x5c || b === 0x22 || b === 0x3b || b === 0x28 || b === 0x29 || b === 0x40 || b <= 0x20 || b === 0x7f;
+  // '$' too: a line starting with it is a directive, so an owner's first octet must escape it.
+  const special = b === 0x24 || b === 0x2e || b === 0x5c || b === 0x22 || b === 0x3b || b === 0x28 || b === 0x29 || b === 0x40 || b <= 0x20 || b === 0x7f;
   // A raw octet is safe unless it ends a token or starts an escape; quoted strings keep spaces.
   if (how === 0 && (!special || (quoted && b === 0x20))) return Buffer.from([b]);
   if (how === 1 && b > 0x20 && b < 0x7f && (b < 0x30 || b > 0x39)) return Buffer.from([0x5c, b]);
