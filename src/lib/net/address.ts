@@ -37,6 +37,75 @@ function parseIPv4(s: string): Uint8Array | null {
 }
 
 /**
+ * The 16 octets of an IPv6 address in text (RFC 4291 2.2: hex groups, one "::", an optional
+ * dotted IPv4 tail), without a zone; null when not one. By hand for zone loading, where
+ * ip-address's parse cost a quarter of the time of a 100,000-record zone.
+ */
+export function parseIPv6(s: string): Uint8Array | null {
+  const out = new Uint8Array(16);
+  const n = s.length;
+  if (n < 2 || n > 45) return null;
+  let pos = 0; // octets written
+  let gap = -1; // octet offset of "::"
+  let i = 0;
+  if (s.charCodeAt(0) === 0x3a) {
+    if (s.charCodeAt(1) !== 0x3a) return null;
+    gap = 0;
+    i = 2;
+    if (i === n) return out;
+  }
+  for (;;) {
+    // One group (or the IPv4 tail) starts at i.
+    let value = 0;
+    let digits = 0;
+    const start = i;
+    while (i < n && digits <= 4) {
+      const c = s.charCodeAt(i);
+      let d: number;
+      if (c >= 0x30 && c <= 0x39) d = c - 0x30;
+      else if (c >= 0x61 && c <= 0x66) d = c - 0x57;
+      else if (c >= 0x41 && c <= 0x46) d = c - 0x37;
+      else break;
+      value = value * 16 + d;
+      digits++;
+      i++;
+    }
+    if (i < n && s.charCodeAt(i) === 0x2e) {
+      if (pos > 12) return null;
+      const tail = s.slice(start);
+      // inet_pton's rule: no leading zeros in the dotted tail, which could read as octal.
+      if (/(?:^|\.)0\d/.test(tail)) return null;
+      const v4 = parseIPv4(tail);
+      if (v4 === null) return null;
+      out.set(v4, pos);
+      pos += 4;
+      break;
+    }
+    if (digits === 0 || digits > 4 || pos > 14) return null;
+    out[pos++] = value >> 8;
+    out[pos++] = value & 0xff;
+    if (i === n) break;
+    if (s.charCodeAt(i) !== 0x3a) return null;
+    i++;
+    if (s.charCodeAt(i) === 0x3a) {
+      if (gap >= 0) return null;
+      gap = pos;
+      i++;
+      if (i === n) break;
+    } else if (i === n) {
+      return null;
+    }
+  }
+  if (gap < 0) return pos === 16 ? out : null;
+  // "::" stands for at least one zero group.
+  if (pos > 14) return null;
+  const tail = pos - gap;
+  out.copyWithin(16 - tail, gap, pos);
+  out.fill(0, gap, 16 - tail);
+  return out;
+}
+
+/**
  * Octets of an IP address; an IPv4-mapped IPv6 address (::ffff:a.b.c.d, as dual-stack sockets
  * report IPv4 clients) is returned as its IPv4 address. Null when not an address.
  */
