@@ -3,7 +3,7 @@
 
 import { HEADER_SIZE, MAX_LABEL, MAX_NAME_WIRE, QType } from './constants.js';
 import { RDATA_NAMES, scanMessage, type MessageScan } from './message.js';
-import { keyToWire, normalizeName, parentName, readName } from './name.js';
+import { keyToWire, normalizeName, parentName, readName, skipName } from './name.js';
 
 /**
  * Maps a canonical name (readName's form: lower-case, no trailing dot, RFC 1035 escapes, "." for
@@ -63,12 +63,30 @@ const scratch = Buffer.allocUnsafe(MAX_MESSAGE + 1024);
 const written = new Map<number, number>();
 
 /**
+ * What the first pass decided, per name in message order (question, then each record's owner
+ * and RDATA names): the octets to write instead, or null to copy the name. Shared between
+ * calls, as the mapper is the only code that could call in again (see `busy`).
+ */
+const sharedPlan: (Buffer | null)[] = [];
+/** The first pass's decisions by name, and by offset for names that are one pointer to a name read. */
+interface Memo {
+  readonly byName: Map<string, Buffer | null>;
+  readonly byOffset: Map<number, Buffer | null>;
+}
+const sharedMemo: Memo = { byName: new Map(), byOffset: new Map() };
+let busy = false;
+
+/** Wire octets of names mappers returned, so a busy rule costs keyToWire once, not per reply. */
+const wireCache = new Map<string, Buffer>();
+const WIRE_CACHE_MAX = 1024;
+
+/**
  * Applies `map` to the question name, every owner name (but OPT's root) and the RDATA names of
  * the types in SHAPES, and returns the message written again with names compressed as RFC 1035
  * 4.1.4 suggests (pointers to earlier names and their suffixes; never in or into SRV, DNAME,
  * SVCB, HTTPS RDATA). Header, counts, types, classes, TTLs and other RDATA (OPT included) are
  * copied as they are; names the mapper keeps keep their octets, case included. Renamed names
- * are written in canonical (lower) case.
+ * are written as keyToWire spells what the mapper returned.
  *
  * Returns `buf` itself when the mapper changed no name, so the usual reply costs no copy.
  * Returns a reason string, never throws (but for what `map` throws), when the message cannot
@@ -81,48 +99,80 @@ const written = new Map<number, number>();
 export function renameMessage(buf: Buffer, map: NameMapper, scan?: MessageScan): Buffer | string {
   const s = scan ?? scanMessage(buf);
   if (typeof s === 'string') return `malformed message: ${s}`;
-  const changes = findChanges(buf, s, map);
-  if (changes === null) return buf;
-  if (typeof changes === 'string') return changes;
+  const reentered = busy;
+  const plan = reentered ? [] : sharedPlan;
+  const memo: Memo = reentered ? { byName: new Map(), byOffset: new Map() } : sharedMemo;
+  busy = true;
   try {
-    return write(buf, s, changes);
+    const changed = decide(buf, s, map, plan, memo);
+    if (changed !== true) return changed === false ? buf : changed;
+    return write(buf, s, plan);
   } finally {
-    // Keeps no names of this message alive until the next one.
+    // Keeps nothing of this message alive until the next one.
     written.clear();
+    plan.length = 0;
+    memo.byName.clear();
+    memo.byOffset.clear();
+    busy = reentered;
   }
 }
 
+/** The octets for a name the mapper returned, or null when it is no name of at most 255 octets. */
+function wireOf(name: string): Buffer | null {
+  let wire = wireCache.get(name);
+  if (wire !== undefined) return wire;
+  try {
+    wire = keyToWire(name);
+  } catch {
+    return null;
+  }
+  if (wireCache.size >= WIRE_CACHE_MAX) wireCache.clear();
+  wireCache.set(name, wire);
+  return wire;
+}
+
 /**
- * First pass: calls the mapper once per distinct name (records of an RRset share their owner)
- * and keeps only the names it changed, so an untouched reply allocates no map.
+ * First pass: reads every name, calls the mapper once per distinct one (records of an RRset
+ * share their owner) and fills `plan`. True when a name changes, false when none does, or why
+ * the message cannot be renamed.
  */
-function findChanges(buf: Buffer, scan: MessageScan, map: NameMapper): Map<string, Buffer> | string | null {
-  let changes: Map<string, Buffer> | null = null;
-  let kept = '';
-  const consider = (off: number): string | number => {
+function decide(buf: Buffer, scan: MessageScan, map: NameMapper, plan: (Buffer | null)[], memo: Memo): boolean | string {
+  let changed = false;
+  let end = 0;
+  const consider = (off: number): string | null => {
+    // A name that is one pointer to a name already read needs no second reading.
+    if (buf[off]! >= 0xc0 && off + 1 < buf.length) {
+      const known = memo.byOffset.get(((buf[off]! & 0x3f) << 8) | buf[off + 1]!);
+      if (known !== undefined) {
+        plan.push(known);
+        end = off + 2;
+        return null;
+      }
+    }
     const n = readName(buf, off);
     if (n === null) return `malformed name at offset ${off}`;
-    if (n.name === kept || changes?.has(n.name)) return n.end;
-    const to = map(n.name);
-    if (to === null || to === n.name) {
-      kept = n.name;
-      return n.end;
+    end = n.end;
+    let wire = memo.byName.get(n.name);
+    if (wire === undefined) {
+      const to = map(n.name);
+      if (to === null || to === n.name) wire = null;
+      else {
+        wire = wireOf(to);
+        if (wire === null) return `${JSON.stringify(n.name)} maps to ${JSON.stringify(to)}, not a name of at most 255 octets`;
+        changed = true;
+      }
+      memo.byName.set(n.name, wire);
     }
-    let wire: Buffer;
-    try {
-      wire = keyToWire(to);
-    } catch {
-      return `${JSON.stringify(n.name)} maps to ${JSON.stringify(to)}, not a name of at most 255 octets`;
-    }
-    (changes ??= new Map()).set(n.name, wire);
-    return n.end;
+    plan.push(wire);
+    if (buf[off]! < 0xc0) memo.byOffset.set(off, wire);
+    return null;
   };
-  const q = consider(HEADER_SIZE);
-  if (typeof q === 'string') return q;
+  const problem = consider(HEADER_SIZE);
+  if (problem !== null) return problem;
   for (const r of scan.records) {
     if (r.type !== QType.OPT) {
-      const e = consider(r.start);
-      if (typeof e === 'string') return e;
+      const p = consider(r.start);
+      if (p !== null) return p;
     }
     const shape = shapeOf(r.type, r.klass);
     if (shape === undefined) continue;
@@ -130,19 +180,21 @@ function findChanges(buf: Buffer, scan: MessageScan, map: NameMapper): Map<strin
     let o = r.rdStart + shape.skip;
     if (o > rdEnd) return `type ${r.type} RDATA too short`;
     for (let i = 0; i < shape.names; i++) {
-      const e = consider(o);
-      if (typeof e === 'string') return e;
-      if (e > rdEnd) return `type ${r.type} RDATA name overruns RDLENGTH`;
-      o = e;
+      const p = consider(o);
+      if (p !== null) return p;
+      if (end > rdEnd) return `type ${r.type} RDATA name overruns RDLENGTH`;
+      o = end;
     }
   }
-  return changes;
+  return changed;
 }
 
 /** Why write() gave up; -1 and -2 are returned by putName. */
 const MALFORMED = -1;
 const TOO_BIG = -2;
 
+/** Offset in the source just past the name putName wrote last (past its first pointer, if any). */
+let nameEnd = 0;
 /** The name being written, flat (pointers followed), and where its labels start. */
 const flat = Buffer.allocUnsafe(MAX_NAME_WIRE);
 const labelAt = new Int32Array(128);
@@ -179,13 +231,15 @@ function sameOctets(at: number, out: number): boolean {
  * Writes the name at `off` of `src` (which may hold pointers: they are followed, strictly
  * backwards as readName demands) at `pos` of `scratch`. With `compress`, the longest suffix
  * already written with the same octets becomes a pointer, and the suffixes written here are
- * remembered for later names. Returns the position past the name, or MALFORMED/TOO_BIG.
+ * remembered for later names. Returns the position past the name, or MALFORMED/TOO_BIG; sets
+ * `nameEnd`.
  */
 function putName(src: Uint8Array, off: number, compress: boolean, pos: number): number {
   if (pos > MAX_MESSAGE) return TOO_BIG;
   let n = 0;
   let labels = 0;
   let limit = off;
+  nameEnd = -1;
   for (;;) {
     if (off >= src.length) return MALFORMED;
     const len = src[off]!;
@@ -193,10 +247,14 @@ function putName(src: Uint8Array, off: number, compress: boolean, pos: number): 
       if (off + 1 >= src.length) return MALFORMED;
       const target = ((len & 0x3f) << 8) | src[off + 1]!;
       if (target >= limit) return MALFORMED;
+      if (nameEnd < 0) nameEnd = off + 2;
       limit = off = target;
       continue;
     }
-    if (len === 0) break;
+    if (len === 0) {
+      if (nameEnd < 0) nameEnd = off + 1;
+      break;
+    }
     // Room left for the root's octet: 255 in all (RFC 1035 2.3.4).
     if (len > MAX_LABEL || n + len + 1 >= MAX_NAME_WIRE || off + 1 + len > src.length) return MALFORMED;
     labelAt[labels++] = n;
@@ -225,41 +283,41 @@ function putName(src: Uint8Array, off: number, compress: boolean, pos: number): 
       if (at <= MAX_POINTER && !written.has(suffixHash[i]!)) written.set(suffixHash[i]!, at);
     }
   }
-  if (target < 0) {
-    flat.copy(scratch, pos, 0, n);
-    return pos + n;
-  }
-  const head = hit === 0 ? 0 : labelAt[hit]!;
-  flat.copy(scratch, pos, 0, head);
+  const head = target < 0 ? n : labelAt[hit]!;
+  for (let i = 0; i < head; i++) scratch[pos + i] = flat[i]!;
+  if (target < 0) return pos + n;
   scratch[pos + head] = 0xc0 | (target >> 8);
   scratch[pos + head + 1] = target & 0xff;
   return pos + head + 2;
 }
 
-/** Writes the name at `off` of `buf`, renamed when `changes` says so. */
-function putMapped(buf: Buffer, off: number, changes: Map<string, Buffer>, compress: boolean, pos: number): { pos: number; end: number } {
-  const n = readName(buf, off);
-  if (n === null) return { pos: MALFORMED, end: 0 };
-  const renamed = changes.get(n.name);
-  const at = renamed === undefined ? putName(buf, off, compress, pos) : putName(renamed, 0, compress, pos);
-  return { pos: at, end: n.end };
-}
-
 function copy(buf: Buffer, from: number, to: number, pos: number): number {
   if (pos + (to - from) > MAX_MESSAGE) return TOO_BIG;
-  buf.copy(scratch, pos, from, to);
-  return pos + (to - from);
+  // A loop beats Buffer#copy (a C++ call with argument checks) for the few octets copied here.
+  for (let i = from; i < to; i++) scratch[pos++] = buf[i]!;
+  return pos;
 }
 
 function failure(code: number): string {
   return code === TOO_BIG ? `renamed message over ${MAX_MESSAGE} octets` : 'malformed name while writing';
 }
 
-/** Second pass: the message again in `scratch`, then copied out at its final size. */
-function write(buf: Buffer, scan: MessageScan, changes: Map<string, Buffer>): Buffer | string {
+/** Second pass: the message again in `scratch` as `plan` says, then copied out at its final size. */
+function write(buf: Buffer, scan: MessageScan, plan: readonly (Buffer | null)[]): Buffer | string {
   written.clear();
-  buf.copy(scratch, 0, 0, HEADER_SIZE);
-  let { pos } = putMapped(buf, HEADER_SIZE, changes, true, HEADER_SIZE);
+  let next = 0;
+  /** Writes the next name of the plan, found at `off` of `buf`; sets `nameEnd`. */
+  const put = (off: number, compress: boolean, pos: number): number => {
+    const wire = plan[next++];
+    if (wire === undefined) return MALFORMED;
+    if (wire === null) return putName(buf, off, compress, pos);
+    // The original still says where the name ends.
+    const at = putName(wire, 0, compress, pos);
+    nameEnd = skipName(buf, off);
+    return nameEnd < 0 ? MALFORMED : at;
+  };
+  let pos = copy(buf, 0, HEADER_SIZE, 0);
+  pos = put(HEADER_SIZE, true, pos);
   if (pos < 0) return failure(pos);
   pos = copy(buf, scan.questionEnd - 4, scan.questionEnd, pos);
   if (pos < 0) return failure(pos);
@@ -269,7 +327,7 @@ function write(buf: Buffer, scan: MessageScan, changes: Map<string, Buffer>): Bu
       if (pos > MAX_MESSAGE) return failure(TOO_BIG);
       scratch[pos++] = 0;
     } else {
-      pos = putMapped(buf, r.start, changes, true, pos).pos;
+      pos = put(r.start, true, pos);
       if (pos < 0) return failure(pos);
     }
     // TYPE, CLASS and TTL as they were; RDLENGTH once the RDATA is written.
@@ -285,11 +343,10 @@ function write(buf: Buffer, scan: MessageScan, changes: Map<string, Buffer>): Bu
       if (pos < 0) return failure(pos);
       o += shape.skip;
       for (let i = 0; i < shape.names; i++) {
-        const n = putMapped(buf, o, changes, shape.compress, pos);
-        if (n.pos < 0) return failure(n.pos);
-        if (n.end > rdEnd) return failure(MALFORMED);
-        pos = n.pos;
-        o = n.end;
+        pos = put(o, shape.compress, pos);
+        if (pos < 0) return failure(pos);
+        if (nameEnd > rdEnd) return failure(MALFORMED);
+        o = nameEnd;
       }
     }
     pos = copy(buf, o, rdEnd, pos);
@@ -299,7 +356,8 @@ function write(buf: Buffer, scan: MessageScan, changes: Map<string, Buffer>): Bu
     scratch[lenAt + 1] = rdLength & 0xff;
   }
   const out = Buffer.allocUnsafe(pos);
-  scratch.copy(out, 0, 0, pos);
+  if (pos <= 512) for (let i = 0; i < pos; i++) out[i] = scratch[i]!;
+  else scratch.copy(out, 0, 0, pos);
   return out;
 }
 
