@@ -223,6 +223,9 @@ describe('renameMessage', () => {
     // Header octets 0-11 (ID, flags, counts) are untouched.
     assert.deepEqual(out.subarray(0, 12), dnsPacket.encode(p).subarray(0, 12));
     checkCompression(out);
+    // A caller that scanned the reply already passes its scan: same result.
+    const wire = dnsPacket.encode(p);
+    assert.deepEqual(renameMessage(wire, back, mustScan(wire)), out);
   });
 
   it('compresses: the renamed reply is far smaller than the same names written whole', () => {

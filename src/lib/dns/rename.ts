@@ -67,17 +67,20 @@ const written = new Map<number, number>();
  * and RDATA names): the octets to write instead, or null to copy the name. Shared between
  * calls, as the mapper is the only code that could call in again (see `busy`).
  */
-const sharedPlan: (Buffer | null)[] = [];
+const sharedPlan: (Uint8Array | null)[] = [];
 /** The first pass's decisions by name, and by offset for names that are one pointer to a name read. */
 interface Memo {
-  readonly byName: Map<string, Buffer | null>;
-  readonly byOffset: Map<number, Buffer | null>;
+  readonly byName: Map<string, Uint8Array | null>;
+  readonly byOffset: Map<number, Uint8Array | null>;
 }
 const sharedMemo: Memo = { byName: new Map(), byOffset: new Map() };
 let busy = false;
 
-/** Wire octets of names mappers returned, so a busy rule costs keyToWire once, not per reply. */
-const wireCache = new Map<string, Buffer>();
+/**
+ * Wire octets of names mappers returned, so a busy rule costs keyToWire once, not per reply.
+ * Each in its own small array: a Buffer from keyToWire would pin a shared 8 KiB pool slab.
+ */
+const wireCache = new Map<string, Uint8Array>();
 const WIRE_CACHE_MAX = 1024;
 
 /**
@@ -109,7 +112,8 @@ export function renameMessage(buf: Buffer, map: NameMapper, scan?: MessageScan):
     return write(buf, s, plan);
   } finally {
     // Keeps nothing of this message alive until the next one.
-    written.clear();
+    // Map#clear allocates a fresh table even when empty: an untouched reply skips written's.
+    if (written.size > 0) written.clear();
     plan.length = 0;
     memo.byName.clear();
     memo.byOffset.clear();
@@ -118,11 +122,11 @@ export function renameMessage(buf: Buffer, map: NameMapper, scan?: MessageScan):
 }
 
 /** The octets for a name the mapper returned, or null when it is no name of at most 255 octets. */
-function wireOf(name: string): Buffer | null {
+function wireOf(name: string): Uint8Array | null {
   let wire = wireCache.get(name);
   if (wire !== undefined) return wire;
   try {
-    wire = keyToWire(name);
+    wire = Uint8Array.from(keyToWire(name));
   } catch {
     return null;
   }
@@ -136,7 +140,7 @@ function wireOf(name: string): Buffer | null {
  * share their owner) and fills `plan`. True when a name changes, false when none does, or why
  * the message cannot be renamed.
  */
-function decide(buf: Buffer, scan: MessageScan, map: NameMapper, plan: (Buffer | null)[], memo: Memo): boolean | string {
+function decide(buf: Buffer, scan: MessageScan, map: NameMapper, plan: (Uint8Array | null)[], memo: Memo): boolean | string {
   let changed = false;
   let end = 0;
   const consider = (off: number): string | null => {
@@ -303,8 +307,7 @@ function failure(code: number): string {
 }
 
 /** Second pass: the message again in `scratch` as `plan` says, then copied out at its final size. */
-function write(buf: Buffer, scan: MessageScan, plan: readonly (Buffer | null)[]): Buffer | string {
-  written.clear();
+function write(buf: Buffer, scan: MessageScan, plan: readonly (Uint8Array | null)[]): Buffer | string {
   let next = 0;
   /** Writes the next name of the plan, found at `off` of `buf`; sets `nameEnd`. */
   const put = (off: number, compress: boolean, pos: number): number => {
