@@ -434,15 +434,54 @@ const packetArb: fc.Arbitrary<Packet> = fc
     additionals: edns ? [...additionals, opt] : additionals,
   }));
 
-function neverThrows(wire: Buffer): void {
-  const out = renameMessage(wire, back);
-  if (typeof out === 'string') return;
-  // Anything returned is a well-formed message with as many records.
-  const a = scanMessage(wire);
-  const b = scanMessage(out);
-  assert.ok(typeof a !== 'string' && typeof b !== 'string', typeof b === 'string' ? b : 'input did not scan');
-  assert.equal(b.records.length, a.records.length);
+/** Name positions in RDATA of class IN, as the renamer should see them: octets before, names. */
+const RDATA_NAMES: Record<number, [number, number]> = { 2: [0, 1], 5: [0, 1], 12: [0, 1], 39: [0, 1], 15: [2, 1], 33: [6, 1], 6: [0, 2], 64: [2, 1], 65: [2, 1] };
+
+/**
+ * An independent reading of a message: every name the renamer must map (canonical form) and
+ * every other octet of the records (TYPE, CLASS, TTL, RDATA outside names), in order.
+ */
+function reading(buf: Buffer): { names: string[]; rest: Buffer[] } {
+  const scan = mustScan(buf);
+  const names = [readName(buf, 12)!.name];
+  const rest: Buffer[] = [buf.subarray(0, 12), buf.subarray(scan.questionEnd - 4, scan.questionEnd)];
+  for (const r of scan.records) {
+    if (r.type !== 41) names.push(readName(buf, r.start)!.name);
+    rest.push(buf.subarray(r.ttlOffset - 4, r.ttlOffset + 4));
+    const shape = r.klass === 1 ? RDATA_NAMES[r.type] : undefined;
+    let o = r.rdStart;
+    if (shape !== undefined) {
+      rest.push(buf.subarray(o, o + shape[0]));
+      o += shape[0];
+      for (let i = 0; i < shape[1]; i++) {
+        const n = readName(buf, o)!;
+        names.push(n.name);
+        o = n.end;
+      }
+    }
+    rest.push(buf.subarray(o, r.rdStart + r.rdLength));
+  }
+  return { names, rest };
 }
+
+/** Renames `wire` with `back`: never throws, and what comes out reads as the model says. */
+function renamesAsModel(wire: Buffer): Buffer | string {
+  const out = renameMessage(wire, back);
+  if (typeof out === 'string') return out;
+  const before = reading(wire);
+  const after = reading(out);
+  assert.deepEqual(after.names, before.names.map((n) => back(n) ?? n));
+  assert.deepEqual(after.rest, before.rest);
+  return out;
+}
+
+function neverThrows(wire: Buffer): void {
+  // Anything it returns scans (reading() checks) and reads as the model says.
+  renamesAsModel(wire);
+}
+
+/** Renames every name to itself in capitals: a compressed reply full of pointers, same names. */
+const shout: NameMapper = (n) => (n === '.' || n.toUpperCase() === n ? null : n.toUpperCase());
 
 describe('renameMessage properties', () => {
   it('random replies: every name as the model maps it, compressed, counts kept', () => {
@@ -461,6 +500,19 @@ describe('renameMessage properties', () => {
     );
   });
 
+  it('compressed random replies, pointers everywhere: as the model says', () => {
+    fc.assert(
+      fc.property(packetArb, (p) => {
+        const wire = renameMessage(dnsPacket.encode(p), shout);
+        assert.ok(Buffer.isBuffer(wire), String(wire));
+        const out = renamesAsModel(wire);
+        assert.ok(Buffer.isBuffer(out), String(out));
+        if (out !== wire) checkCompression(out);
+      }),
+      { numRuns: 400 },
+    );
+  });
+
   it('random octets never throw', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => neverThrows(Buffer.from(bytes))), { numRuns: 3000 });
   });
@@ -469,7 +521,9 @@ describe('renameMessage properties', () => {
     const edit = fc.record({ at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) });
     fc.assert(
       fc.property(packetArb, fc.array(edit, { minLength: 1, maxLength: 4 }), fc.nat(), fc.boolean(), (p, edits, cut, truncate) => {
-        const wire = dnsPacket.encode(p);
+        const shouted = renameMessage(dnsPacket.encode(p), shout);
+        assert.ok(Buffer.isBuffer(shouted));
+        const wire = Buffer.from(shouted);
         // Pointers are what hostile replies abuse: aim some edits at the high bits.
         for (const e of edits) wire[12 + (e.at % (wire.length - 12))] = e.value % 3 === 0 ? 0xc0 | (e.value & 0x3f) : e.value;
         neverThrows(truncate ? wire.subarray(0, cut % (wire.length + 1)) : wire);
