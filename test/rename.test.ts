@@ -320,6 +320,17 @@ describe('renameMessage', () => {
     assert.deepEqual(calls, ['foo.novalocal', 'bar.novalocal', 'novalocal', 'ns1.novalocal', 'hostmaster.novalocal']);
   });
 
+  it('stays right when the mapper itself renames another message', () => {
+    const inner = dnsPacket.encode(fullReply());
+    let innerOut: Buffer | string = '';
+    const out = renamed(dnsPacket.encode(fullReply()), (n) => {
+      innerOut = renameMessage(inner, back);
+      return back(n);
+    });
+    assert.deepEqual(out, renamed(dnsPacket.encode(fullReply())));
+    assert.deepEqual(innerOut, out);
+  });
+
   it('follows input pointers anywhere, including into RDATA and into the middle of names', () => {
     // 12: foo.novalocal (foo at 12, novalocal at 16), A IN, ends at 31.
     const q = question('foo.novalocal');
