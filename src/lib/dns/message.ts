@@ -36,9 +36,9 @@ const FIXED_RDLEN: Record<number, number> = { [QType.A]: 4, [QType.AAAA]: 16 };
 /**
  * Class-IN types whose RDATA holds names (which may be compressed): octets before the names,
  * how many names, and octets after them. scanMessage checks the names and the exact length, so
- * rebuildMessage and the scrubber can follow them safely.
+ * rebuildMessage, the scrubber and the renamer can follow them safely.
  */
-const RDATA_NAMES: Record<number, { skip: number; names: number; tail: number }> = {
+export const RDATA_NAMES: Readonly<Record<number, { readonly skip: number; readonly names: number; readonly tail: number }>> = {
   [QType.NS]: { skip: 0, names: 1, tail: 0 },
   [QType.CNAME]: { skip: 0, names: 1, tail: 0 },
   [QType.PTR]: { skip: 0, names: 1, tail: 0 },
