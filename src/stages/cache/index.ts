@@ -139,6 +139,9 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
   const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
+  // A gauge: a cache built by a reload that changed the stages starts empty, whatever the one it
+  // replaces held.
+  entries.value = 0;
 
   let inputs = viewInputs(env.config);
 
@@ -217,7 +220,8 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       lru = newLru(cfg.maxEntries);
       // Local data or lines changed: what was stored, shared or per view, may be wrong now.
       const now = viewInputs(config);
-      if (now !== inputs) {
+      // maxEntries 0 turns the cache off: nothing is kept (the LRU's size is at least 1).
+      if (now !== inputs || cfg.maxEntries === 0) {
         inputs = now;
         entries.value = 0;
         return;
