@@ -171,6 +171,17 @@ test('reload in place: new sizes and TTL bounds keep the entries; a smaller maxE
   });
 });
 
+test("other stages' new options (an allow list, an upstream timeout, trustEcsFrom) keep the entries", T, async () => {
+  await withServer(simpleHandler(), {}, async (ld, up) => {
+    await ask(ld.port, 'a.example', '127.0.0.1');
+    assert.equal(ld.server.metrics.get('cache_entries'), 1);
+    await reloadWith(ld, { upstreams: [up.address], answerMemo: false, forward: { timeout: 400, deadline: 900 }, allow: ['127.0.0.0/8'], trustEcsFrom: ['127.0.0.9/32'] });
+    assert.equal(ld.server.metrics.get('cache_entries'), 1);
+    await ask(ld.port, 'a.example', '127.0.0.1');
+    assert.equal(asked(up, 'a.example'), 1, 'answered from the entry kept across the reload');
+  });
+});
+
 test('reload in place to maxEntries 0: the cache is off and holds nothing', T, async () => {
   await withServer(simpleHandler(), {}, async (ld, up) => {
     await ask(ld.port, 'a.example', '127.0.0.1');

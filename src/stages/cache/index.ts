@@ -68,12 +68,13 @@ function viewOf(ctx: QueryContext): number {
 /**
  * What decides which answers a client may see: when it changes, an answer stored before may be
  * wrong now (an upstream answer kept shared for a name that became local), so a reload clears
- * the cache. Compared on reload only.
+ * the cache. Compared on reload only. Stage options are not in it: an entry kept per view is
+ * keyed by the view's interned list of lines, which names the same lines whatever classified
+ * the client (a new trustEcsFrom, a new classifier), and an upstream or an allow list changes
+ * no stored answer.
  */
 function viewInputs(config: RuntimeConfig): string {
-  // Every entry's options but the cache's own (its sizes and TTL bounds change no answer's view).
-  const pipeline = config.pipeline.map((e) => (e.stage === 'cache' ? e.stage : e));
-  return JSON.stringify([pipeline, config.records, config.smartLine, config.smartLineUnmatched]);
+  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched]);
 }
 
 /**
