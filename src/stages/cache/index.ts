@@ -27,6 +27,12 @@ export type CacheableAnswer =
 declare module '../../core/context.js' {
   interface Slots {
     cacheable: CacheableAnswer;
+    /**
+     * Set (true) by a stage whose decision for this query depended on the client's view: it
+     * found local data with labels, shown or hidden. The answer, local or from upstream, is then
+     * this view's alone and is stored under it (HTTP's Vary).
+     */
+    variesByView: boolean;
   }
 }
 
@@ -153,7 +159,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     // upstream (this view sees none of the name's local records), is this view's alone.
     const answer = ctx.get('cacheable');
     if (answer === undefined || answer.response !== ctx.response) return;
-    const view = ctx.get('candidates')?.byView === true ? viewOf(ctx) : SHARED;
+    const view = ctx.get('variesByView') === true ? viewOf(ctx) : SHARED;
     if (answer.local) {
       const t = answer.template;
       put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null }, now);

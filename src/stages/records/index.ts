@@ -119,6 +119,7 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
         byName.set(q.qtype, c);
       }
       ctx.set('candidates', c);
+      if (c.byView) ctx.set('variesByView', true);
       if (c.byView && deferLabelled) {
         if (ctx.tracing) ctx.note('records: labelled local data; the label filter after records answers it');
         return next();
@@ -149,7 +150,7 @@ export const recordsStage: StageDefinition = {
       when: (_o, facts) => facts.labelledRecord !== null,
     },
   ],
-  provides: ['candidates', 'cacheable'],
+  provides: ['candidates', 'cacheable', 'variesByView'],
   memoSafe: true,
   dataKeys: ['records', 'smartLineUnmatched'],
   create: createRecordsStage,
