@@ -47,11 +47,19 @@ describe('decode: rejections on the wire, each counted by its reason', { timeout
     counted('decode_formerr_total');
   });
 
-  test('opcode STATUS: NOTIMP, the opcode echoed, no RA', async () => {
+  test('trailing octets after a readable question: FORMERR with the question echoed', async () => {
+    const r = mustParse(await udpExchange(ld.port, Buffer.concat([rawQuery('a.test', 1, { id: 0x1235 }), Buffer.from([0])])));
+    assert.equal(r.rcode, Rcode.FORMERR);
+    assert.equal(r.qname, 'a.test');
+    counted('decode_formerr_total');
+  });
+
+  test('opcode STATUS: NOTIMP, header only, the opcode echoed, no RA', async () => {
     const r = mustParse(await udpExchange(ld.port, rawQuery('a.test', 1, { id: 7, flags: RD | (2 << 11) })));
     assert.equal(r.rcode, Rcode.NOTIMP);
     assert.equal((r.flags & OPCODE_MASK) >> 11, 2);
     assert.equal(r.flags & RA, 0);
+    assert.equal(r.qdcount, 0, 'a message of an unknown opcode is not read past its header');
     counted('decode_notimp_total');
   });
 
