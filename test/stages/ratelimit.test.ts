@@ -83,18 +83,20 @@ test('ratelimit: TCP queries draw from the same bucket as UDP ones', async (t) =
   assert.equal(r.limited(), 2);
 });
 
-test('ratelimit: a reload applies new options in place and starts every bucket afresh', async (t) => {
+test('ratelimit: a reload applies new options in place; buckets are kept unless the prefixes or maxClients change', async (t) => {
   const pipeline = (o: Record<string, unknown>): unknown[] => ['decode', { ratelimit: o }, 'records', 'forward'];
   const r = await rig(t, { pipeline: pipeline({ qps: SLOW, burst: 2 }) });
   const stages = r.ld.server.engine.stages;
   assert.deepEqual(await r.burst(5), { ok: 2, refused: 3, none: 0 });
 
+  // A larger burst: a new prefix gets it; the emptied bucket stays empty (a SIGHUP forgives no one).
   await reload(r, { pipeline: pipeline({ qps: SLOW, burst: 4 }) });
   assert.equal(r.ld.server.engine.stages, stages, 'reloaded in place, not rebuilt');
-  assert.deepEqual(await r.burst(6), { ok: 4, refused: 2, none: 0 }, 'the new burst, from a full bucket');
+  assert.deepEqual(await r.burst(3), { ok: 0, refused: 3, none: 0 }, '127.0.0.0/24 kept its empty bucket');
+  assert.deepEqual(await r.burst(6, '127.0.3.5'), { ok: 4, refused: 2, none: 0 }, 'the new burst');
 
-  // The same options again: the buckets still start full (a SIGHUP forgives every client).
-  await reload(r, { pipeline: pipeline({ qps: SLOW, burst: 4 }) });
+  // Another prefix length changes what a bucket stands for: every client starts afresh.
+  await reload(r, { pipeline: pipeline({ qps: SLOW, burst: 4, ipv4Prefix: 32 }) });
   assert.deepEqual(await r.burst(6), { ok: 4, refused: 2, none: 0 });
 
   // Off (no options): every query passes, and the answer memo, which a limit turns off, is back.
@@ -102,7 +104,7 @@ test('ratelimit: a reload applies new options in place and starts every bucket a
   await reload(r, { pipeline: ['decode', 'ratelimit', 'records', 'forward'] });
   assert.notEqual(r.ld.server.engine.memo, null);
   assert.deepEqual(await r.burst(20), { ok: 20, refused: 0, none: 0 });
-  assert.equal(r.limited(), 7);
+  assert.equal(r.limited(), 10);
 });
 
 test('ratelimit: maxClients bounds the prefixes tracked; a forgotten prefix starts with a full bucket', async (t) => {
