@@ -62,8 +62,14 @@ function createRateLimitStage(options: RateLimitOptions | null, env: StageEnv): 
       ctx.respondError('ratelimit', Rcode.REFUSED);
     },
     reload(_config, o) {
+      const before = limit;
       limit = limitOf(o);
-      buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
+      // Buckets are kept across a reload (a SIGHUP for new records must not hand every client a
+      // full burst); a new rate or burst applies from their next query, as handle() clamps to
+      // the burst. Only a change of what a key means (the prefixes) or of the table's size
+      // starts them afresh.
+      const sameKeys = before !== null && limit !== null && before.ipv4Prefix === limit.ipv4Prefix && before.ipv6Prefix === limit.ipv6Prefix && before.maxClients === limit.maxClients;
+      if (!sameKeys) buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
     },
   };
 }
