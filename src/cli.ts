@@ -5,15 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
-import dnsPacket from 'dns-packet';
 import { ConfigError, formatIssue, type ConfigOverrides } from './config/load.js';
 import { loadConfig } from './app/config.js';
-import { typeFromName } from './lib/dns/constants.js';
-import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './lib/logger.js';
-import { Metrics } from './lib/metrics.js';
-import { QueryContext } from './core/context.js';
-import { ViewRegistry } from './core/views.js';
-import { buildEngine, formatAddress, LineDnsServer } from './app/server.js';
+import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
+import { formatAddress, LineDnsServer } from './app/server.js';
+import { checkRequest, explain, ExplainError, formatExplanation, type ExplainRequest } from './app/explain.js';
 import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
 import type { RuntimeConfig } from './config/types.js';
 
@@ -21,7 +17,7 @@ const USAGE = `usage:
   linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
                   [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
   linedns check   [--config FILE | FILE]
-  linedns explain NAME [TYPE] --client IP [--config FILE]
+  linedns explain NAME [TYPE] --client IP [--ecs CIDR] [--json] [--live] [--config FILE]
   linedns --version`;
 
 /** The version in package.json, read at run time so a release needs no second edit. */
@@ -49,6 +45,9 @@ function parse(argv: string[]) {
         workers: { type: 'string' },
         'log-level': { type: 'string' },
         client: { type: 'string' },
+        ecs: { type: 'string' },
+        json: { type: 'boolean' },
+        live: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'V' },
       },
@@ -156,34 +155,16 @@ function check(file: string | null, overrides: ConfigOverrides): void {
 }
 
 /** Runs one query through the configured pipeline in-process, tracing each stage. */
-async function explain(file: string | null, overrides: ConfigOverrides, name: string, typeText: string, client: string): Promise<void> {
-  const { config } = load(file, overrides);
-  const qtype = typeFromName(typeText);
-  if (qtype === undefined) fail(`unknown record type "${typeText}"`);
-  const env = { logger: silentLogger(), metrics: new Metrics(), config, views: new ViewRegistry<QueryContext>() };
-  const { engine } = await buildEngine(config.pipeline, env);
-  const raw = dnsPacket.encode({
-    type: 'query',
-    id: 1,
-    flags: dnsPacket.RECURSION_DESIRED,
-    questions: [{ name, type: typeText.toUpperCase() as 'A', class: 'IN' }],
-  });
-  const ctx = new QueryContext(raw, { address: client, port: 53, family: client.includes(':') ? 'IPv6' : 'IPv4' }, 'udp', performance.now());
-  ctx.tracing = true;
-  await engine.run(ctx);
-  await engine.close();
-  const out: string[] = [`query:      ${name} ${typeText.toUpperCase()} from ${client}`];
-  out.push(`lines:      ${ctx.lines ? ctx.lines.lines.join(', ') || '(none)' : '(not classified: no smartline stage ran)'}`);
-  out.push(`answered:   ${ctx.answeredBy || '(no stage answered)'}`);
-  for (const t of ctx.trace ?? []) out.push(`trace:      ${t}`);
-  if (ctx.response) {
-    const d = dnsPacket.decode(ctx.response) as dnsPacket.DecodedPacket & { rcode?: string };
-    type Rr = { name: string; type: string; ttl?: number; data?: unknown };
-    out.push(`rcode:      ${d.rcode ?? 'NOERROR'}`);
-    for (const a of (d.answers ?? []) as Rr[]) out.push(`answer:     ${a.name} ${a.ttl ?? ''} ${a.type} ${JSON.stringify(a.data)}`);
-    for (const a of (d.authorities ?? []) as Rr[]) out.push(`authority:  ${a.name} ${a.ttl ?? ''} ${a.type}`);
+async function explainCommand(file: string | null, overrides: ConfigOverrides, request: ExplainRequest, json: boolean): Promise<void> {
+  try {
+    checkRequest(request);
+  } catch (err) {
+    if (err instanceof ExplainError) fail(err.message);
+    throw err;
   }
-  process.stdout.write(`${out.join('\n')}\n`);
+  const { config } = load(file, overrides);
+  const e = await explain(config, request);
+  process.stdout.write(json ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(e));
   process.exit(0);
 }
 
@@ -214,7 +195,7 @@ async function main(): Promise<void> {
     case 'explain':
       if (rest.length > 2) fail(`unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE\n${USAGE}`);
       if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
-      return explain(values.config ?? null, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
+      return explainCommand(values.config ?? null, overrides, { name: rest[0]!, type: rest[1] ?? 'A', client: values.client!, ecs: values.ecs, live: values.live === true }, values.json === true);
     default:
       fail(`unknown command "${command}"\n${USAGE}`);
   }

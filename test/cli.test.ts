@@ -140,20 +140,6 @@ test('a pipeline entry that is a path loads the user stage of docs/examples', as
   }
 });
 
-test('explain shows the lines, the answering stage and the answer', () => {
-  const files = writeConfig({
-    config: { upstreams: ['127.0.0.1:9'], allow: ['10.0.0.0/8'] },
-    records: [{ name: 'svc.test', type: 'A', rdata: '10.9.0.1', labels: ['inside'] }],
-    smartLine: { inside: ['10.9.0.0/16'] },
-  });
-  const res = spawnSync(process.execPath, [CLI, 'explain', 'svc.test', 'A', '--client', '10.9.1.1', '--config', files.configFile], { encoding: 'utf8', timeout: 10_000 });
-  assert.equal(res.status, 0, res.stderr);
-  assert.match(res.stdout, /lines:\s+inside/);
-  // The default pipeline puts the label filter (smartline) after records: it answers labelled data.
-  assert.match(res.stdout, /answered:\s+smartline/);
-  assert.match(res.stdout, /answer:\s+svc\.test 300 A "10\.9\.0\.1"/);
-});
-
 test('--workers 2 serves from two processes and stops cleanly', async () => {
   const up = await TestUpstream.start(simpleHandler());
   const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'] }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });

@@ -55,6 +55,11 @@ export class QueryContext {
   /** Notes for `explain` and logs; null (and nothing allocated) unless tracing. */
   trace: string[] | null = null;
   /**
+   * `linedns explain` without `--live`: a stage that would send traffic (forward) says what it
+   * would do in a note and leaves the query unanswered (`dropReason`) instead.
+   */
+  offline = false;
+  /**
    * Reply hooks registered during handle(), run innermost first when the pipeline is done; null
    * (the usual case, checked once per query) until a stage registers one.
    */

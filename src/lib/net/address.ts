@@ -163,3 +163,22 @@ export function badCidrs(list: readonly string[]): { index: number; message: str
   });
   return out;
 }
+
+/** Whether `bytes` (4 or 16 octets) lies in `cidr`: a linear check, for explanations, not lookups. */
+export function cidrContains(cidr: Cidr, bytes: Uint8Array): boolean {
+  if (bytes.length !== cidr.bytes.length) return false;
+  for (let bit = 0; bit < cidr.prefix; bit += 8) {
+    const keep = Math.min(8, cidr.prefix - bit);
+    const mask = (0xff << (8 - keep)) & 0xff;
+    if ((bytes[bit / 8]! & mask) !== (cidr.bytes[bit / 8]! & mask)) return false;
+  }
+  return true;
+}
+
+/** 4 or 16 octets as text (IPv6 in full groups, unabbreviated: for messages only). */
+export function formatIp(bytes: Uint8Array): string {
+  if (bytes.length === 4) return Array.from(bytes).join('.');
+  const groups: string[] = [];
+  for (let i = 0; i + 1 < bytes.length; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+  return groups.join(':');
+}

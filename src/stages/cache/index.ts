@@ -210,6 +210,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
         }
         const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
+          if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
           hits.value++;
           ctx.reusable = hits;
           ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, e.local ? 0 : now - e.storedAt));
@@ -217,6 +218,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
         }
       }
       misses.value++;
+      if (ctx.tracing) ctx.note('cache: miss');
       const r = next();
       if (r) return r.then(() => store(ctx, code));
       store(ctx, code);

@@ -375,6 +375,12 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         const probe = probes.get(ctx.query!.name);
         if (probe !== undefined) return loopMet(ctx, probe);
       }
+      if (ctx.offline) {
+        const order = ordered(performance.now()).map((u) => `${u.config.host.includes(':') ? `[${u.config.host}]` : u.config.host}:${u.config.port}/${u.config.protocol}`);
+        ctx.note(`forward: offline: would ask ${order.length === 0 ? 'no upstream (SERVFAIL)' : order.join(', then ')}`);
+        ctx.dropReason = 'offline: not forwarded';
+        return;
+      }
       if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
         overloaded.value++;
         ctx.respondError('forward', Rcode.SERVFAIL);

@@ -83,10 +83,11 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
 
     answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean {
       const q = ctx.query!;
+      if (ctx.tracing) for (const line of this.source.explain(this.name, this.qtype, { lines: view, unmatched })) ctx.note(`${stage}: candidate ${line}`);
       const t = this.encoded(ctx, q, view);
       if (t === FALL_THROUGH) {
         hidden.value++;
-        if (ctx.tracing) ctx.note(`${stage}: no local record visible to lines [${(view ?? NO_LINES).lines.join(', ')}]; falling through`);
+        if (ctx.tracing) ctx.note(view === null ? `${stage}: nothing local for this name and type; falling through` : `${stage}: no local record visible to lines [${view.lines.join(', ')}]; falling through`);
         return false;
       }
       answered.value++;

@@ -1,7 +1,7 @@
 // Local data from records.json: exact names, RFC 4592 wildcards, CNAME chains, automatic PTR,
 // deny/nxdomain actions, and local zones (an SOA makes everything below it answered locally).
 
-import { QType, Rcode, typeFromName } from '../../lib/dns/constants.js';
+import { QType, Rcode, typeFromName, typeName } from '../../lib/dns/constants.js';
 import { isSubdomain, normalizeName, parentName } from '../../lib/dns/name.js';
 import { parseIp } from '../../lib/net/address.js';
 import { NameFilter } from './filter.js';
@@ -224,6 +224,28 @@ export class RecordStore {
     // RFC 2308 section 3: the SOA of a negative answer carries min(TTL, MINIMUM).
     const minimum = (rec.data as { minimum: number }).minimum;
     return [{ name: zone, record: { ...rec, ttl: Math.min(rec.ttl, minimum) } }];
+  }
+
+  /**
+   * For `explain`: each record of the name (or its wildcard) of the type asked or CNAME, with its
+   * labels and whether the view `vis` sees it.
+   */
+  explain(qname: string, qtype: number, vis: Visibility): string[] {
+    let node = this.names.get(qname);
+    if (node === undefined && this.hasWildcards) node = this.wildcardFor(qname) ?? undefined;
+    if (node === undefined) return [];
+    const out: string[] = [];
+    for (let i = 0; i < node.types.length; i++) {
+      const type = node.types[i]!;
+      if (type !== qtype && type !== QType.CNAME && qtype !== QType.ANY) continue;
+      const set = node.sets[i]!;
+      const seen = visible(set, { ...vis });
+      for (const r of set) {
+        const labels = r.labels === null ? 'no labels' : `labels [${r.labels.join(', ')}]`;
+        out.push(`${r.owner} ${typeName(r.type)} ${JSON.stringify(r.data)} (${labels}): ${seen.includes(r) ? 'visible' : 'hidden'}`);
+      }
+    }
+    return out;
   }
 
   /** Resolves a question against local data as the client with visibility `vis` sees it. */

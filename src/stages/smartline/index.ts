@@ -4,8 +4,9 @@
 // After records, it answers the labelled local data the client's lines may see, or falls through.
 
 import { AddressMatcher } from '../../lib/net/matcher.js';
+import { formatIp, parseIp } from '../../lib/net/address.js';
 import { LineTable } from './lines.js';
-import type { LineClassifier } from '../../core/context.js';
+import type { LineClassifier, QueryContext } from '../../core/context.js';
 import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 import type { RuntimeConfig } from '../../config/types.js';
 import { smartLineOptions, type SmartLineOptions } from './options.js';
@@ -13,12 +14,20 @@ import { smartLineOptions, type SmartLineOptions } from './options.js';
 function build(config: RuntimeConfig, options: SmartLineOptions): LineClassifier {
   const table = new LineTable(config.smartLine);
   const trusted = new AddressMatcher(options.trustEcsFrom);
-  if (trusted.empty) return (ctx) => table.classify(ctx.client.address);
+  /** For explain: which CIDRs of which lines matched. */
+  const explain = (ctx: QueryContext, bytes: Uint8Array | null, what: string): void => {
+    const m = bytes === null ? [] : table.matches(bytes);
+    ctx.note(`smartline: ${what} ${m.length === 0 ? 'is in no line' : `matches ${m.map((x) => `${x.cidr} (${x.line})`).join(', ')}`}`);
+  };
   return (ctx) => {
     const ecs = ctx.query?.edns?.ecs;
-    if (ecs && trusted.matches(ctx.client.address)) {
-      ctx.note(`smartline: client subnet from trusted ${ctx.client.address}`);
+    if (ecs && !trusted.empty && trusted.matches(ctx.client.address)) {
+      if (ctx.tracing) explain(ctx, ecs.address, `client subnet ${formatIp(ecs.address)}/${ecs.sourcePrefix} from trusted ${ctx.client.address}`);
       return table.classifyBytes(ecs.address);
+    }
+    if (ctx.tracing) {
+      if (ecs) ctx.note(`smartline: client subnet ignored: ${ctx.client.address} is not in trustEcsFrom`);
+      explain(ctx, parseIp(ctx.client.address), ctx.client.address);
     }
     return table.classify(ctx.client.address);
   };

@@ -1,7 +1,7 @@
 // Smart-line classification: which lines (labels of smart-line.json) a client address is in.
 // Every line whose CIDRs hold the address counts, ordered most specific prefix first.
 
-import { parseCidr } from '../../lib/net/address.js';
+import { cidrContains, parseCidr, type Cidr } from '../../lib/net/address.js';
 import { PrefixTrie } from '../../lib/net/prefix-trie.js';
 import { NO_LINES, internLines, type LineSet } from '../../core/views.js';
 
@@ -10,6 +10,8 @@ export type SmartLineConfig = Record<string, readonly string[]>;
 export class LineTable {
   private readonly trie = new PrefixTrie<LineSet>();
   readonly lineNames: readonly string[];
+  /** The parsed CIDRs of each line, for `matches`. */
+  private readonly cidrs = new Map<string, Cidr[]>();
 
   constructor(config: SmartLineConfig) {
     this.lineNames = Object.keys(config);
@@ -18,6 +20,7 @@ export class LineTable {
       for (const text of config[line]!) {
         const cidr = parseCidr(text);
         if (typeof cidr === 'string') continue; // config validation reports it
+        this.cidrs.set(line, [...(this.cidrs.get(line) ?? []), cidr]);
         own.insert(cidr, [line], (a, b) => (a.includes(b[0]!) ? a : [...a, ...b]));
       }
     }
@@ -37,5 +40,14 @@ export class LineTable {
 
   classifyBytes(bytes: Uint8Array): LineSet {
     return this.trie.longest(bytes) ?? NO_LINES;
+  }
+
+  /** For `explain`: every line and CIDR holding the address, most specific first. */
+  matches(bytes: Uint8Array): { line: string; cidr: string }[] {
+    const out: { line: string; cidr: string; bits: number }[] = [];
+    for (const [line, list] of this.cidrs) {
+      for (const c of list) if (cidrContains(c, bytes)) out.push({ line, cidr: c.text, bits: c.prefix });
+    }
+    return out.sort((a, b) => b.bits - a.bits).map(({ line, cidr }) => ({ line, cidr }));
   }
 }
