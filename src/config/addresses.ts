@@ -69,12 +69,12 @@ export function upstreamsFrom(
       const msg = `${show(text)}: ${hp}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
       const at = typeof item === 'string' ? [...path, i] : [...path, i, 'address'];
       if (f && report.has(f, at)) return;
-      if (f) report.at(f, at, msg);
-      else report.syntax('--upstream', 0, 0, msg);
+      if (f) report.at(f, at, 'LDNS_BAD_ADDRESS', msg);
+      else report.syntax('--upstream', 0, 0, 'LDNS_BAD_ADDRESS', msg);
       return;
     }
     if (hp.port === 0) {
-      if (f) report.at(f, [...path, i], `${show(item)}: port 0 is not a port an upstream listens on`);
+      if (f) report.at(f, [...path, i], 'LDNS_UPSTREAM_PORT_ZERO', `${show(item)}: port 0 is not a port an upstream listens on`);
       return;
     }
     out.push({ host: hp.host, port: obj.port ?? hp.port, protocol: obj.protocol ?? 'udp' });
