@@ -66,7 +66,7 @@ export function upstreamsFrom(
     const obj = typeof item === 'object' && item !== null ? (item as { port?: number; protocol?: 'udp' | 'tcp' }) : {};
     const hp = parseHostPort(text, obj.port ?? 53);
     if (typeof hp === 'string') {
-      const msg = `${show(text)}: ${hp}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
+      const msg = `${withValue(text, hp)}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
       const at = typeof item === 'string' ? [...path, i] : [...path, i, 'address'];
       if (f && report.has(f, at)) return;
       if (f) report.at(f, at, 'LDNS_BAD_ADDRESS', msg);
@@ -81,6 +81,14 @@ export function upstreamsFrom(
     sources.push(i);
   });
   return out;
+}
+
+/**
+ * `"TEXT": why`, unless `why` already starts by quoting the whole TEXT (`"dns.example" is not an
+ * IP address`), which would otherwise print the value twice.
+ */
+export function withValue(text: string, why: string): string {
+  return why.startsWith(`${show(text)} `) ? why : `${show(text)}: ${why}`;
 }
 
 export function isWildcard(host: string): boolean {

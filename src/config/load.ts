@@ -4,7 +4,7 @@
 import { dirname, resolve } from 'node:path';
 import { badCidrs } from '../lib/net/address.js';
 import type { Logger, LogLevel } from '../lib/logger.js';
-import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY } from './addresses.js';
+import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } from './addresses.js';
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
@@ -110,9 +110,9 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
       if (overrides.listen) report.syntax('--listen', 0, 0, 'LDNS_LISTEN_WILDCARD', msg);
       else if (main) report.at(main, ['listen', i], 'LDNS_LISTEN_WILDCARD', msg);
     } else if (typeof hp !== 'string') listen.push(hp);
-    else if (overrides.listen) report.syntax('--listen', 0, 0, 'LDNS_BAD_ADDRESS', `${show(t)}: ${hp}`);
+    else if (overrides.listen) report.syntax('--listen', 0, 0, 'LDNS_BAD_ADDRESS', withValue(t, hp));
     // Checked even when the schema failed elsewhere, so one run lists every error of the file.
-    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], 'LDNS_BAD_ADDRESS', `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], 'LDNS_BAD_ADDRESS', `${withValue(t, hp)}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
   });
 
   // upstreams

@@ -147,7 +147,7 @@ export function loadPipeline(
       // An object entry's unknown key was reported by the schema, with the same hint.
       if (main && typeof item === 'string') {
         const hint = suggest(name, names);
-        report.at(main, ['pipeline', i], 'LDNS_UNKNOWN_STAGE', `unknown stage ${show(name)}${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${names.join(', ')} or a path such as "./stages/mine.js"`);
+        report.at(main, ['pipeline', i], 'LDNS_UNKNOWN_STAGE', `unknown stage ${show(name)}${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${names.map((n) => `"${n}"`).join(', ')} or a path such as "./stages/mine.js"`);
       }
       return;
     }
