@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import dnsPacket from 'dns-packet';
-import { ConfigError, formatIssue, type ConfigOverrides } from './config/load.js';
+import { ConfigError, formatIssue, type CliCode, type ConfigOverrides } from './config/load.js';
 import { loadConfig } from './app/config.js';
 import { typeFromName } from './lib/dns/constants.js';
 import { createLogger, LOG_LEVELS, silentLogger, type Logger, type LogLevel } from './lib/logger.js';
@@ -30,9 +30,10 @@ function version(): string {
   return typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 
-function fail(message: string, code = 2): never {
-  process.stderr.write(`linedns: ${message}\n`);
-  process.exit(code);
+/** A usage error: its message and code (docs/errors.md) on one line, then the usage when it helps. */
+function fail(code: CliCode, message: string, usage = false): never {
+  process.stderr.write(`linedns: ${message} [${code}]\n${usage ? `${USAGE}\n` : ''}`);
+  process.exit(2);
 }
 
 function parse(argv: string[]) {
@@ -54,7 +55,7 @@ function parse(argv: string[]) {
       },
     });
   } catch (err) {
-    return fail(`${(err as Error).message}\n${USAGE}`);
+    return fail('LDNS_CLI_USAGE', (err as Error).message, true);
   }
 }
 
@@ -66,11 +67,11 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
   if (values['smart-line']) o.smartLine = values['smart-line'];
   if (values.workers !== undefined) {
     const n = Number(values.workers);
-    if (!Number.isInteger(n) || n < 1 || n > 64) fail(`--workers takes 1..64, not "${values.workers}"`);
+    if (!Number.isInteger(n) || n < 1 || n > 64) fail('LDNS_CLI_BAD_VALUE', `--workers takes 1..64, not "${values.workers}"`);
     o.workers = n;
   }
   if (values['log-level'] !== undefined) {
-    if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail(`--log-level takes one of ${LOG_LEVELS.join(', ')}`);
+    if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail('LDNS_CLI_BAD_VALUE', `--log-level takes one of ${LOG_LEVELS.join(', ')}`);
     o.logLevel = values['log-level'] as LogLevel;
   }
   return o;
@@ -159,7 +160,7 @@ function check(file: string | null, overrides: ConfigOverrides): void {
 async function explain(file: string | null, overrides: ConfigOverrides, name: string, typeText: string, client: string): Promise<void> {
   const { config } = load(file, overrides);
   const qtype = typeFromName(typeText);
-  if (qtype === undefined) fail(`unknown record type "${typeText}"`);
+  if (qtype === undefined) fail('LDNS_CLI_BAD_VALUE', `unknown record type "${typeText}"`);
   const env = { logger: silentLogger(), metrics: new Metrics(), config, views: new ViewRegistry<QueryContext>() };
   const { engine } = await buildEngine(config.pipeline, env);
   const raw = dnsPacket.encode({
@@ -202,8 +203,8 @@ async function main(): Promise<void> {
   // `check FILE` reads as "check this file"; running on defaults instead would report a file
   // that was never read as valid.
   const configPath = (): string | null => {
-    if (rest.length > 1) fail(`unexpected argument "${rest[1]}": ${command} takes one config file\n${USAGE}`);
-    if (rest.length === 1 && values.config !== undefined) fail(`the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one\n${USAGE}`);
+    if (rest.length > 1) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[1]}": ${command} takes one config file`, true);
+    if (rest.length === 1 && values.config !== undefined) fail('LDNS_CLI_USAGE', `the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one`, true);
     return rest[0] ?? values.config ?? null;
   };
   switch (command) {
@@ -212,11 +213,11 @@ async function main(): Promise<void> {
     case 'check':
       return check(configPath(), overrides);
     case 'explain':
-      if (rest.length > 2) fail(`unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE\n${USAGE}`);
-      if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
+      if (rest.length > 2) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE`, true);
+      if (rest.length < 1 || !values.client) fail('LDNS_CLI_USAGE', 'explain needs NAME and --client IP', true);
       return explain(values.config ?? null, overrides, rest[0]!, rest[1] ?? 'A', values.client!);
     default:
-      fail(`unknown command "${command}"\n${USAGE}`);
+      fail('LDNS_CLI_USAGE', `unknown command "${command}"`, true);
   }
 }
 

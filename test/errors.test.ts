@@ -3,15 +3,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { builtinSchema, loadConfig } from '../src/app/config.js';
-import { CONFIG_CODES, ConfigError, formatIssue, type ConfigCode, type ConfigIssue } from '../src/config/load.js';
+import { CLI_CODES, CONFIG_CODES, ConfigError, formatIssue, type CliCode, type ConfigCode, type ConfigIssue } from '../src/config/load.js';
 import { fileSchema } from '../src/config/schemas.js';
 import { WORDED_KEYWORDS } from '../src/config/validate.js';
 import { writeConfig, type TestFiles } from './helpers/server.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
+const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 const UP = ['127.0.0.1:9'];
 const A = { name: 'a.test', type: 'A', rdata: '192.0.2.1' };
 
@@ -137,9 +139,23 @@ for (const row of ROWS) {
   });
 }
 
-test('every code of codes.ts is triggered by the table above, once', () => {
-  const codes = Object.keys(CONFIG_CODES).sort();
-  assert.deepEqual(ROWS.map((r) => r.code).sort(), codes);
+/** The command line's own errors: arguments that trigger each, before any file is read. */
+const CLI_ROWS: { code: CliCode; args: string[] }[] = [
+  { code: 'LDNS_CLI_USAGE', args: ['chekc'] },
+  { code: 'LDNS_CLI_BAD_VALUE', args: ['check', '--workers', '0'] },
+];
+
+for (const row of CLI_ROWS) {
+  test(`${row.code}: \`linedns ${row.args.join(' ')}\` exits 2 with it at the end of its first line`, () => {
+    const res = spawnSync(process.execPath, [CLI, ...row.args], { encoding: 'utf8' });
+    assert.equal(res.status, 2, res.stderr);
+    assert.match(res.stderr.split('\n')[0]!, new RegExp(`^linedns: .* \\[${row.code}\\]$`));
+  });
+}
+
+test('every code of codes.ts is triggered by the tables above, once', () => {
+  assert.deepEqual(ROWS.map((r) => r.code).sort(), Object.keys(CONFIG_CODES).sort());
+  assert.deepEqual(CLI_ROWS.map((r) => r.code).sort(), Object.keys(CLI_CODES).sort());
 });
 
 /** docs/errors.md's sections: `### CODE` heading -> its text (up to the next heading). */
@@ -155,11 +171,14 @@ function docSections(): Map<string, string> {
 
 test('docs/errors.md explains every code, and only codes that exist: meaning, example, fix', () => {
   const sections = docSections();
-  assert.deepEqual([...sections.keys()].sort(), Object.keys(CONFIG_CODES).sort());
+  const all = { ...CONFIG_CODES, ...CLI_CODES };
+  assert.deepEqual([...sections.keys()].sort(), Object.keys(all).sort());
   for (const [code, body] of sections) {
-    const severity = CONFIG_CODES[code as ConfigCode].severity;
+    const severity = all[code as ConfigCode | CliCode].severity;
+    // A config issue's line names its severity; the command line's start with "linedns:".
+    const line = code in CLI_CODES ? `^linedns: .* \\[${code}\\]$` : `: ${severity}: .* \\[${code}\\]$`;
     assert.match(body, new RegExp(`\\*\\*${severity}\\*\\*`), `${code}: its section names its severity`);
-    assert.match(body, new RegExp(`: ${severity}: .* \\[${code}\\]`), `${code}: its section shows an example line with the code`);
+    assert.match(body, new RegExp(line, 'm'), `${code}: its section shows an example line with the code`);
     assert.match(body, /\*\*Fix:\*\*/, `${code}: its section says how to fix it`);
   }
 });

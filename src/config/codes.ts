@@ -57,6 +57,17 @@ export const CONFIG_CODES = {
 
 export type ConfigCode = keyof typeof CONFIG_CODES;
 
+/**
+ * The codes of the command line's own errors (not of a config file): printed as
+ * `linedns: MESSAGE [CODE]`, always an error, exit status 2. Documented and tested like the others.
+ */
+export const CLI_CODES = {
+  LDNS_CLI_USAGE: { severity: 'error', summary: 'The command line is not one linedns understands: a command, flag or argument unknown, missing or extra.' },
+  LDNS_CLI_BAD_VALUE: { severity: 'error', summary: 'A flag or argument has a value linedns does not accept.' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type CliCode = keyof typeof CLI_CODES;
+
 export function severityOf(code: ConfigCode): Severity {
   return CONFIG_CODES[code].severity;
 }

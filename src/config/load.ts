@@ -16,7 +16,7 @@ import type { ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, Upstream
 
 export { DEFAULT_PIPELINE, type StageCatalog } from './pipeline.js';
 export { ConfigError, failureLines, formatIssue, type ConfigIssue } from './issues.js';
-export { CONFIG_CODES, type ConfigCode } from './codes.js';
+export { CLI_CODES, CONFIG_CODES, type CliCode, type ConfigCode } from './codes.js';
 export { parseHostPort } from './addresses.js';
 
 export const DEFAULT_LISTEN = ['127.0.0.1:5300', '[::1]:5300'];
