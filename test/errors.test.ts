@@ -28,7 +28,7 @@ interface Row {
 }
 
 const ROWS: Row[] = [
-  { code: 'LDNS_FILE_UNREADABLE', severity: 'error', files: { config: { upstreams: UP, records: 'missing.json' } }, at: 'missing.json:0:0 $' },
+  { code: 'LDNS_FILE_UNREADABLE', severity: 'error', files: { config: { upstreams: UP, records: 'missing.json' } }, at: 'linedns.json:8:14 $.records' },
   {
     code: 'LDNS_JSON_ENCODING',
     severity: 'error',

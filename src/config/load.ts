@@ -137,8 +137,10 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   const smartLinePath = overrides.smartLine ? resolve(overrides.smartLine) : str(raw.smartLine) ? relativeTo(path, str(raw.smartLine)!) : null;
   let smartLine: Record<string, string[]> = {};
   let lineNames: Set<string> | null = null;
+  // A path from the file (not a flag) is where an unreadable file is reported.
+  const namedAt = (key: string): { f: LoadedFile; path: string[] } | undefined => (main && raw[key] !== undefined ? { f: main, path: [key] } : undefined);
   if (smartLinePath) {
-    const f = readJson(smartLinePath, report);
+    const f = readJson(smartLinePath, report, overrides.smartLine ? undefined : namedAt('smartLine'));
     if (f) {
       const valid = validateSchema(f, fileCheck('smart-line'), report);
       const lines = obj(f.value);
@@ -155,7 +157,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   const recordsPath = overrides.records ? resolve(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;
   let records: RecordEntry[] = [];
   if (recordsPath) {
-    const f = readJson(recordsPath, report);
+    const f = readJson(recordsPath, report, overrides.records ? undefined : namedAt('records'));
     if (f) {
       const valid = validateSchema(f, fileCheck('records'), report);
       if (Array.isArray(f.value)) {

@@ -91,12 +91,19 @@ function patternHint(pointer: string): string {
   return '';
 }
 
-export function readJson(path: string, report: Reporter): LoadedFile | null {
+/**
+ * Reads `path` as a JSON document. `namedAt` is the value of linedns.json that names the file: a
+ * file that cannot be read is reported there, where the fix usually is, rather than at 0:0 of a
+ * file that may not exist.
+ */
+export function readJson(path: string, report: Reporter, namedAt?: { f: LoadedFile; path: readonly PathSegment[] }): LoadedFile | null {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    report.syntax(path, 0, 0, 'LDNS_FILE_UNREADABLE', `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    const why = (err as NodeJS.ErrnoException).code ?? String(err);
+    if (namedAt) report.at(namedAt.f, namedAt.path, 'LDNS_FILE_UNREADABLE', `cannot read ${path}: ${why}`);
+    else report.syntax(path, 0, 0, 'LDNS_FILE_UNREADABLE', `cannot read the file: ${why}`);
     return null;
   }
   const doc = JsonDocument.fromBytes(bytes);
