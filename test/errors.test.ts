@@ -199,3 +199,11 @@ test("every schema keyword linedns uses is worded with a code of its own (none f
   const used = keywords([builtinSchema(), fileSchema('records'), fileSchema('smart-line')], new Set());
   assert.deepEqual([...used].filter((k) => !WORDED_KEYWORDS.includes(k)), []);
 });
+
+test('an empty smart-line line name is one issue at the key, not two at the enclosing brace', () => {
+  const { configFile } = writeConfig({ config: { upstreams: UP, smartLine: 'smart-line.json' }, extra: { 'smart-line.json': '{\n  "office": [],\n  "": ["10.0.0.0/8"]\n}\n' } });
+  assert.deepEqual(
+    issuesOf(configFile).map((i) => `${i.code} ${basename(i.file)}:${i.line}:${i.column} ${i.path}: ${i.message}`),
+    ['LDNS_SCHEMA_SIZE smart-line.json:3:3 $[""]: property name "": expected a non-empty string'],
+  );
+});
