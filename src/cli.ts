@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
-import { ConfigError, formatIssue, type ConfigOverrides } from './config/load.js';
+import { ConfigError, formatIssue, type CliCode, type ConfigOverrides } from './config/load.js';
 import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
 import { formatAddress, LineDnsServer } from './app/server.js';
@@ -26,9 +26,10 @@ function version(): string {
   return typeof pkg.version === 'string' ? pkg.version : 'unknown';
 }
 
-function fail(message: string, code = 2): never {
-  process.stderr.write(`linedns: ${message}\n`);
-  process.exit(code);
+/** A usage error: its message and code (docs/errors.md) on one line, then the usage when it helps. */
+function fail(code: CliCode, message: string, usage = false): never {
+  process.stderr.write(`linedns: ${message} [${code}]\n${usage ? `${USAGE}\n` : ''}`);
+  process.exit(2);
 }
 
 function parse(argv: string[]) {
@@ -53,7 +54,7 @@ function parse(argv: string[]) {
       },
     });
   } catch (err) {
-    return fail(`${(err as Error).message}\n${USAGE}`);
+    return fail('LDNS_CLI_USAGE', (err as Error).message, true);
   }
 }
 
@@ -65,11 +66,11 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
   if (values['smart-line']) o.smartLine = values['smart-line'];
   if (values.workers !== undefined) {
     const n = Number(values.workers);
-    if (!Number.isInteger(n) || n < 1 || n > 64) fail(`--workers takes 1..64, not "${values.workers}"`);
+    if (!Number.isInteger(n) || n < 1 || n > 64) fail('LDNS_CLI_BAD_VALUE', `--workers takes 1..64, not "${values.workers}"`);
     o.workers = n;
   }
   if (values['log-level'] !== undefined) {
-    if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail(`--log-level takes one of ${LOG_LEVELS.join(', ')}`);
+    if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail('LDNS_CLI_BAD_VALUE', `--log-level takes one of ${LOG_LEVELS.join(', ')}`);
     o.logLevel = values['log-level'] as LogLevel;
   }
   return o;
@@ -159,7 +160,7 @@ async function explainCommand(file: string | null, overrides: ConfigOverrides, r
   try {
     checkRequest(request);
   } catch (err) {
-    if (err instanceof ExplainError) fail(err.message);
+    if (err instanceof ExplainError) fail('LDNS_CLI_BAD_VALUE', err.message);
     throw err;
   }
   const { config } = load(file, overrides);
@@ -183,8 +184,8 @@ async function main(): Promise<void> {
   // `check FILE` reads as "check this file"; running on defaults instead would report a file
   // that was never read as valid.
   const configPath = (): string | null => {
-    if (rest.length > 1) fail(`unexpected argument "${rest[1]}": ${command} takes one config file\n${USAGE}`);
-    if (rest.length === 1 && values.config !== undefined) fail(`the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one\n${USAGE}`);
+    if (rest.length > 1) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[1]}": ${command} takes one config file`, true);
+    if (rest.length === 1 && values.config !== undefined) fail('LDNS_CLI_USAGE', `the config file is given twice ("${rest[0]}" and --config "${values.config}"): give one`, true);
     return rest[0] ?? values.config ?? null;
   };
   switch (command) {
@@ -193,11 +194,11 @@ async function main(): Promise<void> {
     case 'check':
       return check(configPath(), overrides);
     case 'explain':
-      if (rest.length > 2) fail(`unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE\n${USAGE}`);
-      if (rest.length < 1 || !values.client) fail(`explain needs NAME and --client IP\n${USAGE}`);
+      if (rest.length > 2) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE`, true);
+      if (rest.length < 1 || !values.client) fail('LDNS_CLI_USAGE', 'explain needs NAME and --client IP', true);
       return explainCommand(values.config ?? null, overrides, { name: rest[0]!, type: rest[1] ?? 'A', client: values.client!, ecs: values.ecs, live: values.live === true }, values.json === true);
     default:
-      fail(`unknown command "${command}"\n${USAGE}`);
+      fail('LDNS_CLI_USAGE', `unknown command "${command}"`, true);
   }
 }
 

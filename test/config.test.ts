@@ -76,9 +76,9 @@ test('semantic checks: bad CIDR, bad upstream, unknown stage, TXT too long; unkn
   });
   const issues = issuesOf(() => loadConfig(configFile));
   const text = issues.map((i) => `${i.severity} ${i.path} ${i.message}`).join('\n');
-  assert.match(text, /error \$\.upstreams\[0\] "not-an-ip": "not-an-ip" is not an IP address/);
+  assert.match(text, /error \$\.upstreams\[0\] "not-an-ip" is not an IP address; expected/);
   assert.match(text, /error \$\.allow\[0\] "10\.0\.0\.0\/33": prefix "\/33" is not 0\.\.32/);
-  assert.match(text, /error \$\.pipeline\[1\] unknown stage "cahce" \(did you mean "cache"\?\)/);
+  assert.match(text, /error \$\.pipeline\[1\] unknown stage "cahce" \(did you mean "cache"\?\); expected one of "log", "decode", "acl", /);
   assert.match(text, /error \$\.office\[1\] "10\.1\.0\.0\/99"/);
   assert.match(text, /error \$\[0\]\.rdata a TXT string of 300 octets/);
   assert.match(text, /warning \$\[1\]\.labels\[0\] label "nowhere" is not a line in smart-line\.json/);

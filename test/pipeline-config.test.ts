@@ -38,25 +38,25 @@ test('options on a pipeline entry: defaults from the schema, the entry over the 
 test('an entry option is checked where it is written: line, column, path and a hint', () => {
   const errors = errorsOf({ config: { upstreams: UP, pipeline: ['decode', { cache: { maxEntrie: 5 } }, { forward: { timeout: 5 } }, { ratelimit: { burst: 3 } }, { nope: {} }] } });
   assert.deepEqual(errors, [
-    '12:9: error: $.pipeline[1].cache.maxEntrie: unknown property "maxEntrie" (did you mean "maxEntries"?); expected one of "maxEntries", "minTtl", "maxTtl", "negativeTtl"',
-    '17:20: error: $.pipeline[2].forward.timeout: 5 is out of range (expected >= 10)',
-    '21:20: error: $.pipeline[3].ratelimit: missing required property "qps"',
-    '26:7: error: $.pipeline[4].nope: unknown property "nope"; expected one of "log", "decode", "acl", "ratelimit", "cache", "records", "smartline", "forward"',
+    '12:9: error: $.pipeline[1].cache.maxEntrie: unknown property "maxEntrie" (did you mean "maxEntries"?); expected one of "maxEntries", "minTtl", "maxTtl", "negativeTtl" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
+    '17:20: error: $.pipeline[2].forward.timeout: 5 is out of range (expected >= 10) [LDNS_SCHEMA_RANGE]',
+    '21:20: error: $.pipeline[3].ratelimit: missing required property "qps" [LDNS_SCHEMA_REQUIRED]',
+    '26:7: error: $.pipeline[4].nope: unknown property "nope"; expected one of "log", "decode", "acl", "ratelimit", "cache", "records", "smartline", "forward" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
   ]);
 });
 
 test("a stage's own check runs on the merged options, at the place each value came from", () => {
   const errors = errorsOf({ config: { upstreams: UP, cache: { minTtl: 600 }, pipeline: ['decode', { cache: { maxTtl: 60 } }, 'forward'] } });
-  assert.deepEqual(errors, ['9:15: error: $.cache.minTtl: minTtl 600 is above maxTtl 60; expected minTtl <= maxTtl']);
+  assert.deepEqual(errors, ['9:15: error: $.cache.minTtl: minTtl 600 is above maxTtl 60; expected minTtl <= maxTtl [LDNS_CACHE_TTL_ORDER]']);
 });
 
 test('requirements: a stage before the one it needs is refused with its own reason and the fix', () => {
   assert.deepEqual(errorsOf({ config: { upstreams: UP, pipeline: ['acl', 'decode', 'forward'] } }), [
-    '9:5: error: $.pipeline[0]: "acl" needs "query" from a stage before it: a refusal echoes the decoded question; expected "decode" before "acl" (it is on the other side now)',
+    '9:5: error: $.pipeline[0]: "acl" needs "query" from a stage before it: a refusal echoes the decoded question; expected "decode" before "acl" (it is on the other side now) [LDNS_REQUIREMENT]',
   ]);
   assert.deepEqual(errorsOf({ config: { upstreams: UP, pipeline: ['cache', 'forward'] } }), [
-    '9:5: error: $.pipeline[0]: "cache" needs "query" from a stage before it: it looks up the decoded question; expected "decode" before "cache"',
-    '10:5: error: $.pipeline[1]: "forward" needs "query" from a stage before it: it forwards the decoded question; expected "decode" before "forward"',
+    '9:5: error: $.pipeline[0]: "cache" needs "query" from a stage before it: it looks up the decoded question; expected "decode" before "cache" [LDNS_REQUIREMENT]',
+    '10:5: error: $.pipeline[1]: "forward" needs "query" from a stage before it: it forwards the decoded question; expected "decode" before "forward" [LDNS_REQUIREMENT]',
   ]);
 });
 

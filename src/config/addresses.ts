@@ -66,21 +66,29 @@ export function upstreamsFrom(
     const obj = typeof item === 'object' && item !== null ? (item as { port?: number; protocol?: 'udp' | 'tcp' }) : {};
     const hp = parseHostPort(text, obj.port ?? 53);
     if (typeof hp === 'string') {
-      const msg = `${show(text)}: ${hp}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
+      const msg = `${withValue(text, hp)}; expected "resolv.conf", "HOST[:PORT]" or {"address": ...}`;
       const at = typeof item === 'string' ? [...path, i] : [...path, i, 'address'];
       if (f && report.has(f, at)) return;
-      if (f) report.at(f, at, msg);
-      else report.syntax('--upstream', 0, 0, msg);
+      if (f) report.at(f, at, 'LDNS_BAD_ADDRESS', msg);
+      else report.syntax('--upstream', 0, 0, 'LDNS_BAD_ADDRESS', msg);
       return;
     }
     if (hp.port === 0) {
-      if (f) report.at(f, [...path, i], `${show(item)}: port 0 is not a port an upstream listens on`);
+      if (f) report.at(f, [...path, i], 'LDNS_UPSTREAM_PORT_ZERO', `${show(item)}: port 0 is not a port an upstream listens on`);
       return;
     }
     out.push({ host: hp.host, port: obj.port ?? hp.port, protocol: obj.protocol ?? 'udp' });
     sources.push(i);
   });
   return out;
+}
+
+/**
+ * `"TEXT": why`, unless `why` already starts by quoting the whole TEXT (`"dns.example" is not an
+ * IP address`), which would otherwise print the value twice.
+ */
+export function withValue(text: string, why: string): string {
+  return why.startsWith(`${show(text)} `) ? why : `${show(text)}: ${why}`;
 }
 
 export function isWildcard(host: string): boolean {

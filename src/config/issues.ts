@@ -3,6 +3,7 @@
 
 import type { JsonDocument, PathSegment } from './json.js';
 import { formatPath } from './json.js';
+import { severityOf, type ConfigCode, type Severity } from './codes.js';
 
 export interface ConfigIssue {
   file: string;
@@ -11,7 +12,9 @@ export interface ConfigIssue {
   /** JSON path, `$` for the whole document. */
   path: string;
   message: string;
-  severity: 'error' | 'warning';
+  severity: Severity;
+  /** The kind of problem (src/config/codes.ts, docs/errors.md); the severity follows from it. */
+  code: ConfigCode;
 }
 
 /** What to log of a configuration that failed to load: each issue as FILE:LINE:COL, or the error. */
@@ -19,8 +22,12 @@ export function failureLines(err: unknown): string[] {
   return err instanceof ConfigError ? err.issues.map(formatIssue) : [String(err)];
 }
 
+/**
+ * FILE:LINE:COL: SEVERITY: PATH: MESSAGE [CODE]. The code goes last, as compilers put a warning's
+ * flag, so the familiar prefix stays as it was for the people and the scripts that read it.
+ */
 export function formatIssue(i: ConfigIssue): string {
-  return `${i.file}:${i.line}:${i.column}: ${i.severity}: ${i.path}: ${i.message}`;
+  return `${i.file}:${i.line}:${i.column}: ${i.severity}: ${i.path}: ${i.message} [${i.code}]`;
 }
 
 /** Orders issues by file (in the order files were read), then line and column. */
@@ -47,13 +54,15 @@ export interface LoadedFile {
 export class Reporter {
   readonly issues: ConfigIssue[] = [];
 
-  syntax(file: string, line: number, column: number, message: string): void {
-    this.issues.push({ file, line, column, path: '$', message, severity: 'error' });
+  /** A problem of a file as a whole, or of a flag (FILE is then the flag and the position 0:0). */
+  syntax(file: string, line: number, column: number, code: ConfigCode, message: string): void {
+    this.issues.push({ file, line, column, path: '$', message, severity: severityOf(code), code });
   }
 
-  at(f: LoadedFile, path: readonly PathSegment[], message: string, severity: 'error' | 'warning' = 'error', key = false): void {
+  /** A problem of the value at `path` of `f` (with `key`, reported at its property name). */
+  at(f: LoadedFile, path: readonly PathSegment[], code: ConfigCode, message: string, key = false): void {
     const pos = f.doc ? f.doc.locate(path, key) : { line: 0, column: 0 };
-    this.issues.push({ file: f.file, line: pos.line, column: pos.column, path: formatPath(path), message, severity });
+    this.issues.push({ file: f.file, line: pos.line, column: pos.column, path: formatPath(path), message, severity: severityOf(code), code });
   }
 
   /** True when an error is already reported at this path, so a semantic check need not repeat it. */

@@ -3,6 +3,7 @@
 
 import { isUtf8 } from 'node:buffer';
 import { findNodeAtLocation, parseTree, printParseErrorCode, type Node, type ParseError } from 'jsonc-parser';
+import type { ConfigCode } from './codes.js';
 
 export type PathSegment = string | number;
 
@@ -13,6 +14,8 @@ export interface Position {
 
 export interface SyntaxProblem extends Position {
   message: string;
+  /** Which of the ways a file fails to be read as JSON this is. */
+  code: Extract<ConfigCode, 'LDNS_JSON_SYNTAX' | 'LDNS_JSON_ENCODING' | 'LDNS_JSON_DEPTH'>;
 }
 
 /** A key seen twice in one object: JSON.parse would silently keep only the last value. */
@@ -67,7 +70,7 @@ export class JsonDocument {
     const scan = scanStructure(text);
     if (scan.tooDeepAt !== null) {
       const probe = new JsonDocument(text, undefined);
-      return [{ ...probe.position(scan.tooDeepAt), message: `nested deeper than ${MAX_DEPTH} levels; expected at most ${MAX_DEPTH} levels of [ and {` }];
+      return [{ ...probe.position(scan.tooDeepAt), message: `nested deeper than ${MAX_DEPTH} levels; expected at most ${MAX_DEPTH} levels of [ and {`, code: 'LDNS_JSON_DEPTH' }];
     }
     const doc = JsonDocument.parseShallow(text);
     if (!Array.isArray(doc)) {
@@ -86,10 +89,10 @@ export class JsonDocument {
     const tree = parseTree(text, errors, { allowTrailingComma: false, disallowComments: false, allowEmptyContent: false });
     const doc = new JsonDocument(text, undefined);
     if (errors.length > 0 || tree === undefined) {
-      if (errors.length === 0) return [{ line: 1, column: 1, message: 'the file is empty' }];
+      if (errors.length === 0) return [{ line: 1, column: 1, message: 'the file is empty', code: 'LDNS_JSON_SYNTAX' }];
       return errors.map((e) => {
         const code = printParseErrorCode(e.error);
-        return { ...doc.position(e.offset), message: FRIENDLY[code] ?? code };
+        return { ...doc.position(e.offset), message: FRIENDLY[code] ?? code, code: 'LDNS_JSON_SYNTAX' };
       });
     }
     const withValue = new JsonDocument(text, nodeValue(tree));
@@ -191,14 +194,14 @@ function scanStructure(text: string): { tooDeepAt: number | null; duplicates: Ar
 /** Names the first byte that is not UTF-8, with its line and column (in characters before it). */
 function utf8Problem(bytes: Buffer): SyntaxProblem {
   if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
-    return { line: 1, column: 1, message: 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); expected UTF-8' };
+    return { line: 1, column: 1, message: 'the file is UTF-16 (it starts with a UTF-16 byte-order mark); expected UTF-8', code: 'LDNS_JSON_ENCODING' };
   }
   const at = firstInvalidUtf8(bytes);
   const lineStart = bytes.lastIndexOf(0x0a, at - 1) + 1;
   let line = 1;
   for (let i = 0; i < lineStart; i++) if (bytes[i] === 0x0a) line++;
   const column = bytes.subarray(lineStart, at).toString('utf8').length + 1;
-  return { line, column, message: `invalid UTF-8: byte 0x${bytes[at]!.toString(16).padStart(2, '0')} at offset ${at} is not part of a valid UTF-8 sequence; expected the file in UTF-8` };
+  return { line, column, message: `invalid UTF-8: byte 0x${bytes[at]!.toString(16).padStart(2, '0')} at offset ${at} is not part of a valid UTF-8 sequence; expected the file in UTF-8`, code: 'LDNS_JSON_ENCODING' };
 }
 
 function firstInvalidUtf8(b: Buffer): number {

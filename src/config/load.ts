@@ -4,7 +4,7 @@
 import { dirname, resolve } from 'node:path';
 import { badCidrs } from '../lib/net/address.js';
 import type { Logger, LogLevel } from '../lib/logger.js';
-import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY } from './addresses.js';
+import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } from './addresses.js';
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
@@ -16,6 +16,7 @@ import type { ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, Upstream
 
 export { DEFAULT_PIPELINE, type StageCatalog } from './pipeline.js';
 export { ConfigError, failureLines, formatIssue, type ConfigIssue } from './issues.js';
+export { CLI_CODES, CONFIG_CODES, type CliCode, type ConfigCode } from './codes.js';
 export { parseHostPort } from './addresses.js';
 
 export const DEFAULT_LISTEN = ['127.0.0.1:5300', '[::1]:5300'];
@@ -106,12 +107,12 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     const hp = parseHostPort(t, null);
     if (typeof hp !== 'string' && isWildcard(hp.host)) {
       const msg = `${show(t)} is a wildcard address: ${WILDCARD_WHY}; expected each local address on its own line instead, e.g. ["192.0.2.10:53", "127.0.0.1:53"]`;
-      if (overrides.listen) report.syntax('--listen', 0, 0, msg);
-      else if (main) report.at(main, ['listen', i], msg);
+      if (overrides.listen) report.syntax('--listen', 0, 0, 'LDNS_LISTEN_WILDCARD', msg);
+      else if (main) report.at(main, ['listen', i], 'LDNS_LISTEN_WILDCARD', msg);
     } else if (typeof hp !== 'string') listen.push(hp);
-    else if (overrides.listen) report.syntax('--listen', 0, 0, `${show(t)}: ${hp}`);
+    else if (overrides.listen) report.syntax('--listen', 0, 0, 'LDNS_BAD_ADDRESS', withValue(t, hp));
     // Checked even when the schema failed elsewhere, so one run lists every error of the file.
-    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], `${show(t)}: ${hp}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    else if (main && !report.has(main, ['listen', i])) report.at(main, ['listen', i], 'LDNS_BAD_ADDRESS', `${withValue(t, hp)}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
   });
 
   // upstreams
@@ -127,17 +128,19 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     const where = own.host.includes(':') ? `[${own.host}]:${own.port}` : `${own.host}:${own.port}`;
     const msg = `upstream ${where} is one of linedns's own listen addresses, so every forwarded query would come back to linedns; expected the address of another resolver`;
     const i = sources[k]!;
-    if (overrides.upstreams) report.syntax('--upstream', 0, 0, msg);
-    else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], msg);
-    else report.syntax('/etc/resolv.conf', resolvAt[k]?.line ?? 0, resolvAt[k]?.column ?? 0, msg);
+    if (overrides.upstreams) report.syntax('--upstream', 0, 0, 'LDNS_UPSTREAM_SELF', msg);
+    else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], 'LDNS_UPSTREAM_SELF', msg);
+    else report.syntax('/etc/resolv.conf', resolvAt[k]?.line ?? 0, resolvAt[k]?.column ?? 0, 'LDNS_UPSTREAM_SELF', msg);
   });
 
   // smart-line.json, then records.json (which is checked against the lines)
   const smartLinePath = overrides.smartLine ? resolve(overrides.smartLine) : str(raw.smartLine) ? relativeTo(path, str(raw.smartLine)!) : null;
   let smartLine: Record<string, string[]> = {};
   let lineNames: Set<string> | null = null;
+  // A path from the file (not a flag) is where an unreadable file is reported.
+  const namedAt = (key: string): { f: LoadedFile; path: string[] } | undefined => (main && raw[key] !== undefined ? { f: main, path: [key] } : undefined);
   if (smartLinePath) {
-    const f = readJson(smartLinePath, report);
+    const f = readJson(smartLinePath, report, overrides.smartLine ? undefined : namedAt('smartLine'));
     if (f) {
       const valid = validateSchema(f, fileCheck('smart-line'), report);
       const lines = obj(f.value);
@@ -145,7 +148,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
       for (const line of Object.keys(lines)) {
         const list = lines[line];
         if (!Array.isArray(list)) continue;
-        for (const bad of badCidrs(list.filter((c): c is string => typeof c === 'string'))) report.at(f, [line, bad.index], bad.message);
+        for (const bad of badCidrs(list.filter((c): c is string => typeof c === 'string'))) report.at(f, [line, bad.index], 'LDNS_BAD_CIDR', bad.message);
       }
       lineNames = new Set(Object.keys(lines));
       if (valid) smartLine = lines as Record<string, string[]>;
@@ -154,7 +157,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   const recordsPath = overrides.records ? resolve(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;
   let records: RecordEntry[] = [];
   if (recordsPath) {
-    const f = readJson(recordsPath, report);
+    const f = readJson(recordsPath, report, overrides.records ? undefined : namedAt('records'));
     if (f) {
       const valid = validateSchema(f, fileCheck('records'), report);
       if (Array.isArray(f.value)) {

@@ -6,6 +6,7 @@ import { checkRequirements } from '../core/declarations.js';
 import type { StageDefinition } from '../core/stage.js';
 import type { PathSegment } from './json.js';
 import { Reporter, show, suggest, type LoadedFile } from './issues.js';
+import type { ConfigCode } from './codes.js';
 import { describeError, valueAt } from './validate.js';
 import { optionsValidator } from './schemas.js';
 import { isModulePath } from './pipeline-names.js';
@@ -70,11 +71,11 @@ function stageOptions(
     const base = typeof first === 'string' ? source.origin.get(first) : undefined;
     return base ? [...base, ...path.slice(1)] : source.at;
   };
-  const at = (path: readonly (string | number)[], message: string, severity: 'error' | 'warning' = 'error'): void => {
+  const at = (path: readonly (string | number)[], code: ConfigCode, message: string): void => {
     const p = where(path);
     // The document's schema already said what is wrong here (and where): once is enough.
-    if (main !== null && !report.has(main, p)) report.at(main, p, message, severity);
-    else if (main === null) report.syntax('(defaults)', 0, 0, `${def.name}: ${message}`);
+    if (main !== null && !report.has(main, p)) report.at(main, p, code, message);
+    else if (main === null) report.syntax('(defaults)', 0, 0, code, `${def.name}: ${message}`);
   };
   const validate = optionsValidator(def);
   if (!validate(merged)) {
@@ -84,7 +85,7 @@ function stageOptions(
       if (e.keyword !== 'required') continue;
       const path = e.instancePath.split('/').slice(1).map((s) => (/^\d+$/.test(s) ? Number(s) : s.replace(/~1/g, '/').replace(/~0/g, '~')));
       const d = describeError(e, valueAt(merged, path), () => spec.schema);
-      if (d !== null) at(path, d.message);
+      if (d !== null) at(path, d.code, d.message);
     }
     return merged;
   }
@@ -99,7 +100,7 @@ function unusedKeys(catalog: StageCatalog, used: ReadonlySet<string>, raw: Recor
     const keys = [...Object.keys(def.options?.topLevel ?? {}), ...(def.dataKeys ?? [])];
     for (const key of keys) {
       if (raw[key] === undefined) continue;
-      report.at(main, [key], `"${key}" is set but the "${def.name}" stage is not in the pipeline, so it has no effect; expected "${def.name}" in "pipeline", or no "${key}"`, 'warning', true);
+      report.at(main, [key], 'LDNS_UNUSED_KEY', `"${key}" is set but the "${def.name}" stage is not in the pipeline, so it has no effect; expected "${def.name}" in "pipeline", or no "${key}"`, true);
     }
   }
 }
@@ -136,7 +137,7 @@ export function loadPipeline(
     } else return; // the schema reported it
     if (isModulePath(name)) {
       const abs = resolvePath(name);
-      if (!existsSync(abs) && main) report.at(main, ['pipeline', i], `${show(name)}: no such file (${abs}); expected a built-in stage or the path of a stage module`);
+      if (!existsSync(abs) && main) report.at(main, ['pipeline', i], 'LDNS_STAGE_MODULE_MISSING', `${show(name)}: no such file (${abs}); expected a built-in stage or the path of a stage module`);
       entries.push({ stage: abs, options: options ?? undefined });
       checked.push({ def: null, options, at: ['pipeline', i] });
       return;
@@ -146,7 +147,7 @@ export function loadPipeline(
       // An object entry's unknown key was reported by the schema, with the same hint.
       if (main && typeof item === 'string') {
         const hint = suggest(name, names);
-        report.at(main, ['pipeline', i], `unknown stage ${show(name)}${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${names.join(', ')} or a path such as "./stages/mine.js"`);
+        report.at(main, ['pipeline', i], 'LDNS_UNKNOWN_STAGE', `unknown stage ${show(name)}${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${names.map((n) => `"${n}"`).join(', ')} or a path such as "./stages/mine.js"`);
       }
       return;
     }
@@ -155,8 +156,8 @@ export function loadPipeline(
     checked.push({ def, options: resolved, at: ['pipeline', i] });
   });
   for (const problem of checkRequirements(checked, facts, [...catalog.values()])) {
-    if (main) report.at(main, checked[problem.index]!.at, problem.message);
-    else report.syntax('(default pipeline)', 0, 0, problem.message);
+    if (main) report.at(main, checked[problem.index]!.at, 'LDNS_REQUIREMENT', problem.message);
+    else report.syntax('(default pipeline)', 0, 0, 'LDNS_REQUIREMENT', problem.message);
   }
   if (main) {
     const used = new Set(entries.map((e) => e.stage));

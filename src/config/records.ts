@@ -12,7 +12,7 @@ export function checkRecords(f: LoadedFile, lines: Set<string> | null, report: R
   const nameErr = (i: number, field: PathSegment[], value: unknown, wildcard = false): void => {
     if (typeof value !== 'string') return;
     const why = checkPresentationName(value, wildcard);
-    if (why) report.at(f, [i, ...field], `${show(value)} ${why}; expected a domain name`);
+    if (why) report.at(f, [i, ...field], 'LDNS_RECORD_NAME', `${show(value)} ${why}; expected a domain name`);
   };
   const cnameOwners = new Map<string, number>();
   const otherOwners = new Map<string, number>();
@@ -20,16 +20,16 @@ export function checkRecords(f: LoadedFile, lines: Set<string> | null, report: R
     if (typeof e !== 'object' || e === null) return;
     nameErr(i, ['name'], e.name, true);
     if (e.action) {
-      if (e.rdata !== undefined) report.at(f, [i, 'rdata'], `rdata is ignored when "action" is "${e.action}"`, 'warning');
+      if (e.rdata !== undefined) report.at(f, [i, 'rdata'], 'LDNS_RECORD_RDATA_IGNORED', `rdata is ignored when "action" is "${e.action}"`);
       return;
     }
     const r = e.rdata as Record<string, unknown> | string | string[];
     switch (e.type) {
       case 'A':
-        if (typeof r === 'string' && !isIPv4(r)) report.at(f, [i, 'rdata'], `${show(r)} is not an IPv4 address; expected e.g. "192.0.2.10"`);
+        if (typeof r === 'string' && !isIPv4(r)) report.at(f, [i, 'rdata'], 'LDNS_RECORD_ADDRESS', `${show(r)} is not an IPv4 address; expected e.g. "192.0.2.10"`);
         break;
       case 'AAAA':
-        if (typeof r === 'string' && !isIPv6(r)) report.at(f, [i, 'rdata'], `${show(r)} is not an IPv6 address; expected e.g. "2001:db8::10"`);
+        if (typeof r === 'string' && !isIPv6(r)) report.at(f, [i, 'rdata'], 'LDNS_RECORD_ADDRESS', `${show(r)} is not an IPv6 address; expected e.g. "2001:db8::10"`);
         break;
       case 'CNAME':
       case 'NS':
@@ -45,13 +45,13 @@ export function checkRecords(f: LoadedFile, lines: Set<string> | null, report: R
       case 'SOA':
         nameErr(i, ['rdata', 'mname'], (r as Record<string, unknown>)?.mname);
         nameErr(i, ['rdata', 'rname'], (r as Record<string, unknown>)?.rname);
-        if (typeof e.name === 'string' && e.name.startsWith('*')) report.at(f, [i, 'name'], 'an SOA cannot have a wildcard owner');
+        if (typeof e.name === 'string' && e.name.startsWith('*')) report.at(f, [i, 'name'], 'LDNS_RECORD_SOA_WILDCARD', 'an SOA cannot have a wildcard owner');
         break;
       case 'TXT': {
         const strings = Array.isArray(r) ? r : [r];
         strings.forEach((s, j) => {
           if (typeof s === 'string' && Buffer.byteLength(s) > 255) {
-            report.at(f, Array.isArray(r) ? [i, 'rdata', j] : [i, 'rdata'], `a TXT string of ${Buffer.byteLength(s)} octets; expected at most 255 (split it into an array of strings)`);
+            report.at(f, Array.isArray(r) ? [i, 'rdata', j] : [i, 'rdata'], 'LDNS_RECORD_TXT_LENGTH', `a TXT string of ${Buffer.byteLength(s)} octets; expected at most 255 (split it into an array of strings)`);
           }
         });
         break;
@@ -65,12 +65,12 @@ export function checkRecords(f: LoadedFile, lines: Set<string> | null, report: R
     }
     if (lines !== null && Array.isArray(e.labels)) {
       e.labels.forEach((l, j) => {
-        if (!lines.has(l)) report.at(f, [i, 'labels', j], `label "${l}" is not a line in smart-line.json: only clients in no line will see this record`, 'warning');
+        if (!lines.has(l)) report.at(f, [i, 'labels', j], 'LDNS_RECORD_UNKNOWN_LABEL', `label "${l}" is not a line in smart-line.json: only clients in no line will see this record`);
       });
     }
   });
   for (const [owner, i] of cnameOwners) {
-    if (otherOwners.has(owner)) report.at(f, [i], `"${owner}" has a CNAME and other records visible to the same clients (RFC 1034 3.6.2 forbids it)`);
+    if (otherOwners.has(owner)) report.at(f, [i], 'LDNS_RECORD_CNAME_CONFLICT', `"${owner}" has a CNAME and other records visible to the same clients (RFC 1034 3.6.2 forbids it)`);
   }
   return entries;
 }

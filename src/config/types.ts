@@ -3,6 +3,10 @@
 
 import type { LogLevel } from '../lib/logger.js';
 
+// Here too, so that core (which may import only this file of config, and only its types) can
+// type a stage's options report with the codes.
+export type { ConfigCode } from './codes.js';
+
 export interface ListenAddress {
   host: string;
   port: number;

@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './json.js';
 import { schemaAt, type ErrorObject, type ValidateFunction } from './schemas.js';
 import { Reporter, show, suggest, type LoadedFile } from './issues.js';
+import { severityOf, type ConfigCode } from './codes.js';
 
 export function valueAt(root: unknown, path: readonly PathSegment[]): unknown {
   let cur = root;
@@ -19,45 +20,63 @@ export interface SchemaCheck {
 }
 
 /**
+ * The JSON Schema keywords describeError words with a code of their own, and those that never
+ * fail on their own (annotations, and applicators whose subschemas' errors are reported instead).
+ * test/errors.test.ts checks that linedns's schemas use no other, so none reaches the fallback.
+ */
+export const WORDED_KEYWORDS: readonly string[] = [
+  'type', 'required', 'additionalProperties', 'enum', 'const', 'pattern', 'minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum',
+  'minItems', 'minLength', 'minProperties', 'maxProperties', 'oneOf', 'anyOf', 'allOf', 'if', 'then', 'else', 'propertyNames',
+  '$schema', '$id', '$ref', '$defs', 'title', 'description', 'default', 'properties', 'patternProperties', 'items',
+];
+
+/**
  * Words an ajv error for a person; null for errors that only echo a more precise one. `schema`
  * gives the root schema the error's schemaPath points into (for "expected one of" lists).
  */
-export function describeError(e: ErrorObject, value: unknown, schema: () => object): { message: string; key: boolean; extra?: PathSegment } | null {
+export function describeError(e: ErrorObject, value: unknown, schema: () => object): { code: ConfigCode; message: string; key: boolean; extra?: PathSegment } | null {
   const p = e.params as Record<string, unknown>;
   switch (e.keyword) {
     case 'if':
     case 'allOf':
+    // "property name must be valid": the error of the name itself says what is wrong with it.
+    case 'propertyNames':
       return null;
     case 'type':
-      return { message: `${show(value)} is not ${article(String(p.type))}`, key: false };
+      return { code: 'LDNS_SCHEMA_TYPE', message: `${show(value)} is not ${article(String(p.type))}`, key: false };
     case 'required':
-      return { message: `missing required property "${String(p.missingProperty)}"`, key: false };
+      return { code: 'LDNS_SCHEMA_REQUIRED', message: `missing required property "${String(p.missingProperty)}"`, key: false };
     case 'additionalProperties': {
       const name = String(p.additionalProperty);
       const props = Object.keys((schemaAt(schema(), e.schemaPath)?.properties as object | undefined) ?? {});
       const hint = suggest(name, props);
-      return { message: `unknown property "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${props.map((k) => `"${k}"`).join(', ')}`, key: true, extra: name };
+      return { code: 'LDNS_SCHEMA_UNKNOWN_PROPERTY', message: `unknown property "${name}"${hint ? ` (did you mean "${hint}"?)` : ''}; expected one of ${props.map((k) => `"${k}"`).join(', ')}`, key: true, extra: name };
     }
     case 'enum':
-      return { message: `${show(value)} is not one of ${(p.allowedValues as unknown[]).map(show).join(', ')}`, key: false };
+      return { code: 'LDNS_SCHEMA_ENUM', message: `${show(value)} is not one of ${(p.allowedValues as unknown[]).map(show).join(', ')}`, key: false };
     case 'const':
-      return { message: `${show(value)} is not ${show(p.allowedValue)}`, key: false };
+      return { code: 'LDNS_SCHEMA_ENUM', message: `${show(value)} is not ${show(p.allowedValue)}`, key: false };
     case 'pattern':
-      return { message: `${show(value)} does not match the expected form ${patternHint(e.instancePath)}`, key: false };
+      return { code: 'LDNS_SCHEMA_PATTERN', message: `${show(value)} does not match the expected form ${patternHint(e.instancePath)}`, key: false };
     case 'minimum':
     case 'maximum':
     case 'exclusiveMinimum':
     case 'exclusiveMaximum':
-      return { message: `${show(value)} is out of range (expected ${String(p.comparison)} ${String(p.limit)})`, key: false };
+      return { code: 'LDNS_SCHEMA_RANGE', message: `${show(value)} is out of range (expected ${String(p.comparison)} ${String(p.limit)})`, key: false };
     case 'minItems':
-      return { message: `expected at least ${String(p.limit)} item(s)`, key: false };
+      return { code: 'LDNS_SCHEMA_SIZE', message: `expected at least ${String(p.limit)} item(s)`, key: false };
     case 'minLength':
-      return { message: `expected a non-empty string`, key: false };
+      return { code: 'LDNS_SCHEMA_SIZE', message: `expected a non-empty string`, key: false };
+    case 'minProperties':
+    case 'maxProperties':
+      return { code: 'LDNS_SCHEMA_SIZE', message: `expected ${e.keyword === 'minProperties' ? 'at least' : 'at most'} ${String(p.limit)} propert${p.limit === 1 ? 'y' : 'ies'}`, key: false };
+    // pruneAlternatives has turned most of these into "is not X or Y": a value of the wrong shape.
     case 'oneOf':
     case 'anyOf':
-      return { message: `${show(value)} matches none of the accepted forms`, key: false };
+      return { code: 'LDNS_SCHEMA_TYPE', message: `${show(value)} matches none of the accepted forms`, key: false };
+    // Unreachable while WORDED_KEYWORDS covers the schemas (tested); a new keyword needs its case.
     default:
-      return { message: `${show(value)}: ${e.message ?? e.keyword}`, key: false };
+      return { code: 'LDNS_SCHEMA_TYPE', message: `${show(value)}: ${e.message ?? e.keyword}`, key: false };
   }
 }
 
@@ -72,17 +91,24 @@ function patternHint(pointer: string): string {
   return '';
 }
 
-export function readJson(path: string, report: Reporter): LoadedFile | null {
+/**
+ * Reads `path` as a JSON document. `namedAt` is the value of linedns.json that names the file: a
+ * file that cannot be read is reported there, where the fix usually is, rather than at 0:0 of a
+ * file that may not exist.
+ */
+export function readJson(path: string, report: Reporter, namedAt?: { f: LoadedFile; path: readonly PathSegment[] }): LoadedFile | null {
   let bytes: Buffer;
   try {
     bytes = readFileSync(path);
   } catch (err) {
-    report.syntax(path, 0, 0, `cannot read the file: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    const why = (err as NodeJS.ErrnoException).code ?? String(err);
+    if (namedAt) report.at(namedAt.f, namedAt.path, 'LDNS_FILE_UNREADABLE', `cannot read ${path}: ${why}`);
+    else report.syntax(path, 0, 0, 'LDNS_FILE_UNREADABLE', `cannot read the file: ${why}`);
     return null;
   }
   const doc = JsonDocument.fromBytes(bytes);
   if (Array.isArray(doc)) {
-    for (const p of doc) report.syntax(path, p.line, p.column, `invalid JSON: ${p.message}`);
+    for (const p of doc) report.syntax(path, p.line, p.column, p.code, `invalid JSON: ${p.message}`);
     return null;
   }
   const f = { file: path, doc, value: doc.value };
@@ -93,7 +119,8 @@ export function readJson(path: string, report: Reporter): LoadedFile | null {
       column: d.column,
       path: formatPath(d.path),
       message: `duplicate key "${String(d.path[d.path.length - 1])}" (first at ${d.first.line}:${d.first.column}); expected each key once per object, as only the last one would count`,
-      severity: 'error',
+      severity: severityOf('LDNS_DUPLICATE_KEY'),
+      code: 'LDNS_DUPLICATE_KEY',
     });
   }
   return f;
@@ -109,13 +136,21 @@ export function validateSchema(f: LoadedFile, check: SchemaCheck, report: Report
   for (const e of errors) {
     if ((e.keyword === 'oneOf' || e.keyword === 'anyOf') && paths.some((p) => p.startsWith(e.instancePath + '/'))) continue;
     const path = pointerToPath(e.instancePath, f.value);
-    const d = describeError(e, valueAt(f.value, path), check.schema);
+    // An error of a property name (propertyNames) is about the key, not the object holding it:
+    // reported at the key and naming it, rather than at the object's opening brace.
+    const name = e.propertyName;
+    const d = describeError(e, name !== undefined ? name : valueAt(f.value, path), check.schema);
     if (d === null) continue;
+    if (name !== undefined) {
+      d.message = `property name ${show(name)}: ${d.message}`;
+      d.extra = name;
+      d.key = true;
+    }
     const full = d.extra !== undefined ? [...path, d.extra] : path;
     const id = `${formatPath(full)}|${d.message}`;
     if (seen.has(id)) continue;
     seen.add(id);
-    report.at(f, full, d.message, 'error', d.key);
+    report.at(f, full, d.code, d.message, d.key);
   }
   return false;
 }

@@ -2,7 +2,7 @@
 // A stage may answer and stop, call next() and post-process, or only observe.
 
 import type { Logger } from 'pino';
-import type { PipelineFacts, RuntimeConfig } from '../config/types.js';
+import type { ConfigCode, PipelineFacts, RuntimeConfig } from '../config/types.js';
 import type { Metrics } from '../lib/metrics.js';
 import type { ClientInfo, QueryContext, Transport } from './context.js';
 import type { ViewRegistry } from './views.js';
@@ -108,8 +108,11 @@ export type StageFactory<O = unknown> = (options: O, env: StageEnv) => Stage<O> 
 /** A JSON Schema (draft 2020-12) node, as written in a stage's options.ts. */
 export type JsonSchema = { readonly [keyword: string]: unknown };
 
-/** Reports a problem with one option, at the place in the config files it came from. */
-export type OptionsReport = (path: readonly (string | number)[], message: string, severity?: 'error' | 'warning') => void;
+/**
+ * Reports a problem with one option, at the place in the config files it came from. The code
+ * (src/config/codes.ts, explained in docs/errors.md) says which kind, and so its severity.
+ */
+export type OptionsReport = (path: readonly (string | number)[], code: ConfigCode, message: string) => void;
 
 /** A stage's options: the one place their shape and defaults are written. */
 export interface OptionsSpec<O> {

@@ -129,7 +129,7 @@ test('ratelimit: placed before decode, the loader refuses it with the reason and
     assert.ok(err instanceof ConfigError, String(err));
     const errors = err.issues.filter((i) => i.severity === 'error').map((i) => formatIssue(i).replace(/^.*linedns\.json:/, ''));
     assert.deepEqual(errors, [
-      '9:5: error: $.pipeline[0]: "ratelimit" needs "query" from a stage before it: a refusal echoes the decoded question; expected "decode" before "ratelimit" (it is on the other side now)',
+      '9:5: error: $.pipeline[0]: "ratelimit" needs "query" from a stage before it: a refusal echoes the decoded question; expected "decode" before "ratelimit" (it is on the other side now) [LDNS_REQUIREMENT]',
     ]);
   }
 });

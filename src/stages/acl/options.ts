@@ -19,6 +19,6 @@ export const aclOptions: OptionsSpec<AclOptions> = {
   },
   topLevel: { allow: 'allow' },
   check(o, report) {
-    for (const bad of badCidrs(o.allow)) report(['allow', bad.index], bad.message);
+    for (const bad of badCidrs(o.allow)) report(['allow', bad.index], 'LDNS_BAD_CIDR', bad.message);
   },
 };

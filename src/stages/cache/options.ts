@@ -27,6 +27,6 @@ export const cacheOptions: OptionsSpec<CacheOptions> = {
   },
   topLevel: { cache: '.' },
   check(o, report) {
-    if (o.minTtl > o.maxTtl) report(['minTtl'], `minTtl ${o.minTtl} is above maxTtl ${o.maxTtl}; expected minTtl <= maxTtl`);
+    if (o.minTtl > o.maxTtl) report(['minTtl'], 'LDNS_CACHE_TTL_ORDER', `minTtl ${o.minTtl} is above maxTtl ${o.maxTtl}; expected minTtl <= maxTtl`);
   },
 };

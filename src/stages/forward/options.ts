@@ -41,8 +41,8 @@ export const forwardOptions: OptionsSpec<ForwardOptions> = {
     if (o.sourcePorts < DEFAULT_SOURCE_PORTS) {
       report(
         ['sourcePorts'],
+        'LDNS_WEAK_SOURCE_PORTS',
         `${o.sourcePorts} source ports leave an off-path forger ${o.sourcePorts} x 65,536 port and ID combinations per query, fewer than 2^26; expected at least ${DEFAULT_SOURCE_PORTS} unless every path to the upstreams is trusted`,
-        'warning',
       );
     }
   },

@@ -32,11 +32,11 @@ export const logOptions: OptionsSpec<LogOptions> = {
   },
   check(o, report) {
     o.rcodes.forEach((r, i) => {
-      if (rcodeFromName(r) === undefined) report(['rcodes', i], `${JSON.stringify(r)} is not an rcode; expected one of NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS`);
+      if (rcodeFromName(r) === undefined) report(['rcodes', i], 'LDNS_LOG_FILTER', `${JSON.stringify(r)} is not an rcode; expected one of NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED, BADVERS`);
     });
     o.names.forEach((n, i) => {
       const why = checkPresentationName(n, false);
-      if (why) report(['names', i], `${JSON.stringify(n)} ${why}; expected a domain name`);
+      if (why) report(['names', i], 'LDNS_LOG_FILTER', `${JSON.stringify(n)} ${why}; expected a domain name`);
     });
   },
 };

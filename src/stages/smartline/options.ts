@@ -24,6 +24,6 @@ export const smartLineOptions: OptionsSpec<SmartLineOptions> = {
   },
   topLevel: { trustEcsFrom: 'trustEcsFrom' },
   check(o, report) {
-    for (const bad of badCidrs(o.trustEcsFrom)) report(['trustEcsFrom', bad.index], bad.message);
+    for (const bad of badCidrs(o.trustEcsFrom)) report(['trustEcsFrom', bad.index], 'LDNS_BAD_CIDR', bad.message);
   },
 };

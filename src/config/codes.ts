@@ -1,0 +1,74 @@
+// The stable codes of configuration issues (fastify's lib/errors.js idea): one per kind of
+// problem, with its severity and a one-line summary; docs/errors.md explains each one.
+
+export type Severity = 'error' | 'warning';
+
+export interface CodeInfo {
+  readonly severity: Severity;
+  readonly summary: string;
+}
+
+/**
+ * Every code a config issue may carry. A code names a kind of problem, not a message: messages
+ * may be reworded, codes stay, so scripts and searches can rely on them. test/errors.test.ts
+ * fails for a code here that docs/errors.md does not explain or that no config triggers.
+ */
+export const CONFIG_CODES = {
+  // Reading the files
+  LDNS_FILE_UNREADABLE: { severity: 'error', summary: 'A config file named by linedns.json or a flag cannot be read.' },
+  LDNS_JSON_ENCODING: { severity: 'error', summary: 'A config file is not UTF-8.' },
+  LDNS_JSON_SYNTAX: { severity: 'error', summary: 'A config file is not valid JSON (comments allowed), or is empty.' },
+  LDNS_JSON_DEPTH: { severity: 'error', summary: 'A config file nests [ and { deeper than 64 levels.' },
+  LDNS_DUPLICATE_KEY: { severity: 'error', summary: 'An object has the same key twice.' },
+
+  // The JSON Schemas (one code per schema keyword family)
+  LDNS_SCHEMA_TYPE: { severity: 'error', summary: 'A value has the wrong JSON type, or fits none of the shapes accepted there.' },
+  LDNS_SCHEMA_REQUIRED: { severity: 'error', summary: 'An object lacks a property it must have.' },
+  LDNS_SCHEMA_UNKNOWN_PROPERTY: { severity: 'error', summary: 'An object has a property the schema does not know (often a typo).' },
+  LDNS_SCHEMA_ENUM: { severity: 'error', summary: 'A value is not one of the values allowed there.' },
+  LDNS_SCHEMA_PATTERN: { severity: 'error', summary: 'A string does not have the form expected there.' },
+  LDNS_SCHEMA_RANGE: { severity: 'error', summary: 'A number is outside its allowed range.' },
+  LDNS_SCHEMA_SIZE: { severity: 'error', summary: 'An array, string or object is empty or has too many members.' },
+
+  // listen and upstreams
+  LDNS_BAD_ADDRESS: { severity: 'error', summary: 'A listen address or upstream is not an IP address with a valid port.' },
+  LDNS_LISTEN_WILDCARD: { severity: 'error', summary: 'A listen address is a wildcard (0.0.0.0 or [::]).' },
+  LDNS_UPSTREAM_PORT_ZERO: { severity: 'error', summary: 'An upstream has port 0.' },
+  LDNS_UPSTREAM_SELF: { severity: 'error', summary: "An upstream is one of linedns's own listen addresses." },
+  LDNS_BAD_CIDR: { severity: 'error', summary: 'A network is not a valid CIDR.' },
+
+  // records.json
+  LDNS_RECORD_NAME: { severity: 'error', summary: 'A record owner or a name in rdata is not a valid domain name.' },
+  LDNS_RECORD_ADDRESS: { severity: 'error', summary: 'The rdata of an A or AAAA record is not an address of that family.' },
+  LDNS_RECORD_TXT_LENGTH: { severity: 'error', summary: 'A TXT string is longer than 255 octets.' },
+  LDNS_RECORD_SOA_WILDCARD: { severity: 'error', summary: 'An SOA record has a wildcard owner.' },
+  LDNS_RECORD_CNAME_CONFLICT: { severity: 'error', summary: 'A name has a CNAME and other records visible to the same clients.' },
+  LDNS_RECORD_RDATA_IGNORED: { severity: 'warning', summary: 'A record with an "action" also has rdata, which is ignored.' },
+  LDNS_RECORD_UNKNOWN_LABEL: { severity: 'warning', summary: 'A record label names no line of smart-line.json.' },
+
+  // pipeline and stage options
+  LDNS_UNKNOWN_STAGE: { severity: 'error', summary: 'A pipeline entry names no built-in stage.' },
+  LDNS_STAGE_MODULE_MISSING: { severity: 'error', summary: 'A pipeline entry names a stage module file that does not exist.' },
+  LDNS_REQUIREMENT: { severity: 'error', summary: 'A stage needs something no stage on the required side of it provides.' },
+  LDNS_UNUSED_KEY: { severity: 'warning', summary: 'A top-level key is set for a stage that is not in the pipeline.' },
+  LDNS_CACHE_TTL_ORDER: { severity: 'error', summary: 'The cache minTtl is above its maxTtl.' },
+  LDNS_WEAK_SOURCE_PORTS: { severity: 'warning', summary: 'forward.sourcePorts is below 1024, weakening defence against off-path forgery.' },
+  LDNS_LOG_FILTER: { severity: 'error', summary: 'A log stage filter names no rcode, or no domain name.' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type ConfigCode = keyof typeof CONFIG_CODES;
+
+/**
+ * The codes of the command line's own errors (not of a config file): printed as
+ * `linedns: MESSAGE [CODE]`, always an error, exit status 2. Documented and tested like the others.
+ */
+export const CLI_CODES = {
+  LDNS_CLI_USAGE: { severity: 'error', summary: 'The command line is not one linedns understands: a command, flag or argument unknown, missing or extra.' },
+  LDNS_CLI_BAD_VALUE: { severity: 'error', summary: 'A flag or argument has a value linedns does not accept.' },
+} as const satisfies Record<string, CodeInfo>;
+
+export type CliCode = keyof typeof CLI_CODES;
+
+export function severityOf(code: ConfigCode): Severity {
+  return CONFIG_CODES[code].severity;
+}
