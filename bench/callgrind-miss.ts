@@ -39,6 +39,8 @@ const DEADLINE_MS = num('CG_DEADLINE_S', 600) * 1000;
 /** CG_TOOL=none: the same load with no valgrind (e.g. with CG_NODE_ARGS=--trace-deopt), log kept. */
 const VALGRIND = process.env.CG_TOOL !== 'none';
 const NODE_ARGS = (process.env.CG_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
+/** E.g. CG_VALGRIND_ARGS=--cache-sim=yes: memory stalls, which instruction counts miss (see the logs). */
+const VALGRIND_ARGS = (process.env.CG_VALGRIND_ARGS ?? '').split(' ').filter((a) => a !== '');
 const log = (s: string): void => {
   process.stderr.write(`[cg] ${s}\n`);
 };
@@ -90,7 +92,7 @@ function callgrindControl(pid: number, arg: string): void {
   if (r.status !== 0) throw new Error(`callgrind_control ${arg} ${pid}: ${r.stderr || r.stdout}`);
 }
 
-/** Instructions (Ir) collected, as valgrind's log says at exit (the out file's summary stays 0). */
+/** Instructions (Ir, the first event) collected, as valgrind's log says at exit (the out file's summary stays 0). */
 function collectedIr(logFile: string): number {
   const m = /Collected : (\d+)/.exec(readFileSync(logFile, 'utf8'));
   if (!m) throw new Error(`no "Collected" line in ${logFile}`);
@@ -107,7 +109,7 @@ interface Counts {
 
 /** Per query, from callgrind_annotate's self-cost listing of the out file. */
 function counts(outFile: string, total: number): Counts {
-  const r = spawnSync('callgrind_annotate', ['--inclusive=no', '--threshold=100', outFile], { encoding: 'utf8', maxBuffer: 256 << 20, timeout: 120_000 });
+  const r = spawnSync('callgrind_annotate', ['--inclusive=no', '--show=Ir', '--threshold=100', outFile], { encoding: 'utf8', maxBuffer: 256 << 20, timeout: 120_000 });
   if (r.status !== 0) throw new Error(`callgrind_annotate ${outFile}: ${r.stderr}`);
   let compiler = 0;
   let jit = 0;
@@ -130,7 +132,7 @@ async function measure(root: string, dir: string, nsdPort: number, data: ReturnT
   );
   const out = join(dir, `callgrind.${tag}.out`);
   const node = [process.execPath, ...NODE_ARGS, join(root, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
-  const args = VALGRIND ? ['--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${out}`, ...node] : node.slice(1);
+  const args = VALGRIND ? ['--tool=callgrind', '--instr-atstart=no', ...VALGRIND_ARGS, `--callgrind-out-file=${out}`, ...node] : node.slice(1);
   const logFile = join(dir, `${VALGRIND ? 'valgrind' : 'node'}-${tag}.log`);
   const proc = start(`linedns-${tag}`, VALGRIND ? 'valgrind' : process.execPath, args, logFile);
   try {
