@@ -89,7 +89,11 @@ async function profile(name: string, server: Running, w: WorkloadName, env: Peer
 const fmt = (us: number): string => us.toFixed(2);
 const signed = (us: number): string => `${us >= 0 ? '+' : ''}${fmt(us)}`;
 
-function table(w: WorkloadName, ceiling: Profile, linedns: Profile): string {
+/**
+ * `ceiling` is whatever linedns is compared with: ceiling-lit, or with BENCH_BASELINE the
+ * baseline build (`left` names it), whose symbols then get a column of their own.
+ */
+function table(w: WorkloadName, ceiling: Profile, linedns: Profile, left = 'ceiling-lit'): string {
   const cats = [...new Set([...linedns.byCategory.keys(), ...ceiling.byCategory.keys()])].sort((a, b) => (linedns.byCategory.get(b) ?? 0) - (linedns.byCategory.get(a) ?? 0));
   const rows = cats.map((c) => {
     const a = ceiling.byCategory.get(c) ?? 0;
@@ -97,21 +101,41 @@ function table(w: WorkloadName, ceiling: Profile, linedns: Profile): string {
     return `| ${c} | ${fmt(a)} | ${fmt(b)} | ${signed(b - a)} |`;
   });
   const top = [...linedns.bySymbol.entries()].sort((x, y) => y[1] - x[1]).slice(0, 15);
+  const symbols =
+    left === 'ceiling-lit'
+      ? [
+          'linedns, the 15 most expensive symbols (self time, µs per query):',
+          '',
+          '| symbol | µs/query |',
+          '|---|---:|',
+          ...top.map(([s, us]) => `| \`${s.replace(/\|/g, '\\|').slice(0, 110)}\` | ${fmt(us)} |`),
+        ]
+      : symbolDeltas(ceiling, linedns, left);
   return [
-    `#### ${w === 'hit' ? 'Cache hits' : w === 'local' ? 'Local records' : 'Cache misses'} (ceiling-lit ${Math.round(ceiling.qps)} qps, linedns ${Math.round(linedns.qps)} qps while recorded)`,
+    `#### ${w === 'hit' ? 'Cache hits' : w === 'local' ? 'Local records' : 'Cache misses'} (${left} ${Math.round(ceiling.qps)} qps, linedns ${Math.round(linedns.qps)} qps while recorded)`,
     '',
-    '| where the CPU goes (µs per query) | ceiling-lit | linedns | difference |',
+    `| where the CPU goes (µs per query) | ${left} | linedns | difference |`,
     '|---|---:|---:|---:|',
     ...rows,
-    `| **total** | **${fmt(ceiling.total)}** | **${fmt(linedns.total)}** | **${signed(linedns.total - ceiling.total)}** (ceiling-lit / linedns ${(ceiling.total / linedns.total).toFixed(2)}) |`,
+    `| **total** | **${fmt(ceiling.total)}** | **${fmt(linedns.total)}** | **${signed(linedns.total - ceiling.total)}** (${left} / linedns ${(ceiling.total / linedns.total).toFixed(2)}) |`,
     '',
-    'linedns, the 15 most expensive symbols (self time, µs per query):',
-    '',
-    '| symbol | µs/query |',
-    '|---|---:|',
-    ...top.map(([s, us]) => `| \`${s.replace(/\|/g, '\\|').slice(0, 110)}\` | ${fmt(us)} |`),
+    ...symbols,
     '',
   ].join('\n');
+}
+
+/** The 20 symbols whose self time moved most between the baseline and linedns. */
+function symbolDeltas(base: Profile, linedns: Profile, left: string): string[] {
+  const names = [...new Set([...base.bySymbol.keys(), ...linedns.bySymbol.keys()])];
+  const delta = (s: string): number => (linedns.bySymbol.get(s) ?? 0) - (base.bySymbol.get(s) ?? 0);
+  names.sort((a, b) => Math.abs(delta(b)) - Math.abs(delta(a)));
+  return [
+    `The 20 symbols whose self time moved most (µs per query; JIT names differ across builds, as do source paths):`,
+    '',
+    `| symbol | ${left} | linedns | difference |`,
+    '|---|---:|---:|---:|',
+    ...names.slice(0, 20).map((s) => `| \`${s.replace(/\|/g, '\\|').slice(0, 110)}\` | ${fmt(base.bySymbol.get(s) ?? 0)} | ${fmt(linedns.bySymbol.get(s) ?? 0)} | ${signed(delta(s))} |`),
+  ];
 }
 
 async function main(): Promise<void> {
@@ -126,14 +150,18 @@ async function main(): Promise<void> {
     const snap = takeSnapshot(root, dir);
     const data = writeDataset(dir);
     const nsd = await startNsd(dir, data.zoneFile);
-    const env: PeerEnv = { dir, root, linednsRoot: snap.root, baselineRoot: null, data, nsdPort: nsd.port };
+    // BENCH_BASELINE: the baseline build takes the ceiling's place, for an A/B of a hot path.
+    const base = o.baseline === null ? null : takeSnapshot(o.baseline, join(dir, 'base'));
+    const left = base === null ? 'ceiling-lit' : 'linedns-base';
+    const env: PeerEnv = { dir, root, linednsRoot: snap.root, baselineRoot: base?.root ?? null, data, nsdPort: nsd.port };
     const parts = [`linedns: ${snap.describe}; perf record -F 999 -g over ${o.seconds} s of dnsperf -c ${o.clients} -q ${o.outstanding}, per query = samples / (qps x seconds).`, ''];
     for (const w of ['hit', 'local', 'miss'] as WorkloadName[]) {
       if (o.onlyWorkloads.length > 0 && !o.onlyWorkloads.includes(w)) continue;
       const got: Profile[] = [];
       // Both with --perf-basic-prof, so JIT code has names on both sides of the table; the
       // ceiling with the same literal lookup as linedns, so both send the same way.
-      for (const start of [() => startCeiling(env, w, ['--perf-basic-prof'], true), () => startLineDns(env, { nodeArgs: ['--perf-basic-prof'] })]) {
+      const first = base === null ? () => startCeiling(env, w, ['--perf-basic-prof'], true) : () => startLineDns(env, { nodeArgs: ['--perf-basic-prof'], baseline: true });
+      for (const start of [first, () => startLineDns(env, { nodeArgs: ['--perf-basic-prof'] })]) {
         const server = await start();
         try {
           got.push(await profile(got.length === 0 ? 'ceiling' : 'linedns', server, w, env, dir, o));
@@ -143,13 +171,14 @@ async function main(): Promise<void> {
           rmSync(`/tmp/perf-${server.pid}.map`, { force: true });
         }
       }
-      log(`${w}: ceiling-lit ${fmt(got[0]!.total)} µs/query, linedns ${fmt(got[1]!.total)}`);
-      parts.push(table(w, got[0]!, got[1]!));
+      log(`${w}: ${left} ${fmt(got[0]!.total)} µs/query, linedns ${fmt(got[1]!.total)}`);
+      parts.push(table(w, got[0]!, got[1]!, left));
     }
     await nsd.stop();
     const md = parts.join('\n');
     process.stdout.write(`${md}\n`);
-    if (o.writeDocs) {
+    // The docs' table is against the ceiling; an A/B against a baseline is printed only.
+    if (o.writeDocs && base === null) {
       writeDocs(join(root, 'docs/benchmarks.md'), md, PERF_BEGIN, PERF_END);
       log('wrote docs/benchmarks.md');
     }
