@@ -38,7 +38,12 @@ export interface LineDnsOptions {
   upstreamPort?: number;
   /** Run this snapshot's linedns (the baseline) instead of env.linednsRoot, under this row name. */
   baseline?: boolean;
+  /** A log stage first in the default pipeline, writing to a file: every query, or 1 in `sample`. */
+  log?: { sample: number };
 }
+
+/** The default pipeline, spelled out so a bench row can put the log stage in front of it. */
+const DEFAULT_PIPELINE = ['decode', 'acl', 'ratelimit', 'cache', 'records', 'smartline', 'forward'];
 
 export interface ServerSpec {
   name: string;
@@ -111,13 +116,22 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       smartLine: env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000 },
       ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
+      ...(opts.log === undefined ? {} : { pipeline: [{ log: { file: join(env.dir, `queries-${port}.log`), sample: opts.log.sample } }, ...DEFAULT_PIPELINE] }),
     }),
   );
   const root = opts.baseline ? env.baselineRoot : env.linednsRoot;
   if (root === null) throw new Error('linedns-base needs BENCH_BASELINE');
   const args = [...(opts.nodeArgs ?? []), join(root, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
-  const name = opts.baseline ? 'linedns-base' : opts.workers && opts.workers > 1 ? `linedns-${opts.workers}w` : opts.answerMemo === false ? 'linedns-nomemo' : 'linedns';
+  const name = opts.baseline
+    ? 'linedns-base'
+    : opts.log !== undefined
+      ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
+      : opts.workers && opts.workers > 1
+        ? `linedns-${opts.workers}w`
+        : opts.answerMemo === false
+          ? 'linedns-nomemo'
+          : 'linedns';
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
@@ -219,7 +233,7 @@ async function startNodeRef(env: PeerEnv, name: string, script: string, workload
 }
 
 /** How tables list the servers (runs follow the order of SERVERS). */
-export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-base', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
+export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-base', 'linedns-log', 'linedns-log100', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
 
 export function displayRank(name: string): number {
   const i = DISPLAY_ORDER.indexOf(name);
@@ -240,6 +254,8 @@ export const SERVERS: readonly ServerSpec[] = [
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
   { name: 'linedns-base', note: 'the BENCH_BASELINE checkout, configured the same', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env, { baseline: true }) },
   { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w) },
+  { name: 'linedns-log', note: 'same, with the log stage first: one JSON line per query to a file', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { log: { sample: 1 } }) },
+  { name: 'linedns-log100', note: 'same, the log stage sampling 1 query in 100', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { log: { sample: 100 } }) },
   { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },
   { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },
   { name: 'dnsdist', note: 'packet cache 100k; local names: one QNameSetRule + SpoofAction', binary: 'dnsdist', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsdist(env) },

@@ -115,6 +115,9 @@ function targets(r: BenchResults): Target[] {
   // The same with every query through the whole pipeline: what the wire-level cache alone gives.
   vs('(answer memo off) cache hit ≥ 0.9× ceiling, qps per CPU-s', 'hit', 'ceiling', 0.9, true, 'linedns-nomemo');
   vs('(answer memo off) local records ≥ 0.8× ceiling, qps', 'local', 'ceiling', 0.8, false, 'linedns-nomemo');
+  // The query log's cost on the hottest path, against the same pipeline without it.
+  vs('query log to a file, every query: cache hit ≥ 0.7× linedns, qps', 'hit', 'linedns', 0.7, false, 'linedns-log');
+  vs('query log sampling 1 in 100: cache hit ≥ 0.95× linedns, qps', 'hit', 'linedns', 0.95, false, 'linedns-log100');
   // A same-run A/B against the BENCH_BASELINE checkout, when one ran.
   if (r.cells.some((c) => c.server === 'linedns-base')) {
     for (const w of ['hit', 'local', 'miss'] as const) vs(`(A/B) ${w} vs linedns-base, qps`, w, 'linedns-base', null, false);
