@@ -9,6 +9,9 @@ import { ipv4, mustParse, nameWire, QNAME_PTR, rawQuery, replyTo, rr, soaRdata, 
 import { bounded, startLineDns, type Running, type TestFiles } from '../helpers/server.js';
 import { TestUpstream } from '../helpers/upstream.js';
 import { INSIDE, LOCAL, NAME, OUTSIDE, PUBLIC, SPLIT } from '../helpers/split.js';
+import { QueryContext } from '../../src/core/context.js';
+import { isRejection, parseQuery } from '../../src/lib/dns/query.js';
+import { withQuestionName } from '../../src/lib/dns/chain.js';
 
 const T = { timeout: 60_000 };
 const AA = 0x0400;
@@ -318,5 +321,78 @@ describe('transports', T, () => {
       assert.equal(an[0], 'big.local 5 big.example 300');
       assert.equal(an[40], 'big.example 1 198.18.0.40 300');
     });
+  });
+});
+
+describe('ctx.subquery (the core facility the chase uses)', () => {
+  const client = { address: '127.0.0.1', port: 5353, family: 'IPv4' as const };
+
+  function context(name: string): QueryContext {
+    const raw = rawQuery(name, A, { id: 4321, opt: {} });
+    const ctx = new QueryContext(raw, client, 'udp', 0);
+    const q = parseQuery(raw);
+    assert.ok(!isRejection(q));
+    ctx.query = q;
+    return ctx;
+  }
+
+  function otherQuestion(ctx: QueryContext, name: string): Buffer {
+    return withQuestionName(ctx.raw, ctx.query!.questionEnd, nameWire(name));
+  }
+
+  test('runs `next` for the other question with a clean slate, hooks applied, and gives the caller its state back', () => {
+    const ctx = context('www.local');
+    const outerRaw = ctx.raw;
+    const outerQuery = ctx.query;
+    ctx.set('variesByView', false);
+    let seen = '';
+    const sub = ctx.subquery('test', otherQuestion(ctx, 'target.example'), () => {
+      seen = `${ctx.query!.name} ${ctx.query!.id} ${String(ctx.get('variesByView'))} ${String(ctx.response)}`;
+      ctx.set('variesByView', true);
+      ctx.onReply((_c, wire) => Buffer.concat([wire, Buffer.from('!')]));
+      ctx.respondError('inner', 3);
+    });
+    assert.ok(!(sub instanceof Promise));
+    assert.equal(seen, 'target.example 4321 undefined null', 'the other question, the client ID, no slots, no response');
+    assert.equal(sub.answeredBy, 'inner');
+    assert.equal(sub.slots.variesByView, true);
+    assert.equal(sub.response!.at(-1), 0x21, "the later stage's hook ran on its answer");
+    assert.equal(sub.reusable, false, 'a hooked answer is not repeatable');
+    assert.equal(ctx.raw, outerRaw);
+    assert.equal(ctx.query, outerQuery);
+    assert.equal(ctx.response, null);
+    assert.equal(ctx.hooks, null);
+    assert.equal(ctx.get('variesByView'), false);
+  });
+
+  test('a throw (or rejection) inside restores the caller and goes on', async () => {
+    const ctx = context('www.local');
+    const outerRaw = ctx.raw;
+    assert.throws(() => ctx.subquery('test', otherQuestion(ctx, 'a.example'), () => {
+      throw new Error('boom');
+    }), /boom/);
+    assert.equal(ctx.raw, outerRaw);
+    assert.equal(ctx.query!.name, 'www.local');
+    const p = ctx.subquery('test', otherQuestion(ctx, 'b.example'), () => Promise.reject(new Error('later')));
+    assert.equal(ctx.query!.name, 'b.example', 'still running');
+    await assert.rejects(Promise.resolve(p), /later/);
+    assert.equal(ctx.query!.name, 'www.local');
+    assert.equal(ctx.raw, outerRaw);
+  });
+
+  test('an async run comes back with its answer; nesting is bounded', async () => {
+    const ctx = context('www.local');
+    const sub = await ctx.subquery('test', otherQuestion(ctx, 'c.example'), async () => {
+      await sleep(1);
+      ctx.reusable = { value: 0 } as QueryContext['reusable'];
+      ctx.respondError('inner', 0);
+    });
+    assert.equal(sub.reusable, true);
+    assert.equal(ctx.reusable, null);
+    const nest = (depth: number): void => {
+      void ctx.subquery('test', otherQuestion(ctx, `n${depth}.example`), () => nest(depth + 1));
+    };
+    assert.throws(() => nest(0), /nested deeper than 4/);
+    assert.equal(ctx.query!.name, 'www.local');
   });
 });

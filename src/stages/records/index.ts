@@ -121,6 +121,9 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
   function join(ctx: QueryContext, stage: string, q: ParsedQuery, c: Chase, sub: SubAnswer): void {
     // The target's answer depended on the view (labelled data there, shown or hidden): so does ours.
     if (sub.slots.variesByView === true) ctx.set('variesByView', true);
+    // The upstream that answered the target, for the query log: the one behind our answer.
+    const upstream = sub.slots.upstream;
+    if (upstream !== undefined) ctx.set('upstream', upstream);
     if (sub.response === null) {
       if (ctx.tracing) ctx.note(`${stage}: no stage after it answered ${c.target}; the local chain alone`);
       answerLocal(ctx, stage, q, c.head);
