@@ -35,9 +35,10 @@ export interface LocalCandidates {
    * Answers `ctx` (as `stage`) with what `view` may see, leaving it in the `cacheable` slot;
    * false, with nothing answered, when nothing is visible to that view. `view` null: every
    * record visible (used when `byView` is false). `next` is the caller's: a CNAME chain whose
-   * target has no local data for this view is chased through it (see Answered).
+   * target has no local data for this view is chased through it (see Answered); without it
+   * (a user stage written before chasing existed) the chain alone is the answer.
    */
-  answer(ctx: QueryContext, stage: string, view: LineSet | null, next: Next): Answered;
+  answer(ctx: QueryContext, stage: string, view: LineSet | null, next?: Next): Answered;
 }
 
 declare module '../../core/context.js' {
@@ -173,7 +174,7 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
       return t;
     }
 
-    answer(ctx: QueryContext, stage: string, view: LineSet | null, next: Next): Answered {
+    answer(ctx: QueryContext, stage: string, view: LineSet | null, next?: Next): Answered {
       const q = ctx.query!;
       const t = this.encoded(ctx, q, view);
       if (t === FALL_THROUGH) {
@@ -181,7 +182,11 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
         if (ctx.tracing) ctx.note(`${stage}: no local record visible to lines [${(view ?? NO_LINES).lines.join(', ')}]; falling through`);
         return false;
       }
-      if (t instanceof Chase) return chase(ctx, stage, q, t, next);
+      if (t instanceof Chase) {
+        if (next !== undefined) return chase(ctx, stage, q, t, next);
+        answerLocal(ctx, stage, q, t.head);
+        return true;
+      }
       if (t instanceof Broken) {
         chainErrors.value++;
         if (ctx.tracing) ctx.note(`${stage}: local ${t.reason}; SERVFAIL`);
