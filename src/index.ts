@@ -2,7 +2,7 @@
 // the server, the config loader and the DNS constants a stage needs.
 
 export type { Stage, StageDefinition, StageEnv, StageFactory, Next, ReplyInfo, OptionsSpec, Requirement } from './core/stage.js';
-export { QueryContext, type ClientInfo, type Transport, type ReplyHook, type Slots } from './core/context.js';
+export { QueryContext, type ClientInfo, type Transport, type ReplyHook, type Slots, type SubAnswer } from './core/context.js';
 export type { ParsedQuery, EdnsInfo, ClientSubnet } from './lib/dns/query.js';
 export { Rcode, QType, QClass, Flag, typeFromName, typeName } from './lib/dns/constants.js';
 export { ConfigError, formatIssue, type ConfigIssue, type ConfigOverrides } from './config/load.js';

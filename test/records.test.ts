@@ -59,15 +59,38 @@ test('answers every record type, names case-insensitively', () => {
   assert.match(answers(s.lookup('zone.example', QType.SOA, ALL))[0]!, /ns\.zone\.example/);
 });
 
-test('CNAME chains are followed inside local data, loops stop, and CNAME queries get the CNAME', () => {
+test('CNAME chains are followed inside local data, chains out of it are chased, loops are broken, and CNAME queries get the CNAME', () => {
   const s = new RecordStore(base);
   assert.deepEqual(answers(s.lookup('chain.example.com', QType.A, ALL)), [
     'chain.example.com 5 "alias.example.com"',
     'alias.example.com 5 "example.com"',
     'example.com 1 "192.0.2.1"',
   ]);
-  assert.deepEqual(answers(s.lookup('out.example.com', QType.A, ALL)), ['out.example.com 5 "elsewhere.example.org"']);
-  assert.equal(answers(s.lookup('loop1.example.com', QType.A, ALL)).length, 2);
+  // A chain out of local data is left to the stages after records (chased), a loop is broken.
+  const out = s.lookup('out.example.com', QType.A, ALL);
+  assert.equal(out.kind, 'chase');
+  assert.deepEqual(out.kind === 'chase' ? [out.target, ...out.answers.map((a) => `${a.name} ${a.record.type}`)] : [], ['elsewhere.example.org', 'out.example.com 5']);
+  assert.deepEqual(s.lookup('loop1.example.com', QType.A, ALL), { kind: 'broken', reason: 'CNAME loop at loop1.example.com' });
+  // Targets that are ours end the chain without a chase: a deny or nxdomain action, a local
+  // zone, addresses of the other family; one with records of other types only is chased.
+  const ends = new RecordStore([
+    { name: 'to-deny.example', type: 'CNAME', rdata: 'blocked.example' },
+    { name: 'blocked.example', action: 'deny' },
+    { name: 'to-zone.example', type: 'CNAME', rdata: 'missing.zone.example' },
+    { name: 'zone.example', type: 'SOA', rdata: { mname: 'ns.zone.example', rname: 'admin.zone.example', minimum: 60 } },
+    { name: 'to-v4.example', type: 'CNAME', rdata: 'v4.example' },
+    { name: 'v4.example', type: 'A', rdata: '192.0.2.4' },
+    { name: 'to-mx.example', type: 'CNAME', rdata: 'mx.example' },
+    { name: 'mx.example', type: 'MX', rdata: { preference: 1, exchange: 'mail.example' } },
+  ]);
+  assert.equal(ends.lookup('to-deny.example', QType.A, ALL).kind, 'answer');
+  assert.equal(ends.lookup('to-zone.example', QType.A, ALL).kind, 'answer');
+  assert.equal(ends.lookup('to-v4.example', QType.AAAA, ALL).kind, 'answer');
+  assert.equal(ends.lookup('to-mx.example', QType.A, ALL).kind, 'chase');
+  // Eight links are followed, a ninth is a broken chain.
+  const links = (n: number): RecordEntry[] => Array.from({ length: n }, (_, i) => ({ name: `h${i}.example`, type: 'CNAME', rdata: `h${i + 1}.example` }));
+  assert.equal(new RecordStore([...links(8), { name: 'h8.example', type: 'A', rdata: '192.0.2.8' }]).lookup('h0.example', QType.A, ALL).kind, 'answer');
+  assert.deepEqual(new RecordStore([...links(9), { name: 'h9.example', type: 'A', rdata: '192.0.2.9' }]).lookup('h0.example', QType.A, ALL), { kind: 'broken', reason: 'CNAME chain longer than 8' });
   assert.deepEqual(answers(s.lookup('alias.example.com', QType.CNAME, ALL)), ['alias.example.com 5 "example.com"']);
 });
 

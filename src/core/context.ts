@@ -32,6 +32,26 @@ export type LineClassifier = (ctx: QueryContext) => LineSet;
  */
 export interface Slots {}
 
+/**
+ * What the stages after a caller of `subquery` gave for the other question: the reply as they
+ * left it (its own question, the client's ID), or null when none answered (or one dropped it).
+ */
+export interface SubAnswer {
+  readonly response: Buffer | null;
+  readonly answeredBy: string;
+  /**
+   * Whether that answer may be repeated within the second (a stage set `ctx.reusable` and no
+   * reply hook touched it): a caller that builds its own answer from it may only mark its own
+   * reusable when this holds.
+   */
+  readonly reusable: boolean;
+  /** The slots the stages filled while answering it (the caller's own are untouched). */
+  readonly slots: Readonly<Partial<Slots>>;
+}
+
+/** Subqueries nested inside one another at most (a stage chasing inside a chased answer...). */
+const MAX_SUBQUERY_DEPTH = 4;
+
 export class QueryContext {
   /** Set by the decode stage; stages after it may rely on it. */
   query: ParsedQuery | null = null;
@@ -67,6 +87,8 @@ export class QueryContext {
   /** The query as decoded from the client's octets, kept once a stage rewrote the question. */
   private clientQuery: ParsedQuery | null = null;
   private pipelineRaw: Buffer;
+  /** Subqueries running now, nested (see subquery). */
+  private subqueries = 0;
 
   constructor(
     /** The query octets as the client sent them (the answer memo's key). */
@@ -126,6 +148,88 @@ export class QueryContext {
       if (beforeRaw === ctx.clientRaw) ctx.clientQuery = null;
       return restoreQuestion(wire, beforeRaw, before.questionEnd);
     });
+  }
+
+  /**
+   * Runs the stages after the caller (`next`, the caller's own) for another question and comes
+   * back with their answer, the context then as it was: a stage that answered the client's
+   * question only in part (a local CNAME whose target is not local) asks the rest of the
+   * pipeline for the remainder and joins the two itself. `raw` (a whole query, header included)
+   * is decoded as rewriteQuery decodes it and keeps the client's ID; during the run it is
+   * `ctx.raw`/`ctx.query`, with no response, no slots (the caller's are not the other
+   * question's) and not reusable. Reply hooks the later stages register run on their answer
+   * before it is handed back, innermost first, as they would at the end of the pipeline; the
+   * caller's hooks, slots, response and question are restored whether the run answers, finds
+   * nothing or throws. Unlike rewriteQuery, nothing is left behind for the reply: the caller
+   * answers. Nested at most MAX_SUBQUERY_DEPTH deep (a throw, so SERVFAIL, beyond).
+   */
+  subquery(stage: string, raw: Buffer, next: () => void | Promise<void>): SubAnswer | Promise<SubAnswer> {
+    const before = this.query;
+    if (before === null) throw new Error(`${stage}: subquery needs the decode stage before it`);
+    if (this.subqueries >= MAX_SUBQUERY_DEPTH) throw new Error(`${stage}: subqueries nested deeper than ${MAX_SUBQUERY_DEPTH}`);
+    const p = parseQuery(raw);
+    if (isRejection(p)) throw new Error(`${stage}: subquery: ${p.reason}`);
+    p.id = before.id;
+    const saved = {
+      raw: this.pipelineRaw,
+      query: before,
+      clientQuery: this.clientQuery,
+      response: this.response,
+      answeredBy: this.answeredBy,
+      dropReason: this.dropReason,
+      reusable: this.reusable,
+      slots: this.slots,
+      hooks: this.hooks,
+    };
+    this.pipelineRaw = raw;
+    this.query = p;
+    this.response = null;
+    this.answeredBy = '';
+    this.dropReason = '';
+    this.reusable = null;
+    this.slots = null;
+    this.hooks = null;
+    this.subqueries++;
+    if (this.tracing) this.note(`${stage}: asking the stages after it for ${p.name} type ${p.qtype}`);
+    // Whatever happens inside, the caller gets its own state back: a throw reaches the engine,
+    // whose SERVFAIL must carry the caller's question, not the other one.
+    const restore = (answered: boolean): SubAnswer => {
+      const hooks = this.hooks;
+      let response = this.response;
+      try {
+        // After a throw the hooks are skipped, as the engine skips them: the error is the news.
+        if (answered && hooks !== null) for (let i = hooks.length - 1; i >= 0 && response !== null; i--) response = hooks[i]!(this, response);
+        return { response, answeredBy: this.answeredBy, reusable: this.reusable !== null && hooks === null, slots: this.slots ?? {} };
+      } finally {
+        this.pipelineRaw = saved.raw;
+        this.query = saved.query;
+        this.clientQuery = saved.clientQuery;
+        this.response = saved.response;
+        this.answeredBy = saved.answeredBy;
+        this.dropReason = saved.dropReason;
+        this.reusable = saved.reusable;
+        this.slots = saved.slots;
+        this.hooks = saved.hooks;
+        this.subqueries--;
+      }
+    };
+    let r: void | Promise<void>;
+    try {
+      r = next();
+    } catch (err) {
+      restore(false);
+      throw err;
+    }
+    if (r) {
+      return r.then(
+        () => restore(true),
+        (err: unknown) => {
+          restore(false);
+          throw err;
+        },
+      );
+    }
+    return restore(true);
   }
 
   /**

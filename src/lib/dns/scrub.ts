@@ -25,7 +25,7 @@ function answersType(type: number, qtype: number): boolean {
 }
 
 /** The chain from QNAME, and why the reply is unusable when it loops or runs too long. */
-interface Chain {
+export interface Chain {
   /** QNAME, then each CNAME target in turn (at most MAX_CNAME_CHAIN + 1 names). */
   names: string[];
   problem: string | null;
@@ -62,6 +62,15 @@ function ownerNames(buf: Uint8Array, recs: readonly RecordInfo[]): string[] {
   const out = new Array<string>(recs.length);
   for (let i = 0; i < recs.length; i++) out[i] = nameAt(buf, recs[i]!.start);
   return out;
+}
+
+/**
+ * The CNAME chain from `qname` through the answer section (QNAME, then each target), and why
+ * it is unusable when it loops or has more than MAX_CNAME_CHAIN links: for a stage that joined
+ * its own CNAMEs to another answer (src/lib/dns/chain.ts), held to the same bounds as upstream replies.
+ */
+export function cnameChain(buf: Uint8Array, scan: MessageScan, qname: string): Chain {
+  return followChain(buf, scan.records, ownerNames(buf, scan.records), qname);
 }
 
 /** Indexes of the records to keep. Answer: the CNAME/DNAME chain from QNAME, of types that

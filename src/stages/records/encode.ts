@@ -82,7 +82,7 @@ function record(a: AnswerRecord, qname: string): Buffer {
  * Encodes a local answer with AA set. `raw` is the query and `questionEnd` the end of its
  * question, copied as it stands; `qname` is the name's key, which the records were matched by.
  */
-export function encodeLocal(raw: Uint8Array, questionEnd: number, qname: string, result: Exclude<LocalResult, { kind: 'none' }>): WireTemplate {
+export function encodeLocal(raw: Uint8Array, questionEnd: number, qname: string, result: Extract<LocalResult, { kind: 'answer' | 'action' }>): WireTemplate {
   const answers = result.kind === 'answer' ? result.answers : [];
   const header = Buffer.alloc(HEADER_SIZE);
   header.writeUInt16BE(Flag.QR | Flag.AA | (result.rcode & 0xf), 2);

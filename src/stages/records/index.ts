@@ -1,17 +1,27 @@
 // records stage: finds the local records of the question's name and type (labels and all) and
 // hands them on in the `candidates` slot. Answers that depend on no client's view are given here;
 // labelled ones are the label filter's (smartline, after records). Encoded once per (name, type,
-// view), then only stamped per query.
+// view), then only stamped per query; a local CNAME whose target is not local is chased through
+// the stages after the answering one (ctx.subquery) and joined to their answer.
 
 import { LRUCache } from 'lru-cache';
-import { QClass } from '../../lib/dns/constants.js';
+import { QClass, Rcode } from '../../lib/dns/constants.js';
 import { renderTemplate, type WireTemplate } from '../../lib/dns/template.js';
+import { joinChain, withQuestionName } from '../../lib/dns/chain.js';
+import { keyToWire } from '../../lib/dns/name.js';
 import type { ParsedQuery } from '../../lib/dns/query.js';
 import { encodeLocal } from './encode.js';
-import { RecordStore, type Visibility } from './store.js';
+import { RecordStore, type LocalResult, type Visibility } from './store.js';
 import { NO_LINES, type LineSet } from '../../core/views.js';
-import type { QueryContext } from '../../core/context.js';
-import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import type { QueryContext, SubAnswer } from '../../core/context.js';
+import type { Next, Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+
+/**
+ * What LocalCandidates.answer did: false, nothing visible (the caller goes on with next());
+ * true, answered; a promise, answering by way of the stages after the caller (a local CNAME
+ * chased to a target that is not local), settled once `ctx.response` holds the joined answer.
+ */
+export type Answered = boolean | Promise<void>;
 
 /**
  * The local records of the question's name and type, labels and all. Encoding stays here: the
@@ -24,9 +34,11 @@ export interface LocalCandidates {
   /**
    * Answers `ctx` (as `stage`) with what `view` may see, leaving it in the `cacheable` slot;
    * false, with nothing answered, when nothing is visible to that view. `view` null: every
-   * record visible (used when `byView` is false).
+   * record visible (used when `byView` is false). `next` is the caller's: a CNAME chain whose
+   * target has no local data for this view is chased through it (see Answered); without it
+   * (a user stage written before chasing existed) the chain alone is the answer.
    */
-  answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean;
+  answer(ctx: QueryContext, stage: string, view: LineSet | null, next?: Next): Answered;
 }
 
 declare module '../../core/context.js' {
@@ -37,7 +49,34 @@ declare module '../../core/context.js' {
 
 /** Memo value for "local data has nothing for this view here": go on. */
 const FALL_THROUGH: unique symbol = Symbol('fall through');
-type Encoded = WireTemplate | typeof FALL_THROUGH;
+
+/** Memo value for a local CNAME chain whose last target is not local data: chase it. */
+class Chase {
+  /** `head`: the chain's records alone (AA set), which is also the answer when nothing follows. */
+  constructor(readonly head: WireTemplate, readonly target: string, readonly targetWire: Buffer) {}
+}
+
+/** Memo value for a local chain that loops or runs too long: SERVFAIL. */
+class Broken {
+  constructor(readonly reason: string) {}
+}
+
+type Encoded = WireTemplate | typeof FALL_THROUGH | Chase | Broken;
+
+function encode(raw: Buffer, questionEnd: number, name: string, result: LocalResult): Encoded {
+  switch (result.kind) {
+    case 'none':
+      return FALL_THROUGH;
+    case 'broken':
+      return new Broken(result.reason);
+    case 'chase': {
+      const head = encodeLocal(raw, questionEnd, name, { kind: 'answer', rcode: Rcode.NOERROR, answers: result.answers, authority: [] });
+      return new Chase(head, result.target, keyToWire(result.target));
+    }
+    default:
+      return encodeLocal(raw, questionEnd, name, result);
+  }
+}
 /** Names whose candidates are kept; each holds its few types. */
 const MEMO_SIZE = 50_000;
 /** Types memoised per name at most. */
@@ -54,6 +93,60 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
   let memo = new LRUCache<string, Map<number, Candidates>>({ max: MEMO_SIZE });
   const answered = env.metrics.counter('records_answered_total', 'queries answered from local data');
   const hidden = env.metrics.counter('records_fallthrough_total', 'queries with local data none of which this client sees');
+  const chased = env.metrics.counter('records_chased_total', 'local CNAME chains joined to the answer the stages after records gave for their target');
+  const chainErrors = env.metrics.counter('records_chain_errors_total', 'local CNAME chains answered with an error: a loop, too long, or no usable answer for their target');
+
+  /** Renders a local template for `ctx` and leaves it for the cache and the answer memo. */
+  function answerLocal(ctx: QueryContext, stage: string, q: ParsedQuery, t: WireTemplate): void {
+    answered.value++;
+    ctx.reusable = answered;
+    const response = renderTemplate(t, ctx.raw, q, 0);
+    ctx.respond(stage, response);
+    ctx.set('cacheable', { local: true, template: t, response });
+  }
+
+  /**
+   * The chain's target asked of the stages after `stage` (`next`), with the client's header and
+   * EDNS, and their answer joined behind the chain (joinChain: their records and rcode, the
+   * chain's minimum TTL). Nothing answered after us (a pipeline without forward): the chain
+   * alone, as before chasing existed.
+   */
+  function chase(ctx: QueryContext, stage: string, q: ParsedQuery, c: Chase, next: Next): Answered {
+    if (ctx.tracing) ctx.note(`${stage}: local CNAME chain ends at ${c.target}, which is not local data here; chasing it`);
+    const sub = ctx.subquery(stage, withQuestionName(ctx.raw, q.questionEnd, c.targetWire), next);
+    if (sub instanceof Promise) return sub.then((s) => join(ctx, stage, q, c, s));
+    join(ctx, stage, q, c, sub);
+    return true;
+  }
+
+  function join(ctx: QueryContext, stage: string, q: ParsedQuery, c: Chase, sub: SubAnswer): void {
+    // The target's answer depended on the view (labelled data there, shown or hidden): so does ours.
+    if (sub.slots.variesByView === true) ctx.set('variesByView', true);
+    // The upstream that answered the target, for the query log: the one behind our answer.
+    const upstream = sub.slots.upstream;
+    if (upstream !== undefined) ctx.set('upstream', upstream);
+    if (sub.response === null) {
+      if (ctx.tracing) ctx.note(`${stage}: no stage after it answered ${c.target}; the local chain alone`);
+      answerLocal(ctx, stage, q, c.head);
+      return;
+    }
+    const j = joinChain(c.head, sub.response, q.name);
+    if (!j.ok) {
+      chainErrors.value++;
+      if (ctx.tracing) ctx.note(`${stage}: chasing ${c.target}: ${j.reason}; rcode ${j.rcode}`);
+      ctx.respondError(stage, j.rcode);
+      return;
+    }
+    chased.value++;
+    if (ctx.tracing) ctx.note(`${stage}: joined the local chain to the answer ${sub.answeredBy} gave for ${c.target}`);
+    const response = renderTemplate(j.template, ctx.raw, q, 0);
+    ctx.respond(stage, response);
+    // Kept as an upstream answer would be: aged, for the chain's minimum TTL (see joinChain).
+    ctx.set('cacheable', { local: false, template: j.template, response });
+    // Repeatable within the second only when the target's answer was (a cache hit or local
+    // data after us): an answer forward fetched may differ on the next ask.
+    if (sub.reusable) ctx.reusable = chased;
+  }
 
   /** One (name, type) of local data: built on the first question, memoised with the name. */
   class Candidates implements LocalCandidates {
@@ -66,7 +159,7 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
       const vis: Visibility = { lines: null, unmatched, labelled: false };
       const result = source.lookup(name, qtype, vis);
       this.byView = vis.labelled === true;
-      if (!this.byView) this.shared = result.kind === 'none' ? FALL_THROUGH : encodeLocal(ctx.raw, q.questionEnd, name, result);
+      if (!this.byView) this.shared = encode(ctx.raw, q.questionEnd, name, result);
     }
 
     private encoded(ctx: QueryContext, q: ParsedQuery, view: LineSet | null): Encoded {
@@ -75,13 +168,13 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
       let t = this.views.get(key);
       if (t === undefined) {
         const result = this.source.lookup(this.name, this.qtype, { lines: view, unmatched });
-        t = result.kind === 'none' ? FALL_THROUGH : encodeLocal(ctx.raw, q.questionEnd, this.name, result);
+        t = encode(ctx.raw, q.questionEnd, this.name, result);
         this.views.set(key, t);
       }
       return t;
     }
 
-    answer(ctx: QueryContext, stage: string, view: LineSet | null): boolean {
+    answer(ctx: QueryContext, stage: string, view: LineSet | null, next?: Next): Answered {
       const q = ctx.query!;
       if (ctx.tracing) for (const line of this.source.explain(this.name, this.qtype, { lines: view, unmatched })) ctx.note(`${stage}: candidate ${line}`);
       const t = this.encoded(ctx, q, view);
@@ -90,12 +183,19 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
         if (ctx.tracing) ctx.note(view === null ? `${stage}: nothing local for this name and type; falling through` : `${stage}: no local record visible to lines [${view.lines.join(', ')}]; falling through`);
         return false;
       }
-      answered.value++;
-      ctx.reusable = answered;
+      if (t instanceof Chase) {
+        if (next !== undefined) return chase(ctx, stage, q, t, next);
+        answerLocal(ctx, stage, q, t.head);
+        return true;
+      }
+      if (t instanceof Broken) {
+        chainErrors.value++;
+        if (ctx.tracing) ctx.note(`${stage}: local ${t.reason}; SERVFAIL`);
+        ctx.respondError(stage, Rcode.SERVFAIL);
+        return true;
+      }
       if (ctx.tracing) ctx.note(`${stage}: answered from local data for lines [${(view ?? NO_LINES).lines.join(', ')}]`);
-      const response = renderTemplate(t, ctx.raw, q, 0);
-      ctx.respond(stage, response);
-      ctx.set('cacheable', { local: true, template: t, response });
+      answerLocal(ctx, stage, q, t);
       return true;
     }
   }
@@ -125,8 +225,9 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
         if (ctx.tracing) ctx.note('records: labelled local data; the label filter after records answers it');
         return next();
       }
-      if (c.answer(ctx, 'records', c.byView ? ctx.lines : null)) return;
-      return next();
+      const r = c.answer(ctx, 'records', c.byView ? ctx.lines : null, next);
+      if (r === false) return next();
+      if (r !== true) return r;
     },
     reload(config) {
       store = new RecordStore(config.records);

@@ -52,10 +52,19 @@ export interface AnswerRecord {
 export type LocalResult =
   | { kind: 'none' }
   | { kind: 'action'; rcode: number; authority: AnswerRecord[] }
-  | { kind: 'answer'; rcode: number; answers: AnswerRecord[]; authority: AnswerRecord[] };
+  | { kind: 'answer'; rcode: number; answers: AnswerRecord[]; authority: AnswerRecord[] }
+  /**
+   * A CNAME chain (`answers`, QNAME first) whose last target has no local data the question's
+   * type could be answered from: the name is not ours (no record, wildcard or zone covers it,
+   * or none this client sees), so the answer for `target` is the rest of the pipeline's to give.
+   */
+  | { kind: 'chase'; answers: AnswerRecord[]; target: string }
+  /** A CNAME chain that loops or has more than MAX_CHAIN links: no answer can be given. */
+  | { kind: 'broken'; reason: string };
 
 const NONE: LocalResult = { kind: 'none' };
-const MAX_CHAIN = 8;
+/** Local CNAME links followed at most; one more is a broken chain (SERVFAIL, as Unbound). */
+export const MAX_CHAIN = 8;
 
 /** Visibility of records for one client: see docs/smart-line.md. */
 export interface Visibility {
@@ -254,12 +263,14 @@ export class RecordStore {
     const answers: AnswerRecord[] = [];
     const seen = new Set<string>();
     let name = qname;
-    for (let step = 0; step <= MAX_CHAIN; step++) {
+    for (;;) {
       let node = this.names.get(name);
       if (node === undefined && this.hasWildcards) node = this.wildcardFor(name) ?? undefined;
       const zone = this.zoneOf(name);
       if (node === undefined) {
-        if (answers.length > 0) return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
+        // A target outside local data: its answer is the rest of the pipeline's. Inside a
+        // local zone it is ours, and the chain ends here as it always did.
+        if (answers.length > 0) return zone === null ? { kind: 'chase', answers, target: name } : { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
         // Inside a local zone a missing name is NXDOMAIN, unless it is an empty non-terminal.
         if (zone !== null) {
           const rcode = this.existing.has(name) ? Rcode.NOERROR : Rcode.NXDOMAIN;
@@ -276,7 +287,8 @@ export class RecordStore {
         answers.push({ name, record: rec });
         seen.add(name);
         const target = rec.data as string;
-        if (seen.has(target)) return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
+        if (seen.has(target)) return { kind: 'broken', reason: `CNAME loop at ${target}` };
+        if (answers.length > MAX_CHAIN) return { kind: 'broken', reason: `CNAME chain longer than ${MAX_CHAIN}` };
         name = target;
         continue;
       }
@@ -288,19 +300,24 @@ export class RecordStore {
         for (const record of found) answers.push({ name, record });
         return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
       }
-      if (answers.length > 0) return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
       // NODATA when the name is ours: inside a local zone, or asked for the other address family
       // of a name whose addresses we override (so a public AAAA cannot leak past a private A).
       const addressFamily = qtype === QType.A || qtype === QType.AAAA;
       const ownsAddresses =
         addressFamily &&
         (visible(node.get(QType.A), vis).length > 0 || visible(node.get(QType.AAAA), vis).length > 0);
+      if (answers.length > 0) {
+        // The chain's target, asked itself, would go on (records falls through for it): so
+        // does the chain. A target that is ours (a zone, our addresses) or carries an action
+        // ends the chain here, so a chase never reaches upstream for a name deny blocks.
+        if (zone === null && !ownsAddresses && node.action === null) return { kind: 'chase', answers, target: name };
+        return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
+      }
       if (zone !== null || ownsAddresses) {
         return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: this.soaAuthority(zone, vis) };
       }
       return NONE;
     }
-    return { kind: 'answer', rcode: Rcode.NOERROR, answers, authority: [] };
   }
 }
 

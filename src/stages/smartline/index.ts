@@ -39,8 +39,12 @@ function createSmartLineStage(options: SmartLineOptions, env: StageEnv): Stage<S
     name: 'smartline',
     handle(ctx, next) {
       // Local data the records stage before us left unanswered because it depends on the view.
+      // A chain it answers whose target is not local is chased through our `next`.
       const c = ctx.get('candidates');
-      if (c !== undefined && c.byView && ctx.response === null && c.answer(ctx, 'smartline', ctx.lines)) return;
+      if (c !== undefined && c.byView && ctx.response === null) {
+        const r = c.answer(ctx, 'smartline', ctx.lines, next);
+        if (r !== false) return r === true ? undefined : r;
+      }
       return next();
     },
     reload(config, o) {
