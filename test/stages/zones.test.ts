@@ -4,6 +4,7 @@
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import dnsPacket from 'dns-packet';
@@ -14,6 +15,10 @@ import { aRecords, mustParse, rawQuery, type CheckedMessage } from '../helpers/p
 import { findBinary, startNsd } from '../helpers/peers.js';
 import { writeConfig } from '../helpers/server.js';
 import { withRig, PUBLIC, type Rig } from '../helpers/split.js';
+import { ZoneSet } from '../../src/stages/zones/store.js';
+import { NO_LINES } from '../../src/core/views.js';
+
+const CLI = new URL('../../src/cli.js', import.meta.url).pathname;
 
 const T = { timeout: 60_000 };
 const AA = 0x0400;
@@ -302,12 +307,43 @@ describe('the loader checks zones, each problem at file:line:col', T, () => {
     assert.match(text, /warning: \$\.zones\[4\]\.labels\[0\]: label "nowhere" is not a line in smart-line\.json: no client will see this zone/);
   });
 
+  test('"zones" set while the zones stage is not in the pipeline: a warning', () => {
+    const issues = loadIssues({ 'w.zone': `$ORIGIN w.test.\n${SOA_LINE}` }, ['w.zone'], { pipeline: ['decode', 'forward'] });
+    assert.equal(issues.length, 1, issues.join('\n'));
+    assert.match(issues[0]!, /warning: \$\.zones: "zones" is set but the "zones" stage is not in the pipeline, so it has no effect/);
+  });
+
   test('every error of every file in one run, sorted by file then line', () => {
     const issues = loadIssues({ 'e.zone': `$ORIGIN e.test.\n${SOA_LINE}a A x\nb MX y z\n`, 'f.zone': 'g.test. 60 A 192.0.2.1\n' }, ['e.zone', 'f.zone']);
     assert.equal(issues.filter((i) => i.includes(': error: ')).length, 3, issues.join('\n'));
     assert.match(issues[0]!, /e\.zone:3:/);
     assert.match(issues[1]!, /e\.zone:4:/);
   });
+});
+
+test('`linedns check` lists the zone errors with every other error of the configuration, exit 1', () => {
+  const { configFile } = writeConfig({
+    extra: { 'z.zone': '$ORIGIN z.test.\n@ 60 IN SOA ns hostmaster 1 1 1 1 1\nwww A nowhere\n' },
+    config: { upstreams: ['127.0.0.1:9'], zones: ['z.zone'], pipeline: ['decode', 'zones', 'forward'], maxUdpSize: 5 },
+  });
+  const r = spawnSync(process.execPath, [CLI, 'check', configFile], { encoding: 'utf8', timeout: 20_000 });
+  assert.equal(r.status, 1, r.stdout + r.stderr);
+  const out = r.stdout + r.stderr;
+  assert.match(out, /linedns\.json:\d+:\d+: error: \$\.maxUdpSize: /);
+  assert.match(out, /z\.zone:3:7: error: \$: expected an IPv4 address such as 192\.0\.2\.1, not "nowhere"/);
+});
+
+test('under --workers the configuration reaches a worker as JSON (RDATA as {type, data}): the zones answer the same', () => {
+  const { configFile } = writeConfig({ extra: { 'example.zone': EXAMPLE_ZONE }, config: { upstreams: ['127.0.0.1:9'], zones: ['example.zone'], pipeline: ['decode', 'zones', 'forward'] } });
+  const zones = loadConfig(configFile).config.zones;
+  const direct = new ZoneSet(zones);
+  const viaJson = new ZoneSet(JSON.parse(JSON.stringify(zones)) as typeof zones);
+  const client = { lines: NO_LINES };
+  for (const [name, type] of [['host1.example', A], ['alias.example', AAAA], ['host3.example', MX], ['nope.example', A], ['host.subdel.example', A]] as const) {
+    const a = direct.find(name, client).zone!.lookup(name, type);
+    const b = viaJson.find(name, client).zone!.lookup(name, type);
+    assert.deepEqual(b, a, `${name} ${type}`);
+  }
 });
 
 describe('reload', T, () => {
