@@ -165,13 +165,12 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     }
   }
 
-  const zones = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report);
+  const { zones, labelledZone } = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report);
 
   const labelled = records.find((e) => e.labels && e.labels.length > 0);
-  const labelledZone = zones.find((z) => z.labels !== null);
   const facts: PipelineFacts = {
     labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null,
-    labelledZone: labelledZone ? { origin: labelledZone.origin, file: labelledZone.file, labels: labelledZone.labels! } : null,
+    labelledZone,
   };
   const pipeline = loadPipeline(catalog, raw, main, report, (p) => relativeTo(path, p), facts);
   const tcpIn = obj(raw.tcp);

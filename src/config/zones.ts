@@ -7,7 +7,7 @@ import { QType, typeName } from '../lib/dns/constants.js';
 import { checkPresentationName, isSubdomain, normalizeName, readName } from '../lib/dns/name.js';
 import { parseZoneFile, type ZoneRecord } from '../lib/dns/zonefile.js';
 import { show, type LoadedFile, type Reporter } from './issues.js';
-import type { ZoneConfig } from './types.js';
+import type { PipelineFacts, ZoneConfig } from './types.js';
 
 const SOA_EXAMPLE = '"@ 3600 IN SOA ns1 hostmaster 1 7200 3600 1209600 300"';
 /** MNAME and RNAME (a root label each at least) and five 32-bit fields. */
@@ -56,9 +56,12 @@ function isOneName(rdata: Buffer): boolean {
  * checks below there too, and a bad entry (origin, unreadable file) at linedns.json's entry.
  * `lines` are smart-line.json's lines, for a warning on labels naming none (null: no file).
  */
-export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null, resolvePath: (p: string) => string, lines: ReadonlySet<string> | null, report: Reporter): ZoneConfig[] {
-  if (!Array.isArray(raw.zones) || main === null) return [];
+export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null, resolvePath: (p: string) => string, lines: ReadonlySet<string> | null, report: Reporter): { zones: ZoneConfig[]; labelledZone: PipelineFacts['labelledZone'] } {
   const zones: ZoneConfig[] = [];
+  // The first labelled entry, loaded or not: the pipeline's requirements are checked in the same
+  // run even when the file has errors, so one `linedns check` lists both.
+  let labelledZone: PipelineFacts['labelledZone'] = null;
+  if (!Array.isArray(raw.zones) || main === null) return { zones, labelledZone };
   /** Unlabelled zones by origin, to refuse a second one (it could never be seen). */
   const unlabelled = new Map<string, number>();
   raw.zones.forEach((item: unknown, i: number) => {
@@ -75,6 +78,7 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
       origin = normalizeName(e.origin);
     }
     const path = resolvePath(e.file);
+    if (e.labels !== null) labelledZone ??= { origin: origin ?? e.file, file: path, labels: e.labels };
     // Said at the entry in linedns.json, where the mistake is; the parser would say it at 0:0.
     try {
       if (!statSync(path).isFile()) throw new Error('not a regular file');
@@ -113,8 +117,9 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
     }
     const records = Object.freeze(parsed.records);
     zones.push(Object.freeze({ file: path, origin: apex, labels: e.labels === null ? null : Object.freeze(e.labels), records, digest: digestOf(records) }));
+    if (labelledZone?.file === path && labelledZone.origin !== apex) labelledZone = { ...labelledZone, origin: apex };
   });
-  return zones;
+  return { zones, labelledZone };
 }
 
 /** The zone-level rules, each error at the record that breaks it; returns the first DNAME, if any. */

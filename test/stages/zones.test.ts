@@ -307,6 +307,12 @@ describe('the loader checks zones, each problem at file:line:col', T, () => {
     assert.match(text, /warning: \$\.zones\[4\]\.labels\[0\]: label "nowhere" is not a line in smart-line\.json: no client will see this zone/);
   });
 
+  test('a labelled zone whose file has errors, and no view in the pipeline: both in one run', () => {
+    const issues = loadIssues({ 'v.zone': 'www 60 A 192.0.2.1\n' }, [{ file: 'v.zone', origin: 'v.test', labels: ['office'] }]).join('\n');
+    assert.match(issues, /v\.zone:1:1: error: \$: no SOA record at the apex "v\.test"/);
+    assert.match(issues, /error: \$\.pipeline\[1\]: "zones" needs "view" from a stage in the pipeline: zone "v\.test"/);
+  });
+
   test('"zones" set while the zones stage is not in the pipeline: a warning', () => {
     const issues = loadIssues({ 'w.zone': `$ORIGIN w.test.\n${SOA_LINE}` }, ['w.zone'], { pipeline: ['decode', 'forward'] });
     assert.equal(issues.length, 1, issues.join('\n'));
