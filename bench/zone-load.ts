@@ -1,4 +1,5 @@
-// Time and memory to parse a generated 100,000-record zone (mixed types) with src/lib/dns/zonefile.ts.
+// Time and memory to parse a generated 100,000-record zone (mixed types) with src/lib/dns/zonefile.ts,
+// then to load it as linedns does (config loader, zone checks) and build the zones stage on it.
 // Standalone and offline: node dist/bench/zone-load.js [records]; the target is well under a second.
 
 import { spawnSync } from 'node:child_process';
@@ -7,6 +8,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseZoneFile } from '../src/lib/dns/zonefile.js';
+import { loadConfig } from '../src/app/config.js';
+import { silentLogger } from '../src/lib/logger.js';
+import { Metrics } from '../src/lib/metrics.js';
+import { ViewRegistry } from '../src/core/views.js';
+import type { QueryContext } from '../src/core/context.js';
+import type { Stage } from '../src/core/stage.js';
+import { zonesStage } from '../src/stages/zones/index.js';
 
 const MAX_RECORDS = 1_000_000;
 
@@ -76,9 +84,53 @@ function main(): void {
     const cpu = (coldCpu.user + coldCpu.system) / 1000;
     console.log(`parse: ${coldMs.toFixed(0)} ms cold (first in the process; ${cpu.toFixed(0)} ms CPU), ${warm[2]!.toFixed(0)} ms warm (median of 5; ${warmCpu[2]!.toFixed(0)} ms CPU)`);
     console.log(`memory retained by the result: ${mb(retained)} MB (${Math.round(retained / first.records.length)} B a record); rss ${mb(after.rss)} MB`);
+    loadAndBuild(dir, first.records.length);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * What a server start (or a reload) costs for the zone: linedns.json naming it, loadConfig (parse,
+ * zone checks, digest, freezing) and the zones stage built on the result (its names, cuts, SOA).
+ */
+function loadAndBuild(dir: string, records: number): void {
+  const gc = (globalThis as { gc?: () => void }).gc!;
+  const configFile = join(dir, 'linedns.json');
+  writeFileSync(configFile, JSON.stringify({ listen: ['127.0.0.1:0'], upstreams: ['127.0.0.1:9'], zones: ['bench.zone'], pipeline: ['decode', 'zones', 'forward'] }));
+  const env = (config: ReturnType<typeof loadConfig>['config']) => ({
+    logger: silentLogger(),
+    metrics: new Metrics(),
+    config,
+    views: new ViewRegistry<QueryContext>(),
+    position: { providedBefore: () => false, providedAfter: () => false },
+  });
+  const run = (): { load: number; build: number; cpu: number; kept: [unknown, Stage] } => {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    const { config } = loadConfig(configFile);
+    const t1 = performance.now();
+    const stage = zonesStage.create(undefined, env(config)) as Stage;
+    const t2 = performance.now();
+    const c = process.cpuUsage(c0);
+    return { load: t1 - t0, build: t2 - t1, cpu: (c.user + c.system) / 1000, kept: [config, stage] };
+  };
+  // Memory on the first run: what a server holds for the zone (config and stage), after a collection.
+  gc();
+  const before = process.memoryUsage();
+  const cold = run();
+  gc();
+  const after = process.memoryUsage();
+  const retained = after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers;
+  // Again with the first still held: two configurations coexist during a reload.
+  const second = run();
+  gc();
+  const both = process.memoryUsage().heapUsed + process.memoryUsage().arrayBuffers - after.heapUsed - after.arrayBuffers;
+  const warm = [second, run(), run()].sort((a, b) => a.load + a.build - b.load - b.build);
+  const mid = warm[1]!;
+  const show = (r: { load: number; build: number; cpu: number }): string => `${(r.load + r.build).toFixed(0)} ms (load ${r.load.toFixed(0)} + stage build ${r.build.toFixed(0)}; ${r.cpu.toFixed(0)} ms CPU)`;
+  console.log(`loader + zones stage: ${show(cold)} first, ${show(mid)} again (median of 3)`);
+  console.log(`memory retained by config + stage: ${mb(retained)} MB first, ${mb(both)} MB more for a second copy (${Math.round(Math.max(retained, both) / records)} B a record, ${cold.kept.length + second.kept.length} objects kept); rss ${mb(after.rss)} MB`);
 }
 
 // Importable for generateZone (to time other parsers on the same text) without running.

@@ -7,7 +7,8 @@
 // code block, fenced or indented:
 //
 //   <!-- example: NAME file: FILE -->   the block is FILE (linedns.json, records.json,
-//                                        smart-line.json, or a stage module *.js) of example NAME;
+//                                        smart-line.json, a stage module *.js, or a zone file
+//                                        *.zone) of example NAME;
 //                                        the blocks of one NAME in one doc are one config directory
 //   <!-- example: NAME with: PATH -->    also copies PATH (relative to the doc) into that directory
 //   <!-- example: NAME warns: JSONPATH -->  `check` is expected to warn at JSONPATH (repeatable);
@@ -99,8 +100,8 @@ function parseMarker(body: string, where: string, problems: string[]): Marker {
     else if (key === 'with') m.with.push(value);
     else m.warns.push(value);
   }
-  if (m.file !== null && !CONFIG_FILES.includes(m.file) && !/^[\w.-]+\.m?js$/.test(m.file)) {
-    problems.push(`${where}: file: ${m.file} is not one of ${CONFIG_FILES.join(', ')} or a stage module *.js`);
+  if (m.file !== null && !CONFIG_FILES.includes(m.file) && !/^[\w.-]+\.(m?js|zone)$/.test(m.file)) {
+    problems.push(`${where}: file: ${m.file} is not one of ${CONFIG_FILES.join(', ')}, a stage module *.js or a zone file *.zone`);
   }
   return m;
 }

@@ -16,6 +16,9 @@ const ROOT = new URL('../../', import.meta.url).pathname;
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 const UP = ['127.0.0.1:9'];
 const A = { name: 'a.test', type: 'A', rdata: '192.0.2.1' };
+/** A pipeline with the zones stage, and a zone with its apex records. */
+const ZP = ['decode', 'zones', 'forward'];
+const ZONE = `$ORIGIN z.test.\n@ 3600 IN SOA ns.z.test. hostmaster.z.test. 1 3600 600 86400 300\n@ 3600 IN NS ns.z.test.\nns 3600 IN A 192.0.2.53\n`;
 
 interface Row {
   code: ConfigCode;
@@ -113,6 +116,19 @@ const ROWS: Row[] = [
   { code: 'LDNS_CACHE_TTL_ORDER', severity: 'error', files: { config: { upstreams: UP, cache: { minTtl: 600, maxTtl: 60 } } }, at: 'linedns.json:9:15 $.cache.minTtl' },
   { code: 'LDNS_WEAK_SOURCE_PORTS', severity: 'warning', files: { config: { upstreams: UP, forward: { sourcePorts: 16 } } }, at: 'linedns.json:9:20 $.forward.sourcePorts' },
   { code: 'LDNS_LOG_FILTER', severity: 'error', files: { config: { upstreams: UP, pipeline: [{ log: { rcodes: ['NOPE'] } }, 'decode', 'forward'] } }, at: 'linedns.json:12:11 $.pipeline[0].log.rcodes[0]' },
+  // Zone files: each row a zone served by the zones stage, one problem in it.
+  { code: 'LDNS_ZONE_ENTRY', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: [{ file: 'z.zone', origin: 'z..test' }] }, extra: { 'z.zone': ZONE } }, at: 'linedns.json:16:17 $.zones[0].origin' },
+  { code: 'LDNS_ZONE_SYNTAX', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}www 60 IN A 300.1.1.1\n` } }, at: 'z.zone:5:13 $' },
+  { code: 'LDNS_ZONE_SOA', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': '$ORIGIN z.test.\nwww 60 IN A 192.0.2.1\n' } }, at: 'z.zone:1:1 $' },
+  { code: 'LDNS_ZONE_OUT_OF_ZONE', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}www.other.test. 60 IN A 192.0.2.1\n` } }, at: 'z.zone:5:1 $' },
+  { code: 'LDNS_ZONE_CNAME', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}www 60 IN CNAME a.z.test.\nwww 60 IN A 192.0.2.1\n` } }, at: 'z.zone:6:1 $' },
+  { code: 'LDNS_ZONE_DNAME', severity: 'warning', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}old 60 IN DNAME new.z.test.\n` } }, at: 'z.zone:5:1 $' },
+  {
+    code: 'LDNS_ZONE_UNKNOWN_LABEL',
+    severity: 'warning',
+    files: { config: { upstreams: UP, pipeline: ['decode', 'zones', 'smartline', 'forward'], zones: [{ file: 'z.zone', labels: ['branch'] }] }, smartLine: { office: ['10.0.0.0/8'] }, extra: { 'z.zone': ZONE } },
+    at: 'linedns.json:18:9 $.zones[0].labels[0]',
+  },
 ];
 
 /** Every issue of loading `configFile`: the warnings of a valid config, or all of a refused one. */

@@ -54,6 +54,15 @@ export const CONFIG_CODES = {
   LDNS_CACHE_TTL_ORDER: { severity: 'error', summary: 'The cache minTtl is above its maxTtl.' },
   LDNS_WEAK_SOURCE_PORTS: { severity: 'warning', summary: 'forward.sourcePorts is below 1024, weakening defence against off-path forgery.' },
   LDNS_LOG_FILTER: { severity: 'error', summary: 'A log stage filter names no rcode, or no domain name.' },
+
+  // Zone files (the zones stage)
+  LDNS_ZONE_ENTRY: { severity: 'error', summary: 'A zones entry in linedns.json is wrong: a bad origin, or a second unlabelled zone for one apex.' },
+  LDNS_ZONE_SYNTAX: { severity: 'error', summary: 'A zone file does not parse as an RFC 1035 master file.' },
+  LDNS_ZONE_SOA: { severity: 'error', summary: 'A zone has no SOA at its apex, a second one, one below the apex, or a short one.' },
+  LDNS_ZONE_OUT_OF_ZONE: { severity: 'error', summary: 'A zone file holds a name outside its origin.' },
+  LDNS_ZONE_CNAME: { severity: 'error', summary: 'A zone has a CNAME beside other data at one owner, two CNAMEs, or a CNAME whose data is not a name.' },
+  LDNS_ZONE_DNAME: { severity: 'warning', summary: 'A zone holds a DNAME, which is served but not followed.' },
+  LDNS_ZONE_UNKNOWN_LABEL: { severity: 'warning', summary: 'A zone label names no line of smart-line.json.' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ConfigCode = keyof typeof CONFIG_CODES;

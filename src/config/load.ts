@@ -8,6 +8,7 @@ import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } fro
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
+import { loadZones } from './zones.js';
 import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
@@ -167,8 +168,13 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     }
   }
 
+  const { zones, labelledZone } = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report);
+
   const labelled = records.find((e) => e.labels && e.labels.length > 0);
-  const facts: PipelineFacts = { labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null };
+  const facts: PipelineFacts = {
+    labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null,
+    labelledZone,
+  };
   const pipeline = loadPipeline(catalog, raw, main, report, (p) => relativeTo(path, p), facts);
   const tcpIn = obj(raw.tcp);
   const tcp = {
@@ -189,6 +195,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     facts,
     records,
     recordsFile: recordsPath,
+    zones,
     smartLine,
     smartLineFile: smartLinePath,
     smartLineUnmatched: (raw.smartLineUnmatched as 'all' | 'unlabelled' | undefined) ?? 'all',

@@ -36,6 +36,25 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     },
   },
   records: { description: 'Path of records.json, relative to this file.', type: 'string', minLength: 1 },
+  zones: {
+    description: 'RFC 1035 master files served by the zones stage: a path (relative to this file), or {file, origin, labels}.',
+    type: 'array',
+    items: {
+      oneOf: [
+        { type: 'string', minLength: 1 },
+        {
+          type: 'object',
+          additionalProperties: false,
+          required: ['file'],
+          properties: {
+            file: { type: 'string', minLength: 1 },
+            origin: { type: 'string', minLength: 1 },
+            labels: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+          },
+        },
+      ],
+    },
+  },
   smartLine: { description: 'Path of smart-line.json, relative to this file.', type: 'string', minLength: 1 },
   smartLineUnmatched: {
     description: 'What a client in no line sees: every record ("all", Pipy\'s behaviour) or only unlabelled ones.',

@@ -2,6 +2,7 @@
 // Produced only by config/load.ts, frozen; stages never see raw JSON.
 
 import type { LogLevel } from '../lib/logger.js';
+import type { ZoneRecord } from '../lib/dns/zonefile.js';
 
 // Here too, so that core (which may import only this file of config, and only its types) can
 // type a stage's options report with the codes.
@@ -43,6 +44,24 @@ export interface PipelineEntry {
 export interface PipelineFacts {
   /** The first local record that carries labels, or null. */
   readonly labelledRecord: { readonly name: string; readonly labels: readonly string[] } | null;
+  /** The first zone of `zones` that carries labels (a view), or null / absent. */
+  readonly labelledZone?: { readonly origin: string; readonly file: string; readonly labels: readonly string[] } | null;
+}
+
+/**
+ * One zone of `zones`, parsed and checked (src/config/zones.ts). Frozen by the loader itself
+ * (shallowly: its records hold RDATA buffers, which cannot be frozen), never changed after.
+ */
+export interface ZoneConfig {
+  /** Absolute path of the master file. */
+  readonly file: string;
+  /** The apex, a canonical name (lower case, no trailing dot). */
+  readonly origin: string;
+  /** The lines whose clients see this zone (a view); null: every client. */
+  readonly labels: readonly string[] | null;
+  readonly records: readonly ZoneRecord[];
+  /** A hash of the records, so a reload can tell whether the zone's data changed. */
+  readonly digest: string;
 }
 
 export interface TcpConfig {
@@ -65,6 +84,8 @@ export interface RuntimeConfig {
   facts: PipelineFacts;
   records: RecordEntry[];
   recordsFile: string | null;
+  /** The zones of `zones`, in the order written. */
+  zones: ZoneConfig[];
   smartLine: Record<string, string[]>;
   smartLineFile: string | null;
   smartLineUnmatched: 'all' | 'unlabelled';

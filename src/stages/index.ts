@@ -10,6 +10,7 @@ import { logStage } from './log/index.js';
 import { rateLimitStage } from './ratelimit/index.js';
 import { recordsStage } from './records/index.js';
 import { smartLineStage } from './smartline/index.js';
+import { zonesStage } from './zones/index.js';
 import { checkRequirements, positionOf, type DeclaredStage } from '../core/declarations.js';
 import type { PipelineEnv, Stage, StageDefinition, StageEnv, StageFactory } from '../core/stage.js';
 import type { PipelineEntry } from '../config/types.js';
@@ -22,6 +23,7 @@ export const BUILTIN_STAGES: readonly StageDefinition[] = [
   rateLimitStage,
   cacheStage,
   recordsStage,
+  zonesStage,
   smartLineStage,
   forwardStage,
 ] as StageDefinition[];

@@ -184,9 +184,10 @@ export interface ZoneSpec {
 
 /**
  * nsd serving `zones` on 127.0.0.1. Rate limiting is off (`rrl-ratelimit: 0`), or repeated
- * wildcard answers come back truncated or not at all (PITFALLS.md).
+ * wildcard answers come back truncated or not at all (PITFALLS.md). `serverOptions` are more
+ * lines of its server: clause, e.g. "minimal-responses: yes".
  */
-export async function startNsd(zones: readonly ZoneSpec[]): Promise<Daemon> {
+export async function startNsd(zones: readonly ZoneSpec[], serverOptions: readonly string[] = []): Promise<Daemon> {
   const bin = findBinary('nsd');
   if (bin === null) throw new Error('nsd not installed');
   const checkconf = findBinary('nsd-checkconf');
@@ -212,6 +213,7 @@ export async function startNsd(zones: readonly ZoneSpec[]): Promise<Daemon> {
       '  server-count: 1',
       '  rrl-ratelimit: 0',
       '  verbosity: 1',
+      ...serverOptions.map((o) => `  ${o}`),
       'remote-control:',
       '  control-enable: no',
       ...zoneBlocks,

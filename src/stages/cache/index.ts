@@ -80,7 +80,9 @@ function viewOf(ctx: QueryContext): number {
  * no stored answer.
  */
 function viewInputs(config: RuntimeConfig): string {
-  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched]);
+  // Zones by their digest: their records are too many (and hold buffers) to compare as JSON.
+  const zones = config.zones.map((z) => [z.file, z.origin, z.labels, z.digest]);
+  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched, zones]);
 }
 
 /**

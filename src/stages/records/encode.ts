@@ -4,30 +4,13 @@
 import { Flag, HEADER_SIZE, QType } from '../../lib/dns/constants.js';
 import { scanMessage } from '../../lib/dns/message.js';
 import { keyToWire } from '../../lib/dns/name.js';
+import { characterString, u16, u32 } from '../../lib/dns/octets.js';
 import { templateFromScan, type WireTemplate } from '../../lib/dns/template.js';
 import { parseIp } from '../../lib/net/address.js';
 import type { AnswerRecord, LocalRecord, LocalResult } from './store.js';
 
 /** A compression pointer to the question name at offset 12. */
 const QNAME_POINTER = Buffer.from([0xc0, HEADER_SIZE]);
-
-function u16(n: number): Buffer {
-  const b = Buffer.allocUnsafe(2);
-  b.writeUInt16BE(n & 0xffff, 0);
-  return b;
-}
-
-function u32(n: number): Buffer {
-  const b = Buffer.allocUnsafe(4);
-  b.writeUInt32BE(n >>> 0, 0);
-  return b;
-}
-
-/** A <character-string>: length octet and up to 255 octets (config load refuses longer ones). */
-function characterString(s: string): Buffer {
-  const bytes = Buffer.from(s, 'utf8');
-  return Buffer.concat([Buffer.from([bytes.length]), bytes]);
-}
 
 /** RDATA of the record types records.json allows; the values were validated at config load. */
 function rdata(r: LocalRecord): Buffer {
