@@ -8,6 +8,7 @@ import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY } from './addres
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
+import { loadRewrite } from './rewrite.js';
 import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
@@ -164,8 +165,15 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     }
   }
 
+  const rewriteFile = str(raw.rewriteFrom) ? relativeTo(path, str(raw.rewriteFrom)!) : null;
+  const rewrite = loadRewrite(raw, main, rewriteFile, lineNames ?? new Set(), report);
+
   const labelled = records.find((e) => e.labels && e.labels.length > 0);
-  const facts: PipelineFacts = { labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null };
+  const labelledRewrite = rewrite.find((r) => r.labels !== null);
+  const facts: PipelineFacts = {
+    labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null,
+    labelledRewrite: labelledRewrite ? { from: `${labelledRewrite.suffix ? '*.' : ''}${labelledRewrite.from}`, labels: labelledRewrite.labels! } : null,
+  };
   const pipeline = loadPipeline(catalog, raw, main, report, (p) => relativeTo(path, p), facts);
   const tcpIn = obj(raw.tcp);
   const tcp = {
@@ -189,6 +197,8 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     smartLine,
     smartLineFile: smartLinePath,
     smartLineUnmatched: (raw.smartLineUnmatched as 'all' | 'unlabelled' | undefined) ?? 'all',
+    rewrite,
+    rewriteFile,
     tcp,
     maxUdpSize: int(raw.maxUdpSize, 1232),
     unanswered: (raw.unanswered as RuntimeConfig['unanswered'] | undefined) ?? 'refused',

@@ -9,6 +9,7 @@ import { forwardStage } from './forward/index.js';
 import { logStage } from './log/index.js';
 import { rateLimitStage } from './ratelimit/index.js';
 import { recordsStage } from './records/index.js';
+import { rewriteStage } from './rewrite/index.js';
 import { smartLineStage } from './smartline/index.js';
 import { checkRequirements, positionOf, type DeclaredStage } from '../core/declarations.js';
 import type { PipelineEnv, Stage, StageDefinition, StageEnv, StageFactory } from '../core/stage.js';
@@ -21,6 +22,7 @@ export const BUILTIN_STAGES: readonly StageDefinition[] = [
   aclStage,
   rateLimitStage,
   cacheStage,
+  rewriteStage,
   recordsStage,
   smartLineStage,
   forwardStage,

@@ -80,7 +80,8 @@ function viewOf(ctx: QueryContext): number {
  * no stored answer.
  */
 function viewInputs(config: RuntimeConfig): string {
-  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched]);
+  // The rewrite rules too: an answer kept for X was Y's data under the rules of its time.
+  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched, config.rewrite]);
 }
 
 /**

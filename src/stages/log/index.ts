@@ -91,6 +91,8 @@ function createLogStage(options: LogOptions, env: StageEnv): Stage<LogOptions> {
       answers: r.answers,
       by: r.memo ? 'memo' : r.answeredBy || 'none',
       lines: lines === undefined ? undefined : lines,
+      // The name the rewrite stage asked instead of `name`, when it rewrote this query.
+      rewrite: ctx?.get('rewrite')?.to,
       upstream: upstream?.address,
       upstreamMs: upstream === undefined ? undefined : Math.round(upstream.ms * 1000) / 1000,
       tc: r.truncated,
