@@ -87,11 +87,15 @@ export function revertReply(wire: Buffer, client: Uint8Array, qEnd: number, x: s
   let out = renamed;
   const q = readName(out, HEADER_SIZE);
   if (q === null || q.name !== x || q.end !== qEnd - 4) return `reply's question is not the rewritten one`;
-  const s = scanMessage(out);
-  if (typeof s === 'string') return `renamed reply ${s}`;
-  const moved = denialSoa(out, s, x, rev);
-  if (typeof moved === 'string') return moved;
-  out = moved;
+  // Only a reply without answers may be a denial about X (the header says; RCODE checked again
+  // with its extended bits below): the usual positive reply is not scanned a second time.
+  if (out[6] === 0 && out[7] === 0) {
+    const s = scanMessage(out);
+    if (typeof s === 'string') return `renamed reply ${s}`;
+    const moved = denialSoa(out, s, x, rev);
+    if (typeof moved === 'string') return moved;
+    out = moved;
+  }
   // Never the buffer given (a template the cache may still refer to); renameMessage and the
   // rebuilds return new buffers, and return their input only when nothing changed.
   if (out === wire) out = Buffer.from(out);
@@ -102,15 +106,15 @@ export function revertReply(wire: Buffer, client: Uint8Array, qEnd: number, x: s
 }
 
 /**
- * For a denial about X itself (NXDOMAIN or NODATA, no answer records): each SOA whose owner
- * (once renamed) is neither X nor an ancestor of X is owned by X's denial zone instead: the X
- * subtree's apex for a suffix rule, X's parent for an exact rule. A denial at the end of a CNAME
+ * For a denial about X itself (NXDOMAIN or NODATA; the caller passes only replies without
+ * answer records): each SOA whose owner (once renamed) is neither X nor an ancestor of X is
+ * owned by X's denial zone instead: the X subtree's apex for a suffix rule, X's parent for an
+ * exact rule. A denial at the end of a CNAME
  * chain is about the chain's last name, whose SOA (renamed if in Y's subtree) stays as it is.
  */
 function denialSoa(buf: Buffer, scan: MessageScan, x: string, rev: Reversal): Buffer | string {
   const rcode = scan.rcode;
   if (rcode !== Rcode.NXDOMAIN && rcode !== Rcode.NOERROR) return buf;
-  if (scan.records.some((r) => r.section === Section.Answer)) return buf;
   const zone = rev.suffixFrom ?? (parentName(x) ?? '.');
   const fix = scan.records.map((r) => r.section === Section.Authority && r.type === QType.SOA && r.klass === 1 && !isAncestorOrSelf(readName(buf, r.start)?.name ?? '', x));
   if (!fix.includes(true)) return buf;
