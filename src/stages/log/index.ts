@@ -9,7 +9,7 @@ import type { ReplyInfo, Stage, StageDefinition, StageEnv } from '../../core/sta
 import { logOptions, type LogOptions } from './options.js';
 
 /** pino's file destination: sonic-boom, with the reopen logrotate needs. */
-type FileDestination = DestinationStream & { reopen(): void; flush(cb?: (err?: Error) => void): void; end(): void };
+type FileDestination = DestinationStream & { reopen(): void; flush(cb?: (err?: Error) => void): void; end(): void; once(event: 'close', listener: () => void): unknown };
 
 /** Lines wait in the buffer at most this long, so `tail -f` shows a quiet server's queries. */
 const FLUSH_MS = 1000;
@@ -44,10 +44,24 @@ function flush(d: FileDestination, then?: () => void): void {
   }
 }
 
-function close(w: Writer): void {
+/** Bound on waiting for the file to close, so a stuck disk cannot hold up a shutdown. */
+const CLOSE_WAIT_MS = 2000;
+
+/**
+ * Ends the file; resolves once what was buffered is written and the file closed (sonic-boom's
+ * 'close'), so a server's close() returns with every line on disk, or after CLOSE_WAIT_MS.
+ */
+function close(w: Writer): Promise<void> {
   clearInterval(w.timer);
-  // end() writes what is buffered, once the file is open.
-  w.destination.end();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, CLOSE_WAIT_MS).unref();
+    w.destination.once('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    // end() writes what is buffered, once the file is open.
+    w.destination.end();
+  });
 }
 
 /** A predicate on names: at or under one of `names` (all, when empty). */
@@ -122,14 +136,14 @@ function createLogStage(options: LogOptions, env: StageEnv): Stage<LogOptions> {
       if (reopenFile) {
         const old = writer;
         writer = open(o, config.file);
-        close(old);
+        void close(old);
         process.off('SIGUSR1', reopen);
         if (o.file !== null) process.on('SIGUSR1', reopen);
       }
     },
     close() {
       process.off('SIGUSR1', reopen);
-      close(writer);
+      return close(writer);
     },
   };
 }
