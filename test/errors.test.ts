@@ -18,6 +18,8 @@ const UP = ['127.0.0.1:9'];
 const A = { name: 'a.test', type: 'A', rdata: '192.0.2.1' };
 /** A pipeline with the zones stage, and a zone with its apex records. */
 const ZP = ['decode', 'zones', 'forward'];
+/** A pipeline with the rewrite stage. */
+const RP = ['decode', 'rewrite', 'forward'];
 const ZONE = `$ORIGIN z.test.\n@ 3600 IN SOA ns.z.test. hostmaster.z.test. 1 3600 600 86400 300\n@ 3600 IN NS ns.z.test.\nns 3600 IN A 192.0.2.53\n`;
 
 interface Row {
@@ -128,6 +130,27 @@ const ROWS: Row[] = [
     severity: 'warning',
     files: { config: { upstreams: UP, pipeline: ['decode', 'zones', 'smartline', 'forward'], zones: [{ file: 'z.zone', labels: ['branch'] }] }, smartLine: { office: ['10.0.0.0/8'] }, extra: { 'z.zone': ZONE } },
     at: 'linedns.json:18:9 $.zones[0].labels[0]',
+  },
+  // Rewrite rules: each row one problem in `rewrite` or the rewriteFrom file.
+  { code: 'LDNS_REWRITE_NAME', severity: 'error', files: { config: { upstreams: UP, pipeline: RP, rewrite: [{ from: 'a..test', to: 'b.test' }] } }, at: 'linedns.json:15:15 $.rewrite[0].from' },
+  { code: 'LDNS_REWRITE_FORM', severity: 'error', files: { config: { upstreams: UP, pipeline: RP, rewrite: [{ from: '*.a.test', to: 'b.test' }] } }, at: 'linedns.json:14:5 $.rewrite[0]' },
+  {
+    code: 'LDNS_REWRITE_DUPLICATE',
+    severity: 'error',
+    files: { config: { upstreams: UP, pipeline: RP, rewrite: [{ from: 'a.test', to: 'b.test' }, { from: 'a.test', to: 'c.test' }] } },
+    at: 'linedns.json:19:15 $.rewrite[1].from',
+  },
+  {
+    code: 'LDNS_REWRITE_CHAIN',
+    severity: 'error',
+    files: { config: { upstreams: UP, pipeline: RP, rewrite: [{ from: 'a.test', to: 'b.test' }, { from: 'b.test', to: 'c.test' }] } },
+    at: 'linedns.json:16:13 $.rewrite[0].to',
+  },
+  {
+    code: 'LDNS_REWRITE_UNKNOWN_LABEL',
+    severity: 'warning',
+    files: { config: { upstreams: UP, pipeline: ['decode', 'rewrite', 'smartline', 'forward'], rewrite: [{ from: 'a.test', to: 'b.test', labels: ['branch'] }] }, smartLine: { office: ['10.0.0.0/8'] } },
+    at: 'linedns.json:19:9 $.rewrite[0].labels[0]',
   },
 ];
 

@@ -41,7 +41,7 @@ test('an entry option is checked where it is written: line, column, path and a h
     '12:9: error: $.pipeline[1].cache.maxEntrie: unknown property "maxEntrie" (did you mean "maxEntries"?); expected one of "maxEntries", "minTtl", "maxTtl", "negativeTtl" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
     '17:20: error: $.pipeline[2].forward.timeout: 5 is out of range (expected >= 10) [LDNS_SCHEMA_RANGE]',
     '21:20: error: $.pipeline[3].ratelimit: missing required property "qps" [LDNS_SCHEMA_REQUIRED]',
-    '26:7: error: $.pipeline[4].nope: unknown property "nope"; expected one of "log", "decode", "acl", "ratelimit", "cache", "records", "zones", "smartline", "forward" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
+    '26:7: error: $.pipeline[4].nope: unknown property "nope"; expected one of "log", "decode", "acl", "ratelimit", "cache", "rewrite", "records", "zones", "smartline", "forward" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
   ]);
 });
 

@@ -55,6 +55,13 @@ export const CONFIG_CODES = {
   LDNS_WEAK_SOURCE_PORTS: { severity: 'warning', summary: 'forward.sourcePorts is below 1024, weakening defence against off-path forgery.' },
   LDNS_LOG_FILTER: { severity: 'error', summary: 'A log stage filter names no rcode, or no domain name.' },
 
+  // Rewrite rules (the rewrite stage)
+  LDNS_REWRITE_NAME: { severity: 'error', summary: 'A rewrite rule side is not a domain name (or "*." and one).' },
+  LDNS_REWRITE_FORM: { severity: 'error', summary: 'A rewrite rule has "*." on one side only, or rewriteFrom is not an object of exact names.' },
+  LDNS_REWRITE_DUPLICATE: { severity: 'error', summary: 'Two rewrite rules have the same "from".' },
+  LDNS_REWRITE_CHAIN: { severity: 'error', summary: 'A rewrite rule\'s result is rewritten again, by another rule or by itself.' },
+  LDNS_REWRITE_UNKNOWN_LABEL: { severity: 'warning', summary: 'A rewrite rule label names no line of smart-line.json.' },
+
   // Zone files (the zones stage)
   LDNS_ZONE_ENTRY: { severity: 'error', summary: 'A zones entry in linedns.json is wrong: a bad origin, or a second unlabelled zone for one apex.' },
   LDNS_ZONE_SYNTAX: { severity: 'error', summary: 'A zone file does not parse as an RFC 1035 master file.' },

@@ -9,6 +9,7 @@ import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, typ
 import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
 import { loadZones } from './zones.js';
+import { loadRewrite } from './rewrite.js';
 import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
@@ -169,11 +170,15 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   }
 
   const { zones, labelledZone } = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report);
+  const rewriteFile = str(raw.rewriteFrom) ? relativeTo(path, str(raw.rewriteFrom)!) : null;
+  const rewrite = loadRewrite(raw, main, rewriteFile, lineNames ?? new Set(), report);
 
   const labelled = records.find((e) => e.labels && e.labels.length > 0);
+  const labelledRewrite = rewrite.find((r) => r.labels !== null);
   const facts: PipelineFacts = {
     labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null,
     labelledZone,
+    labelledRewrite: labelledRewrite ? { from: `${labelledRewrite.suffix ? '*.' : ''}${labelledRewrite.from}`, labels: labelledRewrite.labels! } : null,
   };
   const pipeline = loadPipeline(catalog, raw, main, report, (p) => relativeTo(path, p), facts);
   const tcpIn = obj(raw.tcp);
@@ -199,6 +204,8 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     smartLine,
     smartLineFile: smartLinePath,
     smartLineUnmatched: (raw.smartLineUnmatched as 'all' | 'unlabelled' | undefined) ?? 'all',
+    rewrite,
+    rewriteFile,
     tcp,
     maxUdpSize: int(raw.maxUdpSize, 1232),
     unanswered: (raw.unanswered as RuntimeConfig['unanswered'] | undefined) ?? 'refused',

@@ -56,6 +56,21 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     },
   },
   smartLine: { description: 'Path of smart-line.json, relative to this file.', type: 'string', minLength: 1 },
+  rewrite: {
+    description: 'Resolve names as others (the rewrite stage): {"from": "www.example.org", "to": "foo.novalocal"}, "*.a" -> "*.b" for a subtree, "labels" for some lines only.',
+    type: 'array',
+    items: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['from', 'to'],
+      properties: {
+        from: { type: 'string', minLength: 1 },
+        to: { type: 'string', minLength: 1 },
+        labels: { type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+      },
+    },
+  },
+  rewriteFrom: { description: 'Path of a JSON file of exact rewrite rules, {"FROM": "TO", ...}, relative to this file.', type: 'string', minLength: 1 },
   smartLineUnmatched: {
     description: 'What a client in no line sees: every record ("all", Pipy\'s behaviour) or only unlabelled ones.',
     enum: ['all', 'unlabelled'],

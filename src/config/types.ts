@@ -31,6 +31,19 @@ export interface RecordEntry {
 }
 
 /**
+ * One rule of `rewrite` / `rewriteFrom`: questions for `from` are asked as `to`, and the reply
+ * is renamed back. Names canonical (normalizeName); for a suffix rule (`*.` on both sides in the
+ * file) `from` and `to` are the apexes of the two subtrees, which map onto each other.
+ */
+export interface RewriteRule {
+  readonly from: string;
+  readonly to: string;
+  readonly suffix: boolean;
+  /** Lines whose clients the rule applies to; null: every client. */
+  readonly labels: readonly string[] | null;
+}
+
+/**
  * One stage of the pipeline: a built-in name or the absolute path of a user module, and its
  * options (for a built-in, validated with the schema's defaults; null for a stage that is off
  * without options; for a user module, the entry's object or undefined).
@@ -46,6 +59,8 @@ export interface PipelineFacts {
   readonly labelledRecord: { readonly name: string; readonly labels: readonly string[] } | null;
   /** The first zone of `zones` that carries labels (a view), or null / absent. */
   readonly labelledZone?: { readonly origin: string; readonly file: string; readonly labels: readonly string[] } | null;
+  /** The first rewrite rule that carries labels (as written, `*.` included), or null. */
+  readonly labelledRewrite?: { readonly from: string; readonly labels: readonly string[] } | null;
 }
 
 /**
@@ -89,6 +104,9 @@ export interface RuntimeConfig {
   smartLine: Record<string, string[]>;
   smartLineFile: string | null;
   smartLineUnmatched: 'all' | 'unlabelled';
+  /** `rewrite` then `rewriteFrom`'s rules, checked (no duplicate `from`, no chains). */
+  rewrite: RewriteRule[];
+  rewriteFile: string | null;
   tcp: TcpConfig;
   maxUdpSize: number;
   /** What a query no stage answered gets (a pipeline without forward that found nothing). */

@@ -125,14 +125,14 @@ export class QueryContext {
   }
 
   /**
-   * Replaces the question the later stages see (CoreDNS's rewrite with its ResponseReverter):
-   * `raw` is decoded as the decode stage would, keeps the client's ID, and becomes `ctx.raw` and
-   * `ctx.query`. A reply hook registered here puts the client's question back in the reply (and
-   * the client's name on records owned by the rewritten one), and `raw`/`query` back on the
-   * context, so hooks of earlier stages and observers see the client's question. Needs the
-   * decode stage before the caller; throws (SERVFAIL) when `raw` is not a query decode accepts.
+   * Replaces the question the later stages see: `raw` is decoded as the decode stage would,
+   * keeps the client's ID, and becomes `ctx.raw` and `ctx.query` until the function returned is
+   * called, which puts the previous ones back. The caller owns the reply: it must give it the
+   * client's question again (the rewrite stage does so in its own handle(), after next(), so a
+   * cache before it stores the client's reply). Needs the decode stage before the caller;
+   * throws (SERVFAIL) when `raw` is not a query decode accepts.
    */
-  rewriteQuery(stage: string, raw: Buffer): void {
+  replaceQuery(stage: string, raw: Buffer): () => void {
     const before = this.query;
     if (before === null) throw new Error(`${stage}: rewriteQuery needs the decode stage before it`);
     const p = parseQuery(raw);
@@ -142,11 +142,27 @@ export class QueryContext {
     this.clientQuery ??= before;
     this.pipelineRaw = raw;
     this.query = p;
-    this.onReply((ctx, wire) => {
-      ctx.pipelineRaw = beforeRaw;
-      ctx.query = before;
-      if (beforeRaw === ctx.clientRaw) ctx.clientQuery = null;
-      return restoreQuestion(wire, beforeRaw, before.questionEnd);
+    return () => {
+      this.pipelineRaw = beforeRaw;
+      this.query = before;
+      if (beforeRaw === this.clientRaw) this.clientQuery = null;
+    };
+  }
+
+  /**
+   * Replaces the question the later stages see (CoreDNS's rewrite with its ResponseReverter), as
+   * replaceQuery does, and registers a reply hook that puts the client's question back in the
+   * reply (and the client's name on records owned by the rewritten one), and `raw`/`query` back
+   * on the context, so hooks of earlier stages and observers see the client's question. The
+   * hook runs when the whole pipeline is done, after a cache before this stage stored the reply.
+   */
+  rewriteQuery(stage: string, raw: Buffer): void {
+    const beforeRaw = this.pipelineRaw;
+    const restore = this.replaceQuery(stage, raw);
+    this.onReply((_ctx, wire) => {
+      restore();
+      // restore() put back the query beforeRaw was decoded into.
+      return restoreQuestion(wire, beforeRaw, this.query!.questionEnd);
     });
   }
 

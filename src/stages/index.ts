@@ -9,6 +9,7 @@ import { forwardStage } from './forward/index.js';
 import { logStage } from './log/index.js';
 import { rateLimitStage } from './ratelimit/index.js';
 import { recordsStage } from './records/index.js';
+import { rewriteStage } from './rewrite/index.js';
 import { smartLineStage } from './smartline/index.js';
 import { zonesStage } from './zones/index.js';
 import { checkRequirements, positionOf, type DeclaredStage } from '../core/declarations.js';
@@ -22,6 +23,7 @@ export const BUILTIN_STAGES: readonly StageDefinition[] = [
   aclStage,
   rateLimitStage,
   cacheStage,
+  rewriteStage,
   recordsStage,
   zonesStage,
   smartLineStage,

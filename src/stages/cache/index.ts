@@ -82,7 +82,8 @@ function viewOf(ctx: QueryContext): number {
 function viewInputs(config: RuntimeConfig): string {
   // Zones by their digest: their records are too many (and hold buffers) to compare as JSON.
   const zones = config.zones.map((z) => [z.file, z.origin, z.labels, z.digest]);
-  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched, zones]);
+  // The rewrite rules too: an answer kept for X was Y's data under the rules of its time.
+  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched, zones, config.rewrite]);
 }
 
 /**

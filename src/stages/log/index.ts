@@ -57,6 +57,9 @@ function createLogStage(options: LogOptions, env: StageEnv): Stage<LogOptions> {
     // that may hold anything (the name, a user stage's name) go through JSON.stringify.
     let line = `{"level":${bad ? 40 : 30},"time":${r.time},"client":"${r.client.address}","port":${r.client.port},"transport":"${r.transport}","id":${r.id},"name":${JSON.stringify(r.name)},"type":"${typeName(r.qtype)}","rcode":"${rcodeName(r.rcode)}","answers":${r.answers},"by":${JSON.stringify(r.memo ? 'memo' : r.answeredBy || 'none')}`;
     if (lines !== undefined) line += `,"lines":${JSON.stringify(lines)}`;
+    // The name the rewrite stage asked instead of `name`, when it rewrote this query.
+    const rewrite = ctx?.get('rewrite');
+    if (rewrite !== undefined) line += `,"rewrite":${JSON.stringify(rewrite.to)}`;
     if (upstream !== undefined) line += `,"upstream":"${upstream.address}","upstreamMs":${Math.round(upstream.ms * 1000) / 1000}`;
     line += `,"tc":${r.truncated},"us":${r.durationUs},"size":${r.size}}\n`;
     writer.write(line);
