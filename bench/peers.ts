@@ -43,7 +43,7 @@ export interface LineDnsOptions {
 }
 
 /** The default pipeline, spelled out so a bench row can put the log stage in front of it. */
-const DEFAULT_PIPELINE = ['decode', 'acl', 'ratelimit', 'cache', 'records', 'smartline', 'forward'];
+const DEFAULT_PIPELINE = ['decode', 'acl', 'ratelimit', 'cache', 'rewrite', 'records', 'zones', 'smartline', 'forward'];
 
 export interface ServerSpec {
   name: string;

@@ -15,7 +15,7 @@ const PROXY = '127.0.0.4';
 
 describe('cache first: a name local for one line and upstream for the others', { timeout: 30_000 }, () => {
   test('the default pipeline puts the cache first', () => {
-    assert.deepEqual(DEFAULT_PIPELINE, ['decode', 'acl', 'ratelimit', 'cache', 'records', 'smartline', 'forward']);
+    assert.deepEqual(DEFAULT_PIPELINE, ['decode', 'acl', 'ratelimit', 'cache', 'rewrite', 'records', 'zones', 'smartline', 'forward']);
   });
 
   for (const first of ['inside', 'outside'] as const) {

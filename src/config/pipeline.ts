@@ -16,7 +16,7 @@ import type { PipelineEntry, PipelineFacts } from './types.js';
 export type StageCatalog = ReadonlyMap<string, StageDefinition>;
 
 /** The users' shape: the line-aware cache answers repeats first, then local data, then its filter. */
-export const DEFAULT_PIPELINE: readonly string[] = ['decode', 'acl', 'ratelimit', 'cache', 'records', 'smartline', 'forward'];
+export const DEFAULT_PIPELINE: readonly string[] = ['decode', 'acl', 'ratelimit', 'cache', 'rewrite', 'records', 'zones', 'smartline', 'forward'];
 
 
 interface Source {

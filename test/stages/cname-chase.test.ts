@@ -139,7 +139,7 @@ function rdataName(b: Buffer): string {
   return labels.join('.');
 }
 
-// The default pipeline: decode, acl, ratelimit, cache, records, smartline, forward.
+// The default pipeline: decode, acl, ratelimit, cache, rewrite, records, zones, smartline, forward.
 const DEFAULT = {};
 
 describe('a local CNAME to a name that is not local is chased', T, () => {
