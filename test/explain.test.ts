@@ -116,3 +116,25 @@ test("docs/operations.md's explain example is what explain prints for the shippe
   assert.equal(res.status, 0, res.stderr);
   assert.equal(res.stdout, m[2]!.replace(/^ {6}/gm, ''));
 });
+
+test('a rewritten name and a zone name: the rule applied, the zone that answered, the answer under the name asked', () => {
+  const zone = '$ORIGIN corp.test.\n@ 3600 IN SOA ns.corp.test. hostmaster.corp.test. 1 3600 600 86400 300\n@ 3600 IN NS ns.corp.test.\nns 3600 IN A 192.0.2.53\nwww 600 IN A 192.0.2.80\n';
+  const { configFile } = writeConfig({
+    config: { upstreams: ['127.0.0.1:9'], rewrite: [{ from: 'www.example.org', to: 'foo.test' }], zones: ['corp.zone'] },
+    records: [{ name: 'foo.test', type: 'A', rdata: '198.51.100.20' }],
+    extra: { 'corp.zone': zone },
+  });
+  const rewritten = run(['www.example.org', 'A', '--client', '127.0.0.1', '--config', configFile]);
+  assert.equal(rewritten.status, 0, rewritten.stderr);
+  assert.match(rewritten.stdout, /rewrite: www\.example\.org asked as foo\.test/);
+  assert.match(rewritten.stdout, /^answered:\s+records$/m);
+  assert.match(rewritten.stdout, /^answer:\s+www\.example\.org\. 300 IN A 198\.51\.100\.20$/m);
+  assert.doesNotMatch(rewritten.stdout, /^(answer|authority|additional):.*foo\.test/m, 'no name under Y reaches the client');
+  const zoned = run(['www.corp.test', 'A', '--client', '127.0.0.1', '--json', '--config', configFile]);
+  assert.equal(zoned.status, 0, zoned.stderr);
+  const e = JSON.parse(zoned.stdout) as Explanation;
+  assert.equal(e.answeredBy, 'zones');
+  assert.ok(e.trace.some((t) => /^zones: .* from zone corp\.test$/.test(t)), e.trace.join('\n'));
+  assert.ok(e.flags.includes('aa'));
+  assert.deepEqual(e.answer, [{ name: 'www.corp.test.', ttl: 600, type: 'A', data: '192.0.2.80' }]);
+});

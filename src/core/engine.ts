@@ -26,6 +26,11 @@ export class Engine {
    * transports build no ReplyInfo at all then. Called by the transports after each send.
    */
   readonly observer: ((reply: ReplyInfo) => void) | null;
+  /**
+   * Whether some observer wants the reply about to be sent: the transports build a ReplyInfo
+   * only then (with `observer` not null). A sampling observer keeps the others' cost too.
+   */
+  readonly wantsReply: () => boolean;
   private readonly observerErrors: Counter;
 
   /**
@@ -38,6 +43,14 @@ export class Engine {
     this.observerErrors = env.metrics.counter('observer_errors_total', 'replies a stage observe() threw on (the reply was sent)');
     const observers = stages.filter((s) => typeof s.observe === 'function');
     this.observer = observers.length === 0 ? null : (reply) => this.notify(observers, reply);
+    const choosy = observers.filter((s) => typeof s.observeNext === 'function');
+    const always = choosy.length < observers.length;
+    // Every choosy observer is asked, as each counts the replies it is offered (1 in N).
+    this.wantsReply = () => {
+      let any = always;
+      for (const s of choosy) if (s.observeNext!()) any = true;
+      return any;
+    };
     this.configured(env.config, memoSafe);
   }
 

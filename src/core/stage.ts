@@ -57,6 +57,13 @@ export interface Stage<O = unknown> {
    */
   observe?(reply: ReplyInfo): void;
   /**
+   * Asked before each reply is described for observe(): false when this stage will not look at
+   * it (a sampling log), so that when no observer wants a reply none is built. A stage without
+   * it wants every reply. observe() may still be called for a reply another observer wanted:
+   * it keeps its own answer to this call.
+   */
+  observeNext?(): boolean;
+  /**
    * Declares that handle() only calls next() and changes neither the context nor the reply (no
    * respond, no onReply, no rewriteQuery): such a user stage keeps the UDP answer memo on, and
    * its observe() sees the memo hits too. Any other user stage turns the memo off.

@@ -87,7 +87,7 @@ export function startTcp(
       const out = ctx.response;
       if (out !== null && !socket.destroyed && socket.writable) {
         socket.write(frame(out));
-        if (engine.observer !== null) engine.observer(Engine.replyInfo(ctx, out, false, performance.now()));
+        if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.replyInfo(ctx, out, false, performance.now()));
       }
       resumeIfRoom();
       maybeEnd();

@@ -56,7 +56,7 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
     // No callback: a failed send surfaces as the socket's 'error' event, counted below, and
     // the hot path allocates no closure per reply.
     socket.send(out, ctx.client.port, ctx.client.address);
-    if (engine.observer !== null) engine.observer(Engine.replyInfo(ctx, out, cut, performance.now()));
+    if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.replyInfo(ctx, out, cut, performance.now()));
   };
 
   socket.on('message', (msg, rinfo) => {
@@ -81,7 +81,7 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
         out[0] = msg[0]!;
         out[1] = msg[1]!;
         socket.send(out, rinfo.port, rinfo.address);
-        if (engine.observer !== null) engine.observer(Engine.memoReplyInfo(rinfo, m.name, m.qtype, m.answeredBy, out, now, performance.now()));
+        if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.memoReplyInfo(rinfo, m.name, m.qtype, m.answeredBy, out, now, performance.now()));
         return;
       }
     } else memo = null;

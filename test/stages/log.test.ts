@@ -145,3 +145,23 @@ test('unanswered: a pipeline without forward answers what it cannot REFUSED, or 
     });
   }
 });
+
+test("docs/stages/log.md's example line is what the stage writes, field by field", async () => {
+  const doc = readFileSync(new URL('../../../docs/stages/log.md', import.meta.url), 'utf8');
+  const m = /<!-- log-line -->\n```text\n(.+)\n```/.exec(doc);
+  assert.ok(m, 'the example line was not found');
+  const shown = JSON.parse(m[1]!) as Record<string, unknown>;
+  await withLog({ config: { pipeline: [{ log: { file: 'queries.log' } }, 'decode', 'forward'] } }, async (ld, up, lines) => {
+    await udpExchange(ld.port, rawQuery('www.example.com', 1, { id: 20931, opt: { udpSize: 1232 } }));
+    const [real] = (await lines()) as unknown as Record<string, unknown>[];
+    assert.ok(real);
+    assert.deepEqual(Object.keys(real), Object.keys(shown), 'the same fields in the same order');
+    // What differs from run to run: when, from which port, with which ID, how fast, how large.
+    const varying = new Set(['time', 'port', 'id', 'us', 'upstreamMs', 'size', 'upstream']);
+    for (const [k, v] of Object.entries(shown)) {
+      if (varying.has(k)) assert.equal(typeof real[k], typeof v, k);
+      else assert.deepEqual(real[k], v, k);
+    }
+    assert.equal(real.upstream, `127.0.0.1:${up.port}`);
+  });
+});

@@ -38,6 +38,8 @@ interface UpstreamState {
   lane: UdpUpstream;
   /** A loop probe sent to it came back to us as a client query: queries to it fail at once. */
   looped: boolean;
+  /** HOST:PORT as logs show it, made once rather than per answer. */
+  address: string;
 }
 
 /** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
@@ -118,7 +120,14 @@ interface Probe {
 function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<ForwardOptions> {
   let cfg = options;
   const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
-  const fresh = (config: UpstreamConfig): UpstreamState => ({ config, consecutiveFailures: 0, downUntil: 0, lane: udp.upstream(config.host, config.port), looped: false });
+  const fresh = (config: UpstreamConfig): UpstreamState => ({
+    config,
+    consecutiveFailures: 0,
+    downUntil: 0,
+    lane: udp.upstream(config.host, config.port),
+    looped: false,
+    address: config.host.includes(':') ? `[${config.host}]:${config.port}` : `${config.host}:${config.port}`,
+  });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
   const forwarded = m.counter('forward_queries_total', 'queries sent upstream');
@@ -354,7 +363,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
       ctx.respond('forward', response);
       ctx.set('cacheable', { local: false, template: t, response });
-      ctx.set('upstream', { address: u.config.host.includes(':') ? `[${u.config.host}]:${u.config.port}` : `${u.config.host}:${u.config.port}`, ms: performance.now() - this.sentAt });
+      ctx.set('upstream', { address: u.address, ms: performance.now() - this.sentAt });
       this.finish();
     }
 
@@ -376,7 +385,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         if (probe !== undefined) return loopMet(ctx, probe);
       }
       if (ctx.offline) {
-        const order = ordered(performance.now()).map((u) => `${u.config.host.includes(':') ? `[${u.config.host}]` : u.config.host}:${u.config.port}/${u.config.protocol}`);
+        const order = ordered(performance.now()).map((u) => `${u.address}/${u.config.protocol}`);
         ctx.note(`forward: offline: would ask ${order.length === 0 ? 'no upstream (SERVFAIL)' : order.join(', then ')}`);
         ctx.dropReason = 'offline: not forwarded';
         return;
