@@ -165,3 +165,18 @@ test("docs/stages/log.md's example line is what the stage writes, field by field
     assert.equal(real.upstream, `127.0.0.1:${up.port}`);
   });
 });
+
+test('a sampling log beside an observer that wants every reply: each gets what it asked for', async () => {
+  const qlog = `export default () => ({ name: 'qlog', observesOnly: true, seen: 0, handle(ctx, next) { return next(); }, observe() { this.seen++; } });\n`;
+  const files: TestFiles = {
+    config: { pipeline: [{ log: { file: 'queries.log', sample: 4 } }, './qlog.js', 'decode', 'records'] },
+    records: [{ name: 'a.test', type: 'A', rdata: '192.0.2.1' }],
+    extra: { 'qlog.js': qlog },
+  };
+  await withLog(files, async (ld, _up, lines) => {
+    for (let id = 1; id <= 12; id++) await udpExchange(ld.port, rawQuery('a.test', 1, { id }));
+    const observer = ld.server.engine.stages.find((s) => s.name === 'qlog') as unknown as { seen: number };
+    assert.equal(observer.seen, 12, 'the other observer saw every reply');
+    assert.deepEqual((await lines()).map((l) => l.id), [4, 8, 12], 'the log kept its 1 in 4');
+  });
+});
