@@ -134,7 +134,7 @@ export class QueryContext {
    */
   replaceQuery(stage: string, raw: Buffer): () => void {
     const before = this.query;
-    if (before === null) throw new Error(`${stage}: rewriteQuery needs the decode stage before it`);
+    if (before === null) throw new Error(`${stage}: replacing the question needs the decode stage before it`);
     const p = parseQuery(raw);
     if (isRejection(p)) throw new Error(`${stage}: rewriteQuery: ${p.reason}`);
     p.id = before.id;
