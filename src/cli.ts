@@ -11,6 +11,7 @@ import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logg
 import { formatAddress, LineDnsServer } from './app/server.js';
 import { checkRequest, explain, ExplainError, formatExplanation, type ExplainRequest } from './app/explain.js';
 import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
+import { ConfigWatcher } from './app/watch.js';
 import type { RuntimeConfig } from './config/types.js';
 
 const USAGE = `usage:
@@ -99,7 +100,15 @@ async function serve(file: string | null, overrides: ConfigOverrides): Promise<v
   }
   const server = await startOrExit(config, logger, overrides);
   handleSignals(server, logger);
-  process.on('SIGHUP', () => void server.reloadFromFile());
+  // A file watch and SIGHUP ask for the same reload; after one, the files to watch may differ.
+  const watcher = new ConfigWatcher(() => void reload());
+  const reload = async (): Promise<void> => {
+    await server.reloadFromFile();
+    if (server.config.watch) watcher.follow(server.config);
+    else watcher.stop();
+  };
+  if (config.watch) watcher.follow(config);
+  process.on('SIGHUP', () => void reload());
   // Ready only once the signal handlers are in place, so a supervisor's signal is never lost.
   const addresses = server.addresses.map(formatAddress);
   logger.info({ addresses }, `linedns ready on ${addresses.join(' ')}`);

@@ -3,64 +3,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { answerData, query, resolverFor, tcpExchange, buildQuery, decode } from './helpers/client.js';
 import { startLineDns, writeConfig } from './helpers/server.js';
+import { portOf, serve, until, type Served } from './helpers/serve.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
 import { nextRestartDelay, RESTART_MAX_MS, RESTART_MIN_MS, STABLE_MS } from '../src/app/workers.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 const SHIPPED = new URL('../../config/linedns.json', import.meta.url).pathname;
-
-interface Served {
-  child: ChildProcess;
-  ready: { addresses: string[] };
-  lines: string[];
-  exit: Promise<number | null>;
-}
-
-/** Spawns `linedns serve ...args` and resolves on its ready line (bounded by 10 s). */
-function serve(args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no ready line: ${lines.join('\n')}`)), 10_000);
-    let pending = '';
-    const onData = (chunk: Buffer): void => {
-      pending += chunk.toString();
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        lines.push(line);
-        if (line.includes('linedns ready')) {
-          clearTimeout(timer);
-          resolve({ child, ready: JSON.parse(line) as { addresses: string[] }, lines, exit });
-        }
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', () => reject(new Error(`exited before ready: ${lines.join('\n')}`)));
-  });
-}
-
-function portOf(served: Served, proto = 'udp'): number {
-  const a = served.ready.addresses.find((x) => x.startsWith(`${proto}://127.0.0.1:`))!;
-  return Number(a.slice(a.lastIndexOf(':') + 1));
-}
-
-async function until(check: () => Promise<boolean>, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.fail('condition not met in time');
-}
 
 test('serve: ready line lists every address; SIGHUP reloads; an invalid file keeps the last good; SIGTERM exits 0', async () => {
   const up = await TestUpstream.start(simpleHandler());
@@ -142,7 +95,8 @@ test('a pipeline entry that is a path loads the user stage of docs/examples', as
 
 test('--workers 2 serves from two processes and stops cleanly', async () => {
   const up = await TestUpstream.start(simpleHandler());
-  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'] }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
+  // Reloads by SIGHUP only (no file watch), so each step of this test is one signal's doing.
+  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'], watch: false }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
   const s = await serve(['--config', files.configFile, '--workers', '2']);
   try {
     const port = portOf(s);
@@ -232,7 +186,8 @@ const readyWorkers = (s: Served): number[] => logOf(s).filter((l) => l.msg === '
 
 test('--workers: a killed worker is replaced with the last good config, not the broken file; the primary reloads for all', async () => {
   const up = await TestUpstream.start(simpleHandler());
-  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'] }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
+  // Reloads by SIGHUP only (no file watch), so each step of this test is one signal's doing.
+  const files = writeConfig({ config: { upstreams: [up.address], listen: ['127.0.0.1:0'], watch: false }, records: [{ name: 'w.test', type: 'A', rdata: '192.0.2.44' }] });
   const s = await serve(['--config', files.configFile, '--workers', '2']);
   try {
     const port = portOf(s);
@@ -257,7 +212,7 @@ test('--workers: a killed worker is replaced with the last good config, not the 
 
     s.child.kill('SIGHUP');
     await untilLogged(s, 'the refused reload', (l) => l.some((x) => x.msg === 'reload failed; keeping the last good configuration'));
-    writeFileSync(files.configFile, JSON.stringify({ listen: ['127.0.0.1:0'], upstreams: [up.address], records: 'records.json' }));
+    writeFileSync(files.configFile, JSON.stringify({ listen: ['127.0.0.1:0'], upstreams: [up.address], records: 'records.json', watch: false }));
     writeFileSync(join(files.dir, 'records.json'), JSON.stringify([{ name: 'w.test', type: 'A', rdata: '192.0.2.45' }]));
     s.child.kill('SIGHUP');
     await untilLogged(s, 'the reload', (l) => l.some((x) => x.msg === 'configuration reloaded; sent to the workers'));

@@ -5,6 +5,7 @@ import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import type { ConfigOverrides } from '../config/load.js';
 import { reloadConfig } from './config.js';
+import { ConfigWatcher } from './watch.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */
@@ -104,14 +105,20 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  process.on('SIGHUP', () => {
+  const reload = (): void => {
     const next = reloadConfig(config.file, overrides, logger);
     if (next === null) return;
     if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
     config = next;
     for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);
     logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded; sent to the workers');
-  });
+    if (config.watch) watcher.follow(config);
+    else watcher.stop();
+  };
+  // The primary owns the files: it watches them, as it answers SIGHUP.
+  const watcher = new ConfigWatcher(reload);
+  if (config.watch) watcher.follow(config);
+  process.on('SIGHUP', reload);
 }
 
 /**

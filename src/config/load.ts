@@ -210,6 +210,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     maxUdpSize: int(raw.maxUdpSize, 1232),
     unanswered: (raw.unanswered as RuntimeConfig['unanswered'] | undefined) ?? 'refused',
     answerMemo: raw.answerMemo !== false,
+    watch: raw.watch !== false,
     logLevel: overrides.logLevel ?? (raw.logLevel as LogLevel | undefined) ?? 'info',
     workers: overrides.workers ?? int(raw.workers, 1),
   };

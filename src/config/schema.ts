@@ -93,6 +93,7 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     enum: ['refused', 'nxdomain', 'servfail'],
   },
   answerMemo: { type: 'boolean' },
+  watch: { description: 'Reload when linedns.json or a file it names changes (SIGHUP reloads either way).', type: 'boolean' },
   logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
   workers: { type: 'integer', minimum: 1, maximum: 64 },
 };

@@ -113,6 +113,8 @@ export interface RuntimeConfig {
   unanswered: 'refused' | 'nxdomain' | 'servfail';
   /** Repeats within a second answered without the pipeline (see docs/stages.md). */
   answerMemo: boolean;
+  /** Reload when a config file changes (as on SIGHUP). */
+  watch: boolean;
   logLevel: LogLevel;
   workers: number;
 }
