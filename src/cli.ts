@@ -9,7 +9,7 @@ import { ConfigError, formatIssue, type CliCode, type ConfigOverrides } from './
 import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
 import { formatAddress, LineDnsServer } from './app/server.js';
-import { checkRequest, explain, ExplainError, formatExplanation, type ExplainRequest } from './app/explain.js';
+import type { ExplainRequest } from './app/explain.js';
 import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
 import { ConfigWatcher } from './app/watch.js';
 import type { RuntimeConfig } from './config/types.js';
@@ -166,6 +166,8 @@ function check(file: string | null, overrides: ConfigOverrides): void {
 
 /** Runs one query through the configured pipeline in-process, tracing each stage. */
 async function explainCommand(file: string | null, overrides: ConfigOverrides, request: ExplainRequest, json: boolean): Promise<void> {
+  // Loaded here, not with the CLI: dns-packet and the rest cost `serve` several MB it never uses.
+  const { checkRequest, explain, ExplainError, formatExplanation } = await import('./app/explain.js');
   try {
     checkRequest(request);
   } catch (err) {
