@@ -100,6 +100,16 @@ test('a failure: FAIL and a diff of rcode, answers missing and added, and stage;
   ]);
 });
 
+test('a test with a client subnet (ecs) from a trusted proxy is classified by the subnet', async () => {
+  const { configFile, testsFile } = withTests(
+    { mock: MOCK, tests: [{ client: '127.0.0.1', name: 'app.example.com', ecs: '10.1.0.0/24', expect: { rcode: 'NOERROR', answers: ['10.1.0.7'], stage: 'smartline' } }] },
+    { trustEcsFrom: ['127.0.0.1/32'] },
+  );
+  const res = await run(['--config', configFile, testsFile]);
+  assert.equal(res.status, 0, res.stdout + res.stderr);
+  assert.match(res.stdout, /^ok    app\.example\.com A from 127\.0\.0\.1 \(client subnet 10\.1\.0\.0\/24\)$/m);
+});
+
 test('a name not in mock fails with whom it would ask; --live asks that upstream for real', async () => {
   const up = await TestUpstream.start(simpleHandler('198.51.100.9'));
   try {
