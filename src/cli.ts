@@ -10,6 +10,7 @@ import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
 import { formatAddress, LineDnsServer } from './app/server.js';
 import type { ExplainRequest } from './app/explain.js';
+import { testCommand } from './app/golden.js';
 import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
 import { ConfigWatcher } from './app/watch.js';
 import type { RuntimeConfig } from './config/types.js';
@@ -19,6 +20,7 @@ const USAGE = `usage:
                   [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
   linedns check   [--config FILE | FILE]
   linedns explain NAME [TYPE] --client IP [--ecs CIDR] [--json] [--live] [--config FILE]
+  linedns test    [--config FILE] [TESTS.json] [--live]
   linedns --version`;
 
 /** The version in package.json, read at run time so a release needs no second edit. */
@@ -208,6 +210,9 @@ async function main(): Promise<void> {
       if (rest.length > 2) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[2]}": explain takes NAME and an optional TYPE`, true);
       if (rest.length < 1 || !values.client) fail('LDNS_CLI_USAGE', 'explain needs NAME and --client IP', true);
       return explainCommand(values.config ?? null, overrides, { name: rest[0]!, type: rest[1] ?? 'A', client: values.client!, ecs: values.ecs, live: values.live === true }, values.json === true);
+    case 'test':
+      if (rest.length > 1) fail('LDNS_CLI_USAGE', `unexpected argument "${rest[1]}": test takes one tests file`, true);
+      return process.exit(await testCommand({ configFile: values.config ?? null, testsFile: rest[0] ?? null, live: values.live === true }, (s) => process.stdout.write(s), (s) => process.stderr.write(s)));
     default:
       fail('LDNS_CLI_USAGE', `unknown command "${command}"`, true);
   }

@@ -152,6 +152,13 @@ const ROWS: Row[] = [
     files: { config: { upstreams: UP, pipeline: ['decode', 'rewrite', 'smartline', 'forward'], rewrite: [{ from: 'a.test', to: 'b.test', labels: ['branch'] }] }, smartLine: { office: ['10.0.0.0/8'] } },
     at: 'linedns.json:19:9 $.rewrite[0].labels[0]',
   },
+  // Golden queries: the tests file linedns.json names.
+  {
+    code: 'LDNS_GOLDEN_VALUE',
+    severity: 'error',
+    files: { config: { upstreams: UP, tests: 'golden.json' }, extra: { 'golden.json': '{\n  "tests": [\n    { "client": "office", "name": "a.test", "expect": { "rcode": "NOERROR" } }\n  ]\n}\n' } },
+    at: 'golden.json:3:17 $.tests[0].client',
+  },
 ];
 
 /** Every issue of loading `configFile`: the warnings of a valid config, or all of a refused one. */
@@ -236,7 +243,7 @@ function keywords(schema: unknown, out: Set<string>): Set<string> {
 }
 
 test("every schema keyword linedns uses is worded with a code of its own (none falls to describeError's fallback)", () => {
-  const used = keywords([builtinSchema(), fileSchema('records'), fileSchema('smart-line')], new Set());
+  const used = keywords([builtinSchema(), fileSchema('records'), fileSchema('smart-line'), fileSchema('tests')], new Set());
   assert.deepEqual([...used].filter((k) => !WORDED_KEYWORDS.includes(k)), []);
 });
 

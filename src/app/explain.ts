@@ -8,7 +8,7 @@ import { parseCidr } from '../lib/net/address.js';
 import { silentLogger } from '../lib/logger.js';
 import { Metrics } from '../lib/metrics.js';
 import { typeFromName, typeName } from '../lib/dns/constants.js';
-import { QueryContext } from '../core/context.js';
+import { QueryContext, type UpstreamAnswerer } from '../core/context.js';
 import { ViewRegistry } from '../core/views.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { buildEngine } from './server.js';
@@ -108,14 +108,18 @@ function records(list: readonly unknown[] | undefined): ExplainedRecord[] {
   return ((list ?? []) as Rr[]).filter((r) => r.type !== 'OPT').map((r) => ({ name: name(r.name), ttl: r.ttl ?? 0, type: r.type, data: presentData(r.type, r.data) }));
 }
 
-/** Runs `r` through a pipeline built from `config`, offline unless `r.live`. */
-export async function explain(config: RuntimeConfig, r: ExplainRequest): Promise<Explanation> {
+/**
+ * Runs `r` through a pipeline built from `config`, offline unless `r.live`; `answerer` answers
+ * for the upstreams when given (golden tests' mock answers).
+ */
+export async function explain(config: RuntimeConfig, r: ExplainRequest, answerer: UpstreamAnswerer | null = null): Promise<Explanation> {
   checkRequest(r);
   const env = { logger: silentLogger(), metrics: new Metrics(), config, views: new ViewRegistry<QueryContext>() };
   const { engine } = await buildEngine(config.pipeline, env);
   const ctx = new QueryContext(query(r), { address: r.client, port: 53, family: isIP(r.client) === 6 ? 'IPv6' : 'IPv4' }, 'udp', performance.now());
   ctx.tracing = true;
   ctx.offline = r.live !== true;
+  ctx.upstreamAnswerer = answerer;
   try {
     await engine.run(ctx);
   } finally {

@@ -4,6 +4,7 @@
 import type { Logger } from 'pino';
 import { failureLines, type ConfigOverrides } from '../config/load.js';
 import { reloadConfig } from './config.js';
+import { goldenGate } from './golden.js';
 import type { PipelineEntry, RuntimeConfig } from '../config/types.js';
 import { Metrics, type Counter } from '../lib/metrics.js';
 import { buildStages, memoSafeWith, type BuiltStage } from '../stages/index.js';
@@ -183,7 +184,8 @@ export class LineDnsServer {
 
   private async reloadOnce(): Promise<boolean> {
     const next = reloadConfig(this.config.file, this.overrides, this.logger);
-    if (next === null) {
+    // A config whose golden tests fail is refused like an invalid one (the gate logs why).
+    if (next === null || !(await goldenGate(next, this.logger))) {
       this.failures.value++;
       return false;
     }

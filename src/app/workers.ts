@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import type { ConfigOverrides } from '../config/load.js';
 import { reloadConfig } from './config.js';
 import { ConfigWatcher } from './watch.js';
+import { goldenGate } from './golden.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */
@@ -105,15 +106,20 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Reloads run one after another: the golden tests are async, and a later SIGHUP (or file
+  // change) must not send its config before an earlier one's.
+  let reloading = Promise.resolve();
   const reload = (): void => {
-    const next = reloadConfig(config.file, overrides, logger);
-    if (next === null) return;
-    if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
-    config = next;
-    for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);
-    logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded; sent to the workers');
-    if (config.watch) watcher.follow(config);
-    else watcher.stop();
+    reloading = reloading.then(async () => {
+      const next = reloadConfig(config.file, overrides, logger);
+      if (next === null || !(await goldenGate(next, logger))) return;
+      if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
+      config = next;
+      for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);
+      logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded; sent to the workers');
+      if (config.watch) watcher.follow(config);
+      else watcher.stop();
+    });
   };
   // The primary owns the files: it watches them, as it answers SIGHUP.
   const watcher = new ConfigWatcher(reload);

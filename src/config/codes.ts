@@ -70,6 +70,9 @@ export const CONFIG_CODES = {
   LDNS_ZONE_CNAME: { severity: 'error', summary: 'A zone has a CNAME beside other data at one owner, two CNAMEs, or a CNAME whose data is not a name.' },
   LDNS_ZONE_DNAME: { severity: 'warning', summary: 'A zone holds a DNAME, which is served but not followed.' },
   LDNS_ZONE_UNKNOWN_LABEL: { severity: 'warning', summary: 'A zone label names no line of smart-line.json.' },
+
+  // Golden queries (the tests file of `linedns test` and of `"tests"`)
+  LDNS_GOLDEN_VALUE: { severity: 'error', summary: 'A golden test names a client, type or client subnet that is not one, or a mock key or answer that does not parse.' },
 } as const satisfies Record<string, CodeInfo>;
 
 export type ConfigCode = keyof typeof CONFIG_CODES;

@@ -10,11 +10,12 @@ import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
 import { loadZones } from './zones.js';
 import { loadRewrite } from './rewrite.js';
+import { loadGolden } from './golden.js';
 import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
 import { readJson, validateSchema, type SchemaCheck } from './validate.js';
-import type { ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
+import type { GoldenFile, ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
 export { DEFAULT_PIPELINE, type StageCatalog } from './pipeline.js';
 export { ConfigError, failureLines, formatIssue, type ConfigIssue } from './issues.js';
@@ -191,6 +192,10 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     maxPipelined: int(tcpIn.maxPipelined, 128),
   };
 
+  // Golden queries: read with the rest, so `check` and a reload reject a broken tests file too.
+  const testsFile = str(raw.tests) ? relativeTo(path, str(raw.tests)!) : null;
+  const tests: GoldenFile | null = testsFile ? loadGolden(testsFile, report, namedAt('tests')) : null;
+
   if (report.failed) throw new ConfigError(report.issues);
   const config: RuntimeConfig = {
     file: path,
@@ -213,6 +218,8 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     watch: raw.watch !== false,
     logLevel: overrides.logLevel ?? (raw.logLevel as LogLevel | undefined) ?? 'info',
     workers: overrides.workers ?? int(raw.workers, 1),
+    tests,
+    testsFile,
   };
   return { config: deepFreeze(config), warnings: sortIssues(report.issues) };
 }

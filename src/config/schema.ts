@@ -70,6 +70,7 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
       },
     },
   },
+  tests: { description: 'Path of a golden queries file (schemas/tests.schema.json), relative to this file: a reload whose tests fail is not applied.', type: 'string', minLength: 1 },
   rewriteFrom: { description: 'Path of a JSON file of exact rewrite rules, {"FROM": "TO", ...}, relative to this file.', type: 'string', minLength: 1 },
   smartLineUnmatched: {
     description: 'What a client in no line sees: every record ("all", Pipy\'s behaviour) or only unlabelled ones.',

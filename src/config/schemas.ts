@@ -9,7 +9,7 @@ import type { ErrorObject, Options, ValidateFunction } from 'ajv';
 import type { StageDefinition } from '../core/stage.js';
 
 /** Schemas kept as files in schemas/ (the data formats, Pipy-compatible). */
-export const FILE_SCHEMAS = ['records', 'smart-line'] as const;
+export const FILE_SCHEMAS = ['records', 'smart-line', 'tests'] as const;
 export type FileSchemaName = (typeof FILE_SCHEMAS)[number];
 
 export const schemaDir = new URL('../../../schemas/', import.meta.url);

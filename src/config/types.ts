@@ -88,6 +88,28 @@ export interface TcpConfig {
   maxPipelined: number;
 }
 
+/** A golden test's upstream answer, by "name TYPE" (lower-case name, no trailing dot). */
+export interface GoldenMock {
+  rcode: string;
+  answers: string[];
+  ttl: number;
+}
+
+export interface GoldenTest {
+  client: string;
+  name: string;
+  type: string;
+  ecs?: string;
+  expect: { rcode: string; answers?: string[]; stage?: string };
+}
+
+/** A tests file (schemas/tests.schema.json), checked. */
+export interface GoldenFile {
+  file: string;
+  mock: Record<string, GoldenMock>;
+  tests: GoldenTest[];
+}
+
 export interface RuntimeConfig {
   /** Absolute path of linedns.json, or null when running on defaults. */
   file: string | null;
@@ -117,4 +139,7 @@ export interface RuntimeConfig {
   watch: boolean;
   logLevel: LogLevel;
   workers: number;
+  /** The golden queries of `tests`, checked; a reload whose tests fail is refused. */
+  tests: GoldenFile | null;
+  testsFile: string | null;
 }

@@ -21,6 +21,13 @@ export interface ClientInfo {
  */
 export type ReplyHook = (ctx: QueryContext, wire: Buffer) => Buffer;
 
+/**
+ * Answers in place of the upstreams (`linedns test`'s mock answers): the whole wire reply to
+ * `ctx.query` (its ID and question), or null when it has none; `upstreams` are the HOST:PORT the
+ * stage would ask, in order, so the answerer can say whom a missing answer would come from.
+ */
+export type UpstreamAnswerer = (ctx: QueryContext, upstreams: readonly string[]) => Buffer | null;
+
 /** Resolves the client's view; the engine hands each query the one a stage registered. */
 export type LineClassifier = (ctx: QueryContext) => LineSet;
 
@@ -79,6 +86,11 @@ export class QueryContext {
    * would do in a note and leaves the query unanswered (`dropReason`) instead.
    */
   offline = false;
+  /**
+   * Set by an app that answers for the upstreams (golden tests, offline): a stage that would
+   * send traffic asks it instead, and behaves as `offline` when it has no answer. Null: send.
+   */
+  upstreamAnswerer: UpstreamAnswerer | null = null;
   /**
    * Reply hooks registered during handle(), run innermost first when the pipeline is done; null
    * (the usual case, checked once per query) until a stage registers one.

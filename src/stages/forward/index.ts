@@ -384,6 +384,15 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         const probe = probes.get(ctx.query!.name);
         if (probe !== undefined) return loopMet(ctx, probe);
       }
+      if (ctx.upstreamAnswerer !== null) {
+        const reply = ctx.upstreamAnswerer(ctx, ordered(performance.now()).map((u) => u.address));
+        if (reply !== null) {
+          // Not marked cacheable: a made-up answer must never outlive the run that asked for it.
+          ctx.note('forward: answered by the upstream answerer (mock), nothing sent');
+          ctx.respond('forward', reply);
+          return;
+        }
+      }
       if (ctx.offline) {
         const order = ordered(performance.now()).map((u) => `${u.address}/${u.config.protocol}`);
         ctx.note(`forward: offline: would ask ${order.length === 0 ? 'no upstream (SERVFAIL)' : order.join(', then ')}`);
