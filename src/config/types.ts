@@ -88,6 +88,14 @@ export interface TcpConfig {
   maxPipelined: number;
 }
 
+/** The HTTP admin endpoint (metrics, health, explain, cache): `admin` in linedns.json. */
+export interface AdminConfig {
+  readonly host: string;
+  readonly port: number;
+  /** Clients (CIDRs) that may use it; everyone else gets 403. */
+  readonly allow: readonly string[];
+}
+
 export interface RuntimeConfig {
   /** Absolute path of linedns.json, or null when running on defaults. */
   file: string | null;
@@ -115,4 +123,6 @@ export interface RuntimeConfig {
   answerMemo: boolean;
   logLevel: LogLevel;
   workers: number;
+  /** The admin endpoint, or null: off (the default). */
+  admin: AdminConfig | null;
 }

@@ -81,6 +81,29 @@ export interface Stage<O = unknown> {
   reload?(config: RuntimeConfig, options: O): void | Promise<void>;
   /** Release sockets and timers. */
   close?(): void | Promise<void>;
+  /**
+   * Whether this stage can do its work now, asked by the admin endpoint's /readyz (never on the
+   * query path): forward is not ready when every upstream is marked down. A stage without it is.
+   */
+  health?(): StageHealth;
+  /**
+   * What the admin endpoint's /cache shows and POST /cache/flush empties, for a stage that keeps
+   * answers: the app finds caches by this hook rather than by importing the cache stage.
+   */
+  readonly admin?: StageAdmin;
+}
+
+export interface StageHealth {
+  readonly ok: boolean;
+  /** Why not, in words, when not ok. */
+  readonly reason?: string;
+}
+
+export interface StageAdmin {
+  /** Numbers to show (the cache: entries, hits, misses). */
+  stats(): Record<string, number>;
+  /** Drops what is kept for `name` (any spelling; no trailing dot needed), or everything; returns how many answers went. */
+  flush(name?: string): number;
 }
 
 /** What stages share: logging, counters, and the configuration they were built from. */

@@ -411,6 +411,14 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       // A reload may have made or broken a loop anywhere: every upstream is probed again.
       probeLoops(upstreams);
     },
+    // For /readyz: ready while at least one upstream is neither marked down nor looping back.
+    health() {
+      if (upstreams.length === 0) return { ok: false, reason: 'forward: no upstream configured' };
+      const now = performance.now();
+      const bad = upstreams.map((u) => (u.looped ? `${u.address} loops back to linedns` : u.downUntil > now ? `${u.address} down (${u.consecutiveFailures} failures in a row)` : null));
+      if (bad.some((b) => b === null)) return { ok: true };
+      return { ok: false, reason: `forward: no upstream healthy: ${bad.join('; ')}` };
+    },
     close() {
       closed = true;
       if (recheck !== null) clearTimeout(recheck);
