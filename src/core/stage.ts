@@ -91,6 +91,20 @@ export interface Stage<O = unknown> {
    * answers: the app finds caches by this hook rather than by importing the cache stage.
    */
   readonly admin?: StageAdmin;
+  /**
+   * Metrics of this stage's own that are not plain counters of env.metrics (per upstream, with
+   * labels), read when /metrics is scraped: kept in the stage's own state, they cost the query
+   * path no more than that state's upkeep.
+   */
+  metrics?(): readonly StageMetric[];
+}
+
+export interface StageMetric {
+  /** Without the linedns_ prefix, e.g. upstream_queries_total; the same labels on every sample. */
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+  readonly samples: readonly { readonly labels: Readonly<Record<string, string>>; readonly value: number }[];
 }
 
 export interface StageHealth {
