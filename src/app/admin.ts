@@ -167,7 +167,8 @@ export class AdminServer {
   /** Prometheus text: lib/metrics' counters (mirrored on first sight), the config's, the process's. */
   async scrape(): Promise<string> {
     for (const c of this.source.metrics.all()) {
-      if (this.mirrored.has(c.name)) continue;
+      // A name a stage's metrics() took first stays the stage's: prom-client refuses a second registration.
+      if (this.mirrored.has(c.name) || this.mirrored.has(`stage:${c.name}`)) continue;
       this.mirrored.add(c.name);
       const counter = c;
       const name = `${PREFIX}${c.name}`;
@@ -204,7 +205,7 @@ export class AdminServer {
     // Two stages giving the same name (two forward entries): their samples are shown together.
     const prev = this.stageMetrics.get(sm.name);
     this.stageMetrics.set(sm.name, prev === undefined ? sm : { ...sm, samples: [...prev.samples, ...sm.samples] });
-    if (known) return;
+    if (known || this.mirrored.has(sm.name)) return;
     this.mirrored.add(`stage:${sm.name}`);
     const labelNames = Object.keys(sm.samples[0]?.labels ?? {});
     const current = (): StageMetric | undefined => this.stageMetrics.get(sm.name);
