@@ -63,6 +63,7 @@ const ROWS: Row[] = [
   { code: 'LDNS_SCHEMA_SIZE', severity: 'error', files: { config: { listen: [], upstreams: UP } }, at: 'linedns.json:2:13 $.listen' },
   { code: 'LDNS_BAD_ADDRESS', severity: 'error', files: { config: { upstreams: [...UP, 'dns.example'] } }, at: 'linedns.json:7:5 $.upstreams[1]' },
   { code: 'LDNS_LISTEN_WILDCARD', severity: 'error', files: { config: { listen: ['0.0.0.0:5300'], upstreams: UP } }, at: 'linedns.json:3:5 $.listen[0]' },
+  { code: 'LDNS_ADMIN_WILDCARD', severity: 'error', files: { config: { upstreams: UP, admin: '0.0.0.0:9153' } }, at: 'linedns.json:8:12 $.admin' },
   { code: 'LDNS_UPSTREAM_PORT_ZERO', severity: 'error', files: { config: { upstreams: [...UP, '127.0.0.1:0'] } }, at: 'linedns.json:7:5 $.upstreams[1]' },
   { code: 'LDNS_UPSTREAM_SELF', severity: 'error', files: { config: { listen: ['127.0.0.1:5399'], upstreams: ['127.0.0.1:5399'] } }, at: 'linedns.json:6:5 $.upstreams[0]' },
   { code: 'LDNS_BAD_CIDR', severity: 'error', files: { config: { upstreams: UP, allow: ['10.0.0.0/33'] } }, at: 'linedns.json:9:5 $.allow[0]' },

@@ -8,12 +8,15 @@ import { goldenGate } from './golden.js';
 import type { PipelineEntry, RuntimeConfig } from '../config/types.js';
 import { Metrics, type Counter } from '../lib/metrics.js';
 import { buildStages, memoSafeWith, type BuiltStage } from '../stages/index.js';
-import type { PipelineEnv } from '../core/stage.js';
+import type { PipelineEnv, Stage, StageHealth } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
 import { ViewRegistry } from '../core/views.js';
 import type { QueryContext } from '../core/context.js';
 import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/tcp.js';
 import { startUdp, type UdpTransport } from '../transport/udp.js';
+import { createHash } from 'node:crypto';
+import type { AdminConfig } from '../config/types.js';
+import { AdminServer, type AdminSource } from './admin.js';
 
 export interface BoundAddress {
   protocol: 'udp' | 'tcp';
@@ -62,11 +65,28 @@ function sameStages(a: readonly PipelineEntry[], b: readonly PipelineEntry[]): b
   return a.length === b.length && a.every((e, i) => e.stage === b[i]!.stage);
 }
 
+/**
+ * First 12 hex digits of the sha256 of the configuration's JSON: tells which config a process
+ * runs (/metrics). Zones count by their digest, as their records may be many.
+ */
+export function configHash(config: RuntimeConfig): string {
+  const json = JSON.stringify(config, function (this: unknown, key: string, value: unknown): unknown {
+    if (key === 'records' && typeof this === 'object' && this !== null && 'digest' in this) return undefined;
+    return typeof value === 'bigint' ? value.toString() : value;
+  });
+  return createHash('sha256').update(json).digest('hex').slice(0, 12);
+}
+
 /** How long a replaced pipeline lives on for queries in flight: above forward's longest deadline. */
 const DRAIN_MS = 125_000;
 
-export class LineDnsServer {
+export class LineDnsServer implements AdminSource {
   engine!: Engine;
+  /** The admin endpoint, when `admin` is configured. */
+  admin: AdminServer | null = null;
+  configHash: string;
+  configLoadedAt = Date.now();
+  private closing = false;
   private built: readonly BuiltStage[] = [];
   /** Pipelines replaced by a reload, kept until their queries in flight are done (or close()). */
   private readonly retiring = new Set<Engine>();
@@ -83,7 +103,12 @@ export class LineDnsServer {
     readonly logger: Logger,
     readonly metrics: Metrics,
     private readonly overrides: ConfigOverrides,
-  ) {}
+  ) {
+    this.configHash = configHash(config);
+    // Made now so that /metrics shows them (at 0) before the first reload.
+    metrics.counter('config_reloads_total', 'successful reloads');
+    metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
+  }
 
   static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
     const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
@@ -106,12 +131,59 @@ export class LineDnsServer {
         }
       }
       if (server.addresses.length === 0) throw new Error('no listen address could be bound');
+      if (config.admin !== null) server.admin = await server.startAdmin(config.admin);
     } catch (err) {
       await server.close();
       throw err;
     }
     for (const s of server.engine.stages) s.started?.();
     return server;
+  }
+
+  private async startAdmin(a: AdminConfig): Promise<AdminServer> {
+    try {
+      const admin = await AdminServer.start(a, this, this.logger);
+      const b = admin.address;
+      this.logger.info({ admin: `http://${b.host.includes(':') ? `[${b.host}]` : b.host}:${b.port}` }, 'admin endpoint listening');
+      return admin;
+    } catch (err) {
+      throw new Error(`cannot listen on admin address ${a.host}:${a.port}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+
+  /** A reload: re-binds the admin endpoint when its address changed, or applies its new allow list. */
+  private async applyAdmin(next: AdminConfig | null): Promise<void> {
+    const cur = this.admin;
+    if (cur !== null && next !== null && cur.config.host === next.host && cur.config.port === next.port) {
+      cur.setAllow(next.allow);
+      return;
+    }
+    if (cur !== null) {
+      this.admin = null;
+      await cur.close();
+    }
+    if (next === null) return;
+    try {
+      this.admin = await this.startAdmin(next);
+    } catch (err) {
+      // DNS keeps serving on the new config; only the admin endpoint is off until a reload fixes it.
+      this.logger.error({ err: String(err) }, 'admin endpoint not restarted');
+    }
+  }
+
+  stages(): readonly Stage[] {
+    return this.engine.stages;
+  }
+
+  /** /readyz: the config is loaded (it is, once constructed) and sockets bound, and every stage can work. */
+  ready(): StageHealth {
+    if (this.closing) return { ok: false, reason: 'shutting down' };
+    if (this.addresses.length === 0) return { ok: false, reason: 'listen sockets not bound' };
+    for (const s of this.engine.stages) {
+      const h = s.health?.();
+      if (h !== undefined && !h.ok) return { ok: false, reason: h.reason ?? `${s.name} not healthy` };
+    }
+    return { ok: true };
   }
 
   private env(config: RuntimeConfig): PipelineEnv {
@@ -147,12 +219,21 @@ export class LineDnsServer {
         this.retiring.delete(old);
         void old.close();
       }, DRAIN_MS).unref();
+      this.loaded(next);
+      await this.applyAdmin(next.admin);
       return;
     }
     const stages = this.engine.stages;
     for (let i = 0; i < stages.length; i++) await stages[i]!.reload?.(next, next.pipeline[i]!.options);
     this.engine.configured(next, memoSafeWith(next.pipeline, this.built));
     this.config = next;
+    this.loaded(next);
+    await this.applyAdmin(next.admin);
+  }
+
+  private loaded(config: RuntimeConfig): void {
+    this.configHash = configHash(config);
+    this.configLoadedAt = Date.now();
   }
 
   /**
@@ -218,6 +299,10 @@ export class LineDnsServer {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
+    const admin = this.admin;
+    this.admin = null;
+    await admin?.close();
     await Promise.all([...this.udp, ...this.tcp].map((t) => t.close()));
     await this.engine?.close();
     for (const old of this.retiring) await old.close();

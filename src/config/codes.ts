@@ -33,6 +33,7 @@ export const CONFIG_CODES = {
   // listen and upstreams
   LDNS_BAD_ADDRESS: { severity: 'error', summary: 'A listen address or upstream is not an IP address with a valid port.' },
   LDNS_LISTEN_WILDCARD: { severity: 'error', summary: 'A listen address is a wildcard (0.0.0.0 or [::]).' },
+  LDNS_ADMIN_WILDCARD: { severity: 'error', summary: 'The admin endpoint listens on a wildcard address without an explicit allow list.' },
   LDNS_UPSTREAM_PORT_ZERO: { severity: 'error', summary: 'An upstream has port 0.' },
   LDNS_UPSTREAM_SELF: { severity: 'error', summary: "An upstream is one of linedns's own listen addresses." },
   LDNS_BAD_CIDR: { severity: 'error', summary: 'A network is not a valid CIDR.' },

@@ -15,7 +15,7 @@ import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
 import { readJson, validateSchema, type SchemaCheck } from './validate.js';
-import type { GoldenFile, ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
+import type { AdminConfig, GoldenFile, ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
 
 export { DEFAULT_PIPELINE, type StageCatalog } from './pipeline.js';
 export { ConfigError, failureLines, formatIssue, type ConfigIssue } from './issues.js';
@@ -78,6 +78,36 @@ export function reloadConfig(catalog: StageCatalog, file: string | null, overrid
     logger.error({ errors: failureLines(err) }, 'reload failed; keeping the last good configuration');
     return null;
   }
+}
+
+/** Who may use the admin endpoint when `allow` is not written: this host only. */
+export const DEFAULT_ADMIN_ALLOW: readonly string[] = ['127.0.0.0/8', '::1/128'];
+
+/**
+ * `admin`: "HOST:PORT" or {listen, allow}. A wildcard is accepted only beside an explicit
+ * `allow` (unlike DNS `listen`, TCP replies leave from the address asked, so a wildcard works;
+ * but opening metrics and cache flushes to every interface must be a deliberate choice).
+ */
+function loadAdmin(value: unknown, main: LoadedFile | null, report: Reporter): AdminConfig | null {
+  if (value === undefined || main === null) return null;
+  const isObj = typeof value === 'object' && value !== null && !Array.isArray(value);
+  const text = typeof value === 'string' ? value : isObj ? (value as { listen?: unknown }).listen : undefined;
+  const at = isObj ? ['admin', 'listen'] : ['admin'];
+  // Anything else is a schema error, reported already.
+  if (typeof text !== 'string') return null;
+  const allowIn = isObj ? (value as { allow?: unknown }).allow : undefined;
+  const allow = Array.isArray(allowIn) ? allowIn.filter((c): c is string => typeof c === 'string') : null;
+  if (allow !== null) for (const bad of badCidrs(allow)) report.at(main, ['admin', 'allow', bad.index], 'LDNS_BAD_CIDR', bad.message);
+  const hp = parseHostPort(text, null);
+  if (typeof hp === 'string') {
+    if (!report.has(main, at)) report.at(main, at, 'LDNS_BAD_ADDRESS', `${withValue(text, hp)}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    return null;
+  }
+  if (isWildcard(hp.host) && allow === null) {
+    report.at(main, at, 'LDNS_ADMIN_WILDCARD', `${show(text)} is a wildcard address and no "allow" is given; expected {"listen": ${show(text)}, "allow": ["CIDR", ...]} naming who may read metrics and flush the cache, or a single address such as "127.0.0.1:9153"`);
+    return null;
+  }
+  return { host: hp.host, port: hp.port, allow: allow ?? DEFAULT_ADMIN_ALLOW };
 }
 
 function relativeTo(base: string | null, p: string): string {
@@ -195,6 +225,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   // Golden queries: read with the rest, so `check` and a reload reject a broken tests file too.
   const testsFile = str(raw.tests) ? relativeTo(path, str(raw.tests)!) : null;
   const tests: GoldenFile | null = testsFile ? loadGolden(testsFile, report, namedAt('tests')) : null;
+  const admin = loadAdmin(raw.admin, main, report);
 
   if (report.failed) throw new ConfigError(report.issues);
   const config: RuntimeConfig = {
@@ -220,6 +251,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     workers: overrides.workers ?? int(raw.workers, 1),
     tests,
     testsFile,
+    admin,
   };
   return { config: deepFreeze(config), warnings: sortIssues(report.issues) };
 }

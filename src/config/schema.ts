@@ -4,6 +4,7 @@
 import type { JsonSchema, StageDefinition } from '../core/stage.js';
 import { isModulePathPattern } from './pipeline-names.js';
 
+const ADMIN_ADDRESS = '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|localhost):[0-9]{1,5}$';
 const NAME_OR_PATH = { type: 'string', minLength: 1 } as const;
 
 /** The keys linedns.json has whatever the stages. */
@@ -97,6 +98,21 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
   watch: { description: 'Reload when linedns.json or a file it names changes (SIGHUP reloads either way).', type: 'boolean' },
   logLevel: { enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] },
   workers: { type: 'integer', minimum: 1, maximum: 64 },
+  admin: {
+    description: 'HTTP admin endpoint (/metrics, /healthz, /readyz, /explain, /cache): "HOST:PORT", or {"listen": "HOST:PORT", "allow": [CIDR, ...]}. Off when absent.',
+    oneOf: [
+      { type: 'string', pattern: ADMIN_ADDRESS },
+      {
+        type: 'object',
+        additionalProperties: false,
+        required: ['listen'],
+        properties: {
+          listen: { type: 'string', pattern: ADMIN_ADDRESS },
+          allow: { type: 'array', items: { type: 'string', minLength: 1 } },
+        },
+      },
+    ],
+  },
 };
 
 /**

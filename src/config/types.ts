@@ -110,6 +110,14 @@ export interface GoldenFile {
   tests: GoldenTest[];
 }
 
+/** The HTTP admin endpoint (metrics, health, explain, cache): `admin` in linedns.json. */
+export interface AdminConfig {
+  readonly host: string;
+  readonly port: number;
+  /** Clients (CIDRs) that may use it; everyone else gets 403. */
+  readonly allow: readonly string[];
+}
+
 export interface RuntimeConfig {
   /** Absolute path of linedns.json, or null when running on defaults. */
   file: string | null;
@@ -142,4 +150,6 @@ export interface RuntimeConfig {
   /** The golden queries of `tests`, checked; a reload whose tests fail is refused. */
   tests: GoldenFile | null;
   testsFile: string | null;
+  /** The admin endpoint, or null: off (the default). */
+  admin: AdminConfig | null;
 }

@@ -81,6 +81,43 @@ export interface Stage<O = unknown> {
   reload?(config: RuntimeConfig, options: O): void | Promise<void>;
   /** Release sockets and timers. */
   close?(): void | Promise<void>;
+  /**
+   * Whether this stage can do its work now, asked by the admin endpoint's /readyz (never on the
+   * query path): forward is not ready when every upstream is marked down. A stage without it is.
+   */
+  health?(): StageHealth;
+  /**
+   * What the admin endpoint's /cache shows and POST /cache/flush empties, for a stage that keeps
+   * answers: the app finds caches by this hook rather than by importing the cache stage.
+   */
+  readonly admin?: StageAdmin;
+  /**
+   * Metrics of this stage's own that are not plain counters of env.metrics (per upstream, with
+   * labels), read when /metrics is scraped: kept in the stage's own state, they cost the query
+   * path no more than that state's upkeep.
+   */
+  metrics?(): readonly StageMetric[];
+}
+
+export interface StageMetric {
+  /** Without the linedns_ prefix, e.g. upstream_queries_total; the same labels on every sample. */
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'gauge';
+  readonly samples: readonly { readonly labels: Readonly<Record<string, string>>; readonly value: number }[];
+}
+
+export interface StageHealth {
+  readonly ok: boolean;
+  /** Why not, in words, when not ok. */
+  readonly reason?: string;
+}
+
+export interface StageAdmin {
+  /** Numbers to show (the cache: entries, hits, misses). */
+  stats(): Record<string, number>;
+  /** Drops what is kept for `name` (any spelling; no trailing dot needed), or everything; returns how many answers went. */
+  flush(name?: string): number;
 }
 
 /** What stages share: logging, counters, and the configuration they were built from. */

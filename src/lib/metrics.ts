@@ -24,6 +24,11 @@ export class Metrics {
     return this.counters.get(name)?.value ?? 0;
   }
 
+  /** Every counter made so far, in the order first asked for (read at scrape time by admin). */
+  all(): IterableIterator<Counter> {
+    return this.counters.values();
+  }
+
   snapshot(): Record<string, number> {
     const out: Record<string, number> = {};
     for (const [k, c] of this.counters) out[k] = c.value;

@@ -242,6 +242,25 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       for (const [k, v] of [...old.entries()].reverse()) lru.set(k, v);
       entries.value = lru.calculatedSize;
     },
+    // For the admin endpoint (/cache, POST /cache/flush): off the query path.
+    admin: {
+      stats: () => ({ entries: lru.calculatedSize, hits: hits.value, misses: misses.value, stores: stored.value }),
+      flush(name) {
+        let n: number;
+        if (name === undefined) {
+          n = lru.calculatedSize;
+          lru.clear();
+        } else {
+          // Keyed as decode spells a name: lower case, no trailing dot ("." for the root).
+          const key = name === '.' || name === '' ? '.' : name.toLowerCase().replace(/\.$/, '');
+          const e = lru.get(key);
+          n = e === undefined ? 0 : chainLength(e);
+          lru.delete(key);
+        }
+        entries.value = lru.calculatedSize;
+        return n;
+      },
+    },
   };
 }
 

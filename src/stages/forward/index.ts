@@ -40,6 +40,11 @@ interface UpstreamState {
   looped: boolean;
   /** HOST:PORT as logs show it, made once rather than per answer. */
   address: string;
+  /** For /metrics (forward's metrics()): attempts sent, usable answers and their summed latency, failed attempts. */
+  sent: number;
+  answered: number;
+  answerMs: number;
+  failures: number;
 }
 
 /** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
@@ -127,6 +132,10 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     lane: udp.upstream(config.host, config.port),
     looped: false,
     address: config.host.includes(':') ? `[${config.host}]:${config.port}` : `${config.host}:${config.port}`,
+    sent: 0,
+    answered: 0,
+    answerMs: 0,
+    failures: 0,
   });
   let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
   const m = env.metrics;
@@ -294,6 +303,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       this.query = query;
       const timeout = Math.min(cfg.timeout, remaining);
       this.sentAt = performance.now();
+      this.order[this.index]!.sent++;
       if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
       else udp.send(this.order[this.index]!.lane, query, timeout, this);
     }
@@ -363,7 +373,10 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
       ctx.respond('forward', response);
       ctx.set('cacheable', { local: false, template: t, response });
-      ctx.set('upstream', { address: u.address, ms: performance.now() - this.sentAt });
+      const ms = performance.now() - this.sentAt;
+      ctx.set('upstream', { address: u.address, ms });
+      u.answered++;
+      u.answerMs += ms;
       this.finish();
     }
 
@@ -371,6 +384,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     private failed(countIt = true): void {
       const u = this.order[this.index]!;
       timeouts.value++;
+      u.failures++;
       this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
       if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
       this.nextUpstream();
@@ -419,6 +433,27 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);
       // A reload may have made or broken a loop anywhere: every upstream is probed again.
       probeLoops(upstreams);
+    },
+    // For /readyz: ready while at least one upstream is neither marked down nor looping back.
+    health() {
+      if (upstreams.length === 0) return { ok: false, reason: 'forward: no upstream configured' };
+      const now = performance.now();
+      const bad = upstreams.map((u) => (u.looped ? `${u.address} loops back to linedns` : u.downUntil > now ? `${u.address} down (${u.consecutiveFailures} failures in a row)` : null));
+      if (bad.some((b) => b === null)) return { ok: true };
+      return { ok: false, reason: `forward: no upstream healthy: ${bad.join('; ')}` };
+    },
+    // For /metrics, per upstream of the running config (a rebuilt pipeline starts them at 0).
+    metrics() {
+      const now = performance.now();
+      const per = (f: (u: UpstreamState) => number): { labels: Record<string, string>; value: number }[] =>
+        upstreams.map((u) => ({ labels: { upstream: u.address, protocol: u.config.protocol }, value: f(u) }));
+      return [
+        { name: 'upstream_queries_total', help: 'attempts sent to this upstream (retries included)', type: 'counter', samples: per((u) => u.sent) },
+        { name: 'upstream_answers_total', help: 'usable answers from this upstream', type: 'counter', samples: per((u) => u.answered) },
+        { name: 'upstream_answer_seconds_total', help: 'summed latency of the usable answers (divide by upstream_answers_total for the mean)', type: 'counter', samples: per((u) => u.answerMs / 1000) },
+        { name: 'upstream_failures_total', help: 'attempts that gave no usable answer (timeout, unusable reply, error)', type: 'counter', samples: per((u) => u.failures) },
+        { name: 'upstream_up', help: '0 while the upstream is marked down or loops back to linedns', type: 'gauge', samples: per((u) => (u.looped || u.downUntil > now ? 0 : 1)) },
+      ];
     },
     close() {
       closed = true;

@@ -1,0 +1,224 @@
+// The admin endpoint on real loopback sockets: metric names and values after known traffic, the
+// allow list (403), /readyz following forward's upstream health, /explain, cache stats and flushes.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadConfig } from '../src/app/config.js';
+import { configHash } from '../src/app/server.js';
+import { ConfigError } from '../src/config/load.js';
+import { query } from './helpers/client.js';
+import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
+import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+
+const T = { timeout: 30_000 };
+
+interface Reply {
+  status: number;
+  body: string;
+}
+
+function http(port: number, path: string, opts: { method?: string; from?: string } = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', localAddress: opts.from, agent: false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** The value of one sample of Prometheus text (`name` with its labels, if any, as printed). */
+function sample(text: string, name: string): number | undefined {
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#')) continue;
+    const i = line.lastIndexOf(' ');
+    if (line.slice(0, i) === name) return Number(line.slice(i + 1));
+  }
+  return undefined;
+}
+
+async function withAdmin(config: Record<string, unknown>, body: (ld: Running, up: TestUpstream, admin: number) => Promise<void>, records?: unknown[]): Promise<void> {
+  const up = await TestUpstream.start(simpleHandler());
+  try {
+    const ld = await startLineDns({ config: { upstreams: [up.address], answerMemo: false, forward: { timeout: 100, deadline: 400 }, admin: '127.0.0.1:0', ...config }, records });
+    try {
+      assert.ok(ld.server.admin, 'the admin endpoint is started');
+      await body(ld, up, ld.server.admin.address.port);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+    }
+  } finally {
+    await bounded(up.close(), 'the upstream');
+  }
+}
+
+function rewriteConfig(ld: Running, change: (c: Record<string, unknown>) => void): void {
+  const c = JSON.parse(readFileSync(ld.configFile, 'utf8')) as Record<string, unknown>;
+  change(c);
+  writeFileSync(ld.configFile, JSON.stringify(c, null, 2));
+}
+
+test('admin: /metrics shows every counter with the linedns_ prefix, the config and the process', T, async () => {
+  await withAdmin({}, async (ld, _up, port) => {
+    for (let i = 0; i < 2; i++) assert.equal((await query(ld.port, { name: 'a.test' })).rcode, 'NOERROR');
+    const r = await http(port, '/metrics');
+    assert.equal(r.status, 200);
+    const m = r.body;
+    assert.equal(sample(m, 'linedns_udp_queries_total'), 2);
+    assert.equal(sample(m, 'linedns_cache_misses_total'), 1);
+    assert.equal(sample(m, 'linedns_cache_hits_total'), 1);
+    assert.equal(sample(m, 'linedns_cache_entries'), 1);
+    assert.equal(sample(m, 'linedns_forward_queries_total'), 1);
+    assert.match(m, /# TYPE linedns_udp_queries_total counter/);
+    assert.match(m, /# TYPE linedns_cache_entries gauge/);
+    assert.equal(sample(m, 'linedns_config_reloads_total'), 0);
+    assert.equal(sample(m, 'linedns_config_reload_failures_total'), 0);
+    assert.equal(sample(m, 'linedns_ready'), 1);
+    const hash = configHash(ld.server.config);
+    assert.match(hash, /^[0-9a-f]{12}$/);
+    assert.equal(sample(m, `linedns_config_info{hash="${hash}"}`), 1);
+    assert.ok(Math.abs(sample(m, 'linedns_config_loaded_timestamp_seconds')! - Date.now() / 1000) < 60);
+    assert.ok(sample(m, 'process_cpu_seconds_total') !== undefined, 'process metrics are there');
+    // forward's per-upstream metrics (Stage.metrics).
+    const u = `upstream="127.0.0.1:${_up.port}",protocol="udp"`;
+    assert.equal(sample(m, `linedns_upstream_queries_total{${u}}`), 1);
+    assert.equal(sample(m, `linedns_upstream_answers_total{${u}}`), 1);
+    assert.equal(sample(m, `linedns_upstream_failures_total{${u}}`), 0);
+    assert.ok(sample(m, `linedns_upstream_answer_seconds_total{${u}}`)! > 0);
+    assert.equal(sample(m, `linedns_upstream_up{${u}}`), 1);
+    // Every counter of lib/metrics is exported.
+    for (const name of Object.keys(ld.server.metrics.snapshot())) assert.ok(m.includes(`\nlinedns_${name} `), `linedns_${name} exported`);
+
+    // A reload that changes the config: counted, and the hash follows.
+    rewriteConfig(ld, (c) => (c.maxUdpSize = 1400));
+    assert.equal(await ld.server.reloadFromFile(), true);
+    writeFileSync(ld.configFile, '{ "listen": ');
+    assert.equal(await ld.server.reloadFromFile(), false);
+    const after = (await http(port, '/metrics')).body;
+    assert.equal(sample(after, 'linedns_config_reloads_total'), 1);
+    assert.equal(sample(after, 'linedns_config_reload_failures_total'), 1);
+    const hash2 = configHash(ld.server.config);
+    assert.notEqual(hash2, hash);
+    assert.equal(sample(after, `linedns_config_info{hash="${hash2}"}`), 1);
+    assert.equal(sample(after, `linedns_config_info{hash="${hash}"}`), undefined, 'only the running config is shown');
+  });
+});
+
+test('admin: clients outside allow get 403; a reload changes allow and re-binds a new address', T, async () => {
+  await withAdmin({ admin: { listen: '127.0.0.1:0', allow: ['127.0.0.1/32'] } }, async (ld, _up, port) => {
+    assert.equal((await http(port, '/healthz', { from: '127.0.0.1' })).status, 200);
+    const denied = await http(port, '/metrics', { from: '127.0.0.2' });
+    assert.equal(denied.status, 403);
+    assert.match(denied.body, /127\.0\.0\.2 is not in the admin allow list/);
+
+    // Same address, another allow list: applied in place.
+    rewriteConfig(ld, (c) => (c.admin = { listen: '127.0.0.1:0', allow: ['127.0.0.2/32'] }));
+    assert.equal(await ld.server.reloadFromFile(), true);
+    assert.equal(ld.server.admin!.address.port, port, 'not re-bound');
+    assert.equal((await http(port, '/healthz', { from: '127.0.0.1' })).status, 403);
+    assert.equal((await http(port, '/healthz', { from: '127.0.0.2' })).status, 200);
+
+    // Another address: re-bound there, the old port closed.
+    rewriteConfig(ld, (c) => (c.admin = '127.0.0.3:0'));
+    assert.equal(await ld.server.reloadFromFile(), true);
+    assert.equal(ld.server.admin!.address.host, '127.0.0.3');
+    await assert.rejects(http(port, '/healthz'), /ECONNREFUSED/);
+
+    // Removed: off.
+    rewriteConfig(ld, (c) => delete c.admin);
+    assert.equal(await ld.server.reloadFromFile(), true);
+    assert.equal(ld.server.admin, null);
+  });
+});
+
+test('admin: /readyz is 200 until every upstream is marked down, then 503 with the reason', T, async () => {
+  await withAdmin({}, async (ld, up, port) => {
+    assert.deepEqual(await http(port, '/readyz'), { status: 200, body: 'ok\n' });
+    // The upstream stops answering: three failed attempts in a row mark it down (forward's rule).
+    up.handler = () => null;
+    for (let i = 0; i < 3; i++) assert.equal((await query(ld.port, { name: `down${i}.test` }, { timeoutMs: 3000 })).rcode, 'SERVFAIL');
+    const r = await http(port, '/readyz');
+    assert.equal(r.status, 503);
+    assert.match(r.body, /^not ready: forward: no upstream healthy: 127\.0\.0\.1:\d+ down \(3 failures in a row\)/);
+    const m = (await http(port, '/metrics')).body;
+    assert.equal(sample(m, 'linedns_ready'), 0);
+    assert.equal(sample(m, `linedns_upstream_up{upstream="127.0.0.1:${up.port}",protocol="udp"}`), 0);
+    assert.equal(sample(m, `linedns_upstream_failures_total{upstream="127.0.0.1:${up.port}",protocol="udp"}`), 3);
+    // The process itself is fine.
+    assert.equal((await http(port, '/healthz')).status, 200);
+  });
+});
+
+test('admin: /explain runs the running config offline and answers JSON; bad requests get 400', T, async () => {
+  const records = [{ name: 'local.test', type: 'A', rdata: '192.0.2.7' }];
+  await withAdmin({}, async (_ld, up, port) => {
+    const r = await http(port, '/explain?name=local.test&type=A&client=127.0.0.1');
+    assert.equal(r.status, 200);
+    const e = JSON.parse(r.body) as { answeredBy: string; answer: { data: string }[]; trace: string[] };
+    assert.equal(e.answeredBy, 'records');
+    assert.deepEqual(e.answer.map((a) => a.data), ['192.0.2.7']);
+    const f = JSON.parse((await http(port, '/explain?name=elsewhere.test&client=127.0.0.1')).body) as { notAnswered: string };
+    assert.match(f.notAnswered, /^offline/);
+    assert.equal(up.requests.length, 0, 'explain sends nothing upstream');
+    assert.equal((await http(port, '/explain?name=local.test&client=nobody')).status, 400);
+    assert.equal((await http(port, '/explain?name=local.test')).status, 400);
+  }, records);
+});
+
+test('admin: /cache shows the stats; POST /cache/flush drops one name or everything', T, async () => {
+  await withAdmin({}, async (ld, up, port) => {
+    await query(ld.port, { name: 'a.test' });
+    await query(ld.port, { name: 'a.test', type: 'AAAA' });
+    await query(ld.port, { name: 'b.test' });
+    await query(ld.port, { name: 'b.test' });
+    assert.deepEqual(JSON.parse((await http(port, '/cache')).body), { cache: { entries: 3, hits: 1, misses: 3, stores: 3 } });
+
+    assert.equal((await http(port, '/cache/flush')).status, 405, 'a flush must be a POST');
+    const one = await http(port, '/cache/flush?name=A.Test.', { method: 'POST' });
+    assert.deepEqual(JSON.parse(one.body), { name: 'A.Test.', flushed: { cache: 2 } });
+    assert.equal((JSON.parse((await http(port, '/cache')).body) as { cache: { entries: number } }).cache.entries, 1);
+    const before = up.requests.length;
+    await query(ld.port, { name: 'a.test' });
+    await query(ld.port, { name: 'b.test' });
+    assert.equal(up.requests.length, before + 1, 'a.test was asked again, b.test was still cached');
+
+    const all = await http(port, '/cache/flush', { method: 'POST' });
+    assert.deepEqual(JSON.parse(all.body), { name: null, flushed: { cache: 2 } });
+    assert.equal((JSON.parse((await http(port, '/cache')).body) as { cache: { entries: number } }).cache.entries, 0);
+    assert.equal(sample((await http(port, '/metrics')).body, 'linedns_cache_entries'), 0);
+  });
+});
+
+test('admin: without a cache in the pipeline /cache is 404; unknown paths are 404', T, async () => {
+  await withAdmin({ pipeline: ['decode', 'acl', 'forward'] }, async (_ld, _up, port) => {
+    assert.equal((await http(port, '/cache')).status, 404);
+    assert.equal((await http(port, '/nothing')).status, 404);
+  });
+});
+
+test('admin config: a wildcard needs an explicit allow; bad addresses and CIDRs are errors; off when absent', () => {
+  const codes = (admin: unknown): string[] => {
+    const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:5399'], admin } });
+    try {
+      loadConfig(configFile);
+      return [];
+    } catch (err) {
+      assert.ok(err instanceof ConfigError);
+      return err.issues.filter((i) => i.severity === 'error').map((i) => i.code);
+    }
+  };
+  assert.deepEqual(codes('0.0.0.0:9153'), ['LDNS_ADMIN_WILDCARD']);
+  assert.deepEqual(codes({ listen: '[::]:9153' }), ['LDNS_ADMIN_WILDCARD']);
+  assert.deepEqual(codes({ listen: '0.0.0.0:9153', allow: ['10.0.0.0/8'] }), []);
+  assert.deepEqual(codes({ listen: '127.0.0.1:9153', allow: ['10.0.0.0/33'] }), ['LDNS_BAD_CIDR']);
+  assert.deepEqual(codes('127.0.0.1'), ['LDNS_SCHEMA_PATTERN']);
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:5399'], admin: 'localhost:9153' } });
+  assert.deepEqual(loadConfig(configFile).config.admin, { host: '127.0.0.1', port: 9153, allow: ['127.0.0.0/8', '::1/128'] });
+  const { configFile: none } = writeConfig({ config: { upstreams: ['127.0.0.1:5399'] } });
+  assert.equal(loadConfig(none).config.admin, null);
+});
