@@ -18,6 +18,7 @@ import type { RuntimeConfig } from './config/types.js';
 const USAGE = `usage:
   linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
                   [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
+                  [--admin HOST:PORT]
   linedns check   [--config FILE | FILE]
   linedns explain NAME [TYPE] --client IP [--ecs CIDR] [--json] [--live] [--config FILE]
   linedns test    [--config FILE] [TESTS.json] [--live]
@@ -48,6 +49,7 @@ function parse(argv: string[]) {
         'smart-line': { type: 'string' },
         workers: { type: 'string' },
         'log-level': { type: 'string' },
+        admin: { type: 'string' },
         client: { type: 'string' },
         ecs: { type: 'string' },
         json: { type: 'boolean' },
@@ -72,6 +74,7 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
     if (!Number.isInteger(n) || n < 1 || n > 64) fail('LDNS_CLI_BAD_VALUE', `--workers takes 1..64, not "${values.workers}"`);
     o.workers = n;
   }
+  if (values.admin !== undefined) o.admin = values.admin;
   if (values['log-level'] !== undefined) {
     if (!(LOG_LEVELS as readonly string[]).includes(values['log-level'])) fail('LDNS_CLI_BAD_VALUE', `--log-level takes one of ${LOG_LEVELS.join(', ')}`);
     o.logLevel = values['log-level'] as LogLevel;

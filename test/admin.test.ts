@@ -222,3 +222,15 @@ test('admin config: a wildcard needs an explicit allow; bad addresses and CIDRs 
   const { configFile: none } = writeConfig({ config: { upstreams: ['127.0.0.1:5399'] } });
   assert.equal(loadConfig(none).config.admin, null);
 });
+
+test('--admin HOST:PORT names the address and keeps the file\'s allow list; a bad one is an error at --admin', () => {
+  const { configFile } = writeConfig({ config: { upstreams: ['127.0.0.1:9'], admin: { listen: '127.0.0.1:9153', allow: ['10.0.0.0/8'] } } });
+  const { config } = loadConfig(configFile, { admin: '127.0.0.7:9999' });
+  assert.deepEqual(config.admin, { host: '127.0.0.7', port: 9999, allow: ['10.0.0.0/8'] });
+  const plain = writeConfig({ config: { upstreams: ['127.0.0.1:9'] } });
+  assert.deepEqual(loadConfig(plain.configFile, { admin: '127.0.0.1:9153' }).config.admin, { host: '127.0.0.1', port: 9153, allow: ['127.0.0.0/8', '::1/128'] });
+  assert.throws(
+    () => loadConfig(plain.configFile, { admin: 'nowhere:1' }),
+    (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.file === '--admin' && i.code === 'LDNS_BAD_ADDRESS'),
+  );
+});

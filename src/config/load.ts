@@ -32,6 +32,8 @@ export interface ConfigOverrides {
   smartLine?: string;
   workers?: number;
   logLevel?: LogLevel;
+  /** --admin HOST:PORT: where the admin endpoint listens (its allow list stays the file's). */
+  admin?: string;
 }
 
 const linednsChecks = new WeakMap<StageCatalog, SchemaCheck>();
@@ -88,23 +90,28 @@ export const DEFAULT_ADMIN_ALLOW: readonly string[] = ['127.0.0.0/8', '::1/128']
  * `allow` (unlike DNS `listen`, TCP replies leave from the address asked, so a wildcard works;
  * but opening metrics and cache flushes to every interface must be a deliberate choice).
  */
-function loadAdmin(value: unknown, main: LoadedFile | null, report: Reporter): AdminConfig | null {
-  if (value === undefined || main === null) return null;
+function loadAdmin(value: unknown, flag: string | undefined, main: LoadedFile | null, report: Reporter): AdminConfig | null {
+  if (value === undefined && flag === undefined) return null;
   const isObj = typeof value === 'object' && value !== null && !Array.isArray(value);
-  const text = typeof value === 'string' ? value : isObj ? (value as { listen?: unknown }).listen : undefined;
+  // The flag names the address (a pod IP known only at start); the file keeps the allow list.
+  const text = flag ?? (typeof value === 'string' ? value : isObj ? (value as { listen?: unknown }).listen : undefined);
   const at = isObj ? ['admin', 'listen'] : ['admin'];
+  const problem = (code: 'LDNS_BAD_ADDRESS' | 'LDNS_ADMIN_WILDCARD', message: string): void => {
+    if (flag !== undefined) report.syntax('--admin', 0, 0, code, message);
+    else if (main !== null && !report.has(main, at)) report.at(main, at, code, message);
+  };
   // Anything else is a schema error, reported already.
   if (typeof text !== 'string') return null;
   const allowIn = isObj ? (value as { allow?: unknown }).allow : undefined;
   const allow = Array.isArray(allowIn) ? allowIn.filter((c): c is string => typeof c === 'string') : null;
-  if (allow !== null) for (const bad of badCidrs(allow)) report.at(main, ['admin', 'allow', bad.index], 'LDNS_BAD_CIDR', bad.message);
+  if (allow !== null && main !== null) for (const bad of badCidrs(allow)) report.at(main, ['admin', 'allow', bad.index], 'LDNS_BAD_CIDR', bad.message);
   const hp = parseHostPort(text, null);
   if (typeof hp === 'string') {
-    if (!report.has(main, at)) report.at(main, at, 'LDNS_BAD_ADDRESS', `${withValue(text, hp)}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
+    problem('LDNS_BAD_ADDRESS', `${withValue(text, hp)}; expected HOST:PORT, with IPv6 written [ADDR]:PORT`);
     return null;
   }
   if (isWildcard(hp.host) && allow === null) {
-    report.at(main, at, 'LDNS_ADMIN_WILDCARD', `${show(text)} is a wildcard address and no "allow" is given; expected {"listen": ${show(text)}, "allow": ["CIDR", ...]} naming who may read metrics and flush the cache, or a single address such as "127.0.0.1:9153"`);
+    problem('LDNS_ADMIN_WILDCARD', `${show(text)} is a wildcard address and no "allow" is given; expected {"listen": ${show(text)}, "allow": ["CIDR", ...]} naming who may read metrics and flush the cache, or a single address such as "127.0.0.1:9153"`);
     return null;
   }
   return { host: hp.host, port: hp.port, allow: allow ?? DEFAULT_ADMIN_ALLOW };
@@ -225,7 +232,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   // Golden queries: read with the rest, so `check` and a reload reject a broken tests file too.
   const testsFile = str(raw.tests) ? relativeTo(path, str(raw.tests)!) : null;
   const tests: GoldenFile | null = testsFile ? loadGolden(testsFile, report, namedAt('tests')) : null;
-  const admin = loadAdmin(raw.admin, main, report);
+  const admin = loadAdmin(raw.admin, overrides.admin, main, report);
 
   if (report.failed) throw new ConfigError(report.issues);
   const config: RuntimeConfig = {
