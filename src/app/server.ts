@@ -2,6 +2,7 @@
 // in a reloaded configuration while keeping the last good one when the new one is invalid.
 
 import type { Logger } from 'pino';
+import { formatHostPort } from '../lib/net/address.js';
 import { failureLines, type ConfigOverrides } from '../config/load.js';
 import { reloadConfig } from './config.js';
 import { goldenGate } from './golden.js';
@@ -25,7 +26,7 @@ export interface BoundAddress {
 }
 
 export function formatAddress(a: BoundAddress): string {
-  return `${a.protocol}://${a.host.includes(':') ? `[${a.host}]` : a.host}:${a.port}`;
+  return `${a.protocol}://${formatHostPort(a.host, a.port)}`;
 }
 
 export interface StartOptions {
@@ -144,10 +145,10 @@ export class LineDnsServer implements AdminSource {
     try {
       const admin = await AdminServer.start(a, this, this.logger);
       const b = admin.address;
-      this.logger.info({ admin: `http://${b.host.includes(':') ? `[${b.host}]` : b.host}:${b.port}` }, 'admin endpoint listening');
+      this.logger.info({ admin: `http://${formatHostPort(b.host, b.port)}` }, 'admin endpoint listening');
       return admin;
     } catch (err) {
-      throw new Error(`cannot listen on admin address ${a.host}:${a.port}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new Error(`cannot listen on admin address ${formatHostPort(a.host, a.port)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
     }
   }
 

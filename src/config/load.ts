@@ -2,7 +2,7 @@
 // document with positions, validates it, checks what a schema cannot, and reports every problem.
 
 import { dirname, resolve } from 'node:path';
-import { badCidrs } from '../lib/net/address.js';
+import { badCidrs, formatHostPort } from '../lib/net/address.js';
 import type { Logger, LogLevel } from '../lib/logger.js';
 import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } from './addresses.js';
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
@@ -165,7 +165,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   upstreams.forEach((u, k) => {
     const own = listen.find((l) => l.host === u.host && l.port === u.port);
     if (!own) return;
-    const where = own.host.includes(':') ? `[${own.host}]:${own.port}` : `${own.host}:${own.port}`;
+    const where = formatHostPort(own.host, own.port);
     const msg = `upstream ${where} is one of linedns's own listen addresses, so every forwarded query would come back to linedns; expected the address of another resolver`;
     const i = sources[k]!;
     if (overrides.upstreams) report.syntax('--upstream', 0, 0, 'LDNS_UPSTREAM_SELF', msg);

@@ -182,3 +182,8 @@ export function formatIp(bytes: Uint8Array): string {
   for (let i = 0; i + 1 < bytes.length; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
   return groups.join(':');
 }
+
+/** HOST:PORT as logs and messages write it, an IPv6 address in brackets ([::1]:53). */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}

@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../../lib/dns/message.js';
 import { keyToWire } from '../../lib/dns/name.js';
+import { formatHostPort } from '../../lib/net/address.js';
 import type { ParsedQuery } from '../../lib/dns/query.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
@@ -131,7 +132,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     downUntil: 0,
     lane: udp.upstream(config.host, config.port),
     looped: false,
-    address: config.host.includes(':') ? `[${config.host}]:${config.port}` : `${config.host}:${config.port}`,
+    address: formatHostPort(config.host, config.port),
     sent: 0,
     answered: 0,
     answerMs: 0,
@@ -177,7 +178,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
           if (probe.seen || typeof scan !== 'object' || scan === null) return;
           if (u.looped && (scan.rcode === Rcode.NOERROR || scan.rcode === Rcode.NXDOMAIN)) {
             u.looped = false;
-            env.logger.info({ upstream: `${u.config.host}:${u.config.port}` }, 'forwarding loop through this upstream is gone; using it again');
+            env.logger.info({ upstream: u.address }, 'forwarding loop through this upstream is gone; using it again');
           }
         },
       });
@@ -202,12 +203,12 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     if (!u.looped) {
       u.looped = true;
       env.logger.error(
-        { upstream: `${u.config.host}:${u.config.port}` },
+        { upstream: u.address },
         'forwarding loop: queries sent to this upstream come back to this server; answering SERVFAIL instead of forwarding to it',
       );
       scheduleRecheck();
     }
-    ctx.note(`forward: loop probe came back through ${u.config.host}:${u.config.port}`);
+    ctx.note(`forward: loop probe came back through ${u.address}`);
     ctx.respondError('forward', Rcode.SERVFAIL);
   }
 
@@ -281,7 +282,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         }
         const u = this.order[this.index]!;
         if (!u.looped) break;
-        this.ctx.note(`forward: ${u.config.host}:${u.config.port} loops back here; skipped`);
+        this.ctx.note(`forward: ${u.address} loops back here; skipped`);
       }
       this.attempt = 0;
       this.withEdns = true;
@@ -349,7 +350,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (got.scan.flags & Flag.TC) {
         if (this.useTcp) return this.failed();
         tcpRetries.value++;
-        ctx.note(`forward: ${u.config.host}:${u.config.port} truncated; retrying over TCP`);
+        ctx.note(`forward: ${u.address} truncated; retrying over TCP`);
         this.useTcp = true;
         return this.send();
       }
@@ -361,7 +362,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       u.downUntil = 0;
       const rcode = got.scan.rcode;
       if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
-        ctx.note(`forward: ${u.config.host}:${u.config.port} answered rcode ${rcode}; trying the next upstream`);
+        ctx.note(`forward: ${u.address} answered rcode ${rcode}; trying the next upstream`);
         return this.nextUpstream();
       }
       if (got.scrubbed > 0) {
@@ -369,7 +370,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         ctx.note(`forward: scrubbed ${got.scrubbed} unrelated records`);
       }
       const t = got.template!;
-      if (ctx.tracing) ctx.note(`forward: answered by ${u.config.host}:${u.config.port}`);
+      if (ctx.tracing) ctx.note(`forward: answered by ${u.address}`);
       const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
       ctx.respond('forward', response);
       ctx.set('cacheable', { local: false, template: t, response });
@@ -385,7 +386,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const u = this.order[this.index]!;
       timeouts.value++;
       u.failures++;
-      this.ctx.note(`forward: ${u.config.host}:${u.config.port} gave no usable answer`);
+      this.ctx.note(`forward: ${u.address} gave no usable answer`);
       if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
       this.nextUpstream();
     }
