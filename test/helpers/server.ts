@@ -8,6 +8,7 @@ import { loadConfig } from '../../src/app/config.js';
 import { silentLogger } from '../../src/lib/logger.js';
 import type { RuntimeConfig } from '../../src/config/types.js';
 import { LineDnsServer } from '../../src/app/server.js';
+import { TestUpstream, type UpstreamHandler } from './upstream.js';
 
 export interface TestFiles {
   /** linedns.json content; `listen` defaults to 127.0.0.1:0. */
@@ -68,4 +69,34 @@ export async function bounded(p: Promise<void>, what: string, ms = 5000): Promis
 /** The options a loaded config gives the stage `name` (its first entry), as the stage gets them. */
 export function stageOptions<T>(config: RuntimeConfig, name: string): T | undefined {
   return config.pipeline.find((e) => e.stage === name)?.options as T | undefined;
+}
+
+/**
+ * A loopback upstream answering with `handler`, and linedns started with `files` (its `config`
+ * given the upstream, which it may override); `body` runs with both, which are closed (bounded)
+ * however it ends.
+ */
+export async function withUpstream(handler: UpstreamHandler, files: TestFiles, body: (ld: Running, up: TestUpstream) => Promise<void>): Promise<void> {
+  const up = await TestUpstream.start(handler);
+  try {
+    const ld = await startLineDns({ ...files, config: { upstreams: [up.address], ...files.config } });
+    try {
+      await body(ld, up);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+    }
+  } finally {
+    await bounded(up.close(), 'the upstream');
+  }
+}
+
+/** The same for a whole test: both are closed (bounded) when `t` ends. */
+export async function startWithUpstream(t: { after(fn: () => Promise<void>): void }, handler: UpstreamHandler, files: TestFiles): Promise<{ ld: Running; up: TestUpstream }> {
+  const up = await TestUpstream.start(handler);
+  const ld = await startLineDns({ ...files, config: { upstreams: [up.address], ...files.config } });
+  t.after(async () => {
+    await bounded(ld.close(), 'linedns');
+    await bounded(up.close(), 'the upstream');
+  });
+  return { ld, up };
 }

@@ -10,7 +10,7 @@ import { Rcode } from '../../src/lib/dns/constants.js';
 import type { AclOptions } from '../../src/stages/acl/options.js';
 import { udpExchange } from '../helpers/client.js';
 import { mustParse, rawQuery } from '../helpers/packets.js';
-import { bounded, stageOptions, startLineDns, writeConfig, type Running } from '../helpers/server.js';
+import { stageOptions, startWithUpstream, writeConfig, type Running } from '../helpers/server.js';
 import { simpleHandler, TestUpstream } from '../helpers/upstream.js';
 
 const RECORDS = [{ name: 'local.test', type: 'A', ttl: 60, rdata: '192.0.2.1' }];
@@ -32,12 +32,7 @@ function rewrite(r: Rig, config: Record<string, unknown>): void {
 }
 
 async function rig(t: TestContext, config: Record<string, unknown>): Promise<Rig> {
-  const up = await TestUpstream.start(simpleHandler());
-  const ld = await startLineDns({ config: { upstreams: [up.address], ...config }, records: RECORDS });
-  t.after(async () => {
-    await bounded(ld.close(), 'linedns');
-    await bounded(up.close(), 'the upstream');
-  });
+  const { ld, up } = await startWithUpstream(t, simpleHandler(), { config, records: RECORDS });
   return {
     ld,
     up,

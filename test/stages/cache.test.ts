@@ -9,7 +9,7 @@ import { loadConfig } from '../../src/app/config.js';
 import type { CacheOptions } from '../../src/stages/cache/options.js';
 import { udpExchange } from '../helpers/client.js';
 import { mustParse, rawQuery, type CheckedMessage } from '../helpers/packets.js';
-import { bounded, stageOptions, startLineDns, writeConfig, type Running } from '../helpers/server.js';
+import { stageOptions, withUpstream, writeConfig, type Running } from '../helpers/server.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler } from '../helpers/upstream.js';
 import { ask, withRig } from '../helpers/split.js';
 
@@ -17,17 +17,7 @@ const T = { timeout: 30_000 };
 
 /** A loopback upstream and linedns with `config` (answerMemo off unless given, so repeats reach the cache). */
 async function withServer(handler: UpstreamHandler, config: Record<string, unknown>, body: (ld: Running, up: TestUpstream) => Promise<void>, records?: unknown[]): Promise<void> {
-  const up = await TestUpstream.start(handler);
-  try {
-    const ld = await startLineDns({ config: { upstreams: [up.address], answerMemo: false, forward: { timeout: 300, deadline: 900 }, ...config }, records });
-    try {
-      await body(ld, up);
-    } finally {
-      await bounded(ld.close(), 'linedns');
-    }
-  } finally {
-    await bounded(up.close(), 'the upstream');
-  }
+  await withUpstream(handler, { config: { answerMemo: false, forward: { timeout: 300, deadline: 900 }, ...config }, records }, body);
 }
 
 let nextId = 100;

@@ -10,7 +10,7 @@ import { Rcode } from '../../src/lib/dns/constants.js';
 import type { RateLimitOptions } from '../../src/stages/ratelimit/options.js';
 import { tcpExchange, udpExchange } from '../helpers/client.js';
 import { mustParse, rawQuery } from '../helpers/packets.js';
-import { bounded, stageOptions, startLineDns, writeConfig, type Running } from '../helpers/server.js';
+import { stageOptions, startWithUpstream, writeConfig, type Running } from '../helpers/server.js';
 import { udpBurst } from '../helpers/tcp-abuse.js';
 import { simpleHandler, TestUpstream } from '../helpers/upstream.js';
 
@@ -27,12 +27,7 @@ interface Rig {
 }
 
 async function rig(t: TestContext, config: Record<string, unknown>): Promise<Rig> {
-  const up = await TestUpstream.start(simpleHandler());
-  const ld = await startLineDns({ config: { upstreams: [up.address], ...config }, records: RECORDS });
-  t.after(async () => {
-    await bounded(ld.close(), 'linedns');
-    await bounded(up.close(), 'the upstream');
-  });
+  const { ld, up } = await startWithUpstream(t, simpleHandler(), { config, records: RECORDS });
   return {
     ld,
     up,

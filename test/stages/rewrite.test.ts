@@ -9,7 +9,7 @@ import dnsPacket from 'dns-packet';
 import { loadConfig } from '../../src/app/config.js';
 import { ConfigError, formatIssue } from '../../src/config/load.js';
 import { buildQuery, decode, udpExchange } from '../helpers/client.js';
-import { bounded, startLineDns, writeConfig, type Running, type TestFiles } from '../helpers/server.js';
+import { bounded, startLineDns, withUpstream, writeConfig, type Running, type TestFiles } from '../helpers/server.js';
 import { soa, TestUpstream, type UpstreamHandler } from '../helpers/upstream.js';
 
 const T = { timeout: 60_000 };
@@ -68,17 +68,8 @@ function zone(): UpstreamHandler {
 }
 
 async function withServer(files: TestFiles, body: (ld: Running, up: TestUpstream) => Promise<void>, handler: UpstreamHandler = zone()): Promise<void> {
-  const up = await TestUpstream.start(handler);
-  try {
-    const ld = await startLineDns({ ...files, config: { upstreams: [up.address], answerMemo: false, forward: { timeout: 300, deadline: 900 }, pipeline: ['decode', 'cache', 'rewrite', 'forward'], rewrite: RULES, ...files.config } });
-    try {
-      await body(ld, up);
-    } finally {
-      await bounded(ld.close(), 'linedns');
-    }
-  } finally {
-    await bounded(up.close(), 'the upstream');
-  }
+  const config = { answerMemo: false, forward: { timeout: 300, deadline: 900 }, pipeline: ['decode', 'cache', 'rewrite', 'forward'], rewrite: RULES, ...files.config };
+  await withUpstream(handler, { ...files, config }, body);
 }
 
 let nextId = 300;
