@@ -17,7 +17,7 @@ import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/t
 import { startUdp, type UdpTransport } from '../transport/udp.js';
 import { createHash } from 'node:crypto';
 import type { AdminConfig } from '../config/types.js';
-import { AdminServer, type AdminSource } from './admin.js';
+import type { AdminServer, AdminSource } from './admin.js';
 
 export interface BoundAddress {
   protocol: 'udp' | 'tcp';
@@ -142,6 +142,9 @@ export class LineDnsServer implements AdminSource {
   }
 
   private async startAdmin(a: AdminConfig): Promise<AdminServer> {
+    // Loaded only when configured: prom-client and explain's dns-packet cost a server without an
+    // admin endpoint memory it would never use.
+    const { AdminServer } = await import('./admin.js');
     try {
       const admin = await AdminServer.start(a, this, this.logger);
       const b = admin.address;
