@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Counter as PromCounter, Gauge, Registry } from 'prom-client';
 import type { AdminConfig, RuntimeConfig } from '../config/types.js';
-import type { Stage, StageHealth, StageMetric } from '../core/stage.js';
+import type { CounterOrGaugeMetric, Stage, StageHealth } from '../core/stage.js';
 import { AddressMatcher } from '../lib/net/matcher.js';
 import type { Metrics } from '../lib/metrics.js';
 import { explain, ExplainError } from './explain.js';
@@ -52,7 +52,7 @@ export class AdminServer {
   /** Names of lib/metrics counters already mirrored in the registry. */
   private readonly mirrored = new Set<string>();
   /** The stages' own metrics (Stage.metrics), read once per scrape; their prom-client metrics read from here. */
-  private stageMetrics = new Map<string, StageMetric>();
+  private stageMetrics = new Map<string, CounterOrGaugeMetric>();
 
   private constructor(
     private readonly http: Server,
@@ -196,11 +196,11 @@ export class AdminServer {
       }
     }
     this.stageMetrics = new Map();
-    for (const stage of this.source.stages()) for (const sm of stage.metrics?.() ?? []) this.mirrorStageMetric(sm);
+    for (const stage of this.source.stages()) for (const sm of stage.metrics?.() ?? []) if (sm.type !== 'histogram') this.mirrorStageMetric(sm);
     return `${await this.registry.metrics()}\n${await processMetrics().metrics()}`;
   }
 
-  private mirrorStageMetric(sm: StageMetric): void {
+  private mirrorStageMetric(sm: CounterOrGaugeMetric): void {
     const known = this.stageMetrics.has(sm.name) || this.mirrored.has(`stage:${sm.name}`);
     // Two stages giving the same name (two forward entries): their samples are shown together.
     const prev = this.stageMetrics.get(sm.name);
@@ -208,7 +208,7 @@ export class AdminServer {
     if (known || this.mirrored.has(sm.name)) return;
     this.mirrored.add(`stage:${sm.name}`);
     const labelNames = Object.keys(sm.samples[0]?.labels ?? {});
-    const current = (): StageMetric | undefined => this.stageMetrics.get(sm.name);
+    const current = (): CounterOrGaugeMetric | undefined => this.stageMetrics.get(sm.name);
     const config = { name: `${PREFIX}${sm.name}`, help: sm.help, labelNames, registers: [this.registry] };
     if (sm.type === 'counter') {
       new PromCounter({

@@ -99,12 +99,29 @@ export interface Stage<O = unknown> {
   metrics?(): readonly StageMetric[];
 }
 
-export interface StageMetric {
+export type StageMetric = CounterOrGaugeMetric | HistogramMetric;
+
+interface MetricBase {
   /** Without the linedns_ prefix, e.g. upstream_queries_total; the same labels on every sample. */
   readonly name: string;
   readonly help: string;
+}
+
+export interface CounterOrGaugeMetric extends MetricBase {
   readonly type: 'counter' | 'gauge';
   readonly samples: readonly { readonly labels: Readonly<Record<string, string>>; readonly value: number }[];
+}
+
+/**
+ * A histogram a stage keeps itself (an array of counts per label set, updated on the query path
+ * with one increment): `buckets` are the upper bounds (seconds for latencies), ascending, +Inf
+ * implied; each sample's `counts` has one count per bucket plus one for +Inf (not cumulative),
+ * `sum` the summed observations.
+ */
+export interface HistogramMetric extends MetricBase {
+  readonly type: 'histogram';
+  readonly buckets: readonly number[];
+  readonly samples: readonly { readonly labels: Readonly<Record<string, string>>; readonly counts: readonly number[]; readonly sum: number }[];
 }
 
 export interface StageHealth {
