@@ -4,6 +4,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { profileMarkdown } from './cpuprofile.js';
 import type { CidrResult } from './cidr.js';
+import type { FootprintResult, FootprintRun } from './footprint.js';
 import type { Cell } from './measure.js';
 import { median } from './measure.js';
 import { rssAfter, storedIn, type CacheFill, type StartupResult, type MemoryResult } from './memory.js';
@@ -28,6 +29,8 @@ export interface BenchResults {
   memoryError?: string;
   startup?: StartupResult;
   startupError?: string;
+  footprint?: FootprintResult;
+  footprintError?: string;
   cidr?: CidrResult;
   cidrError?: string;
   profiles: Partial<Record<'hit' | 'miss', ProfileResult>>;
@@ -166,11 +169,41 @@ function targets(r: BenchResults): Target[] {
     const ready = median(r.startup.readyMs);
     t.push({ what: `start-up with ${fmtInt(r.startup.records)} records + ${fmtInt(r.startup.cidrs)} CIDRs < 2 s`, measured: `${fmtInt(ready)} ms to the ready line (${fmtInt(median(r.startup.answerMs))} ms to the first answer)`, met: ready < 2000 });
   } else t.push({ what: 'start-up < 2 s', measured: r.startupError ? `failed: ${r.startupError.split('\n')[0]}` : 'not measured', met: null });
+  if (r.footprint) {
+    const f = r.footprint;
+    const rss = median(f.linedns.map((x) => x.rssBytes)) / median(f.bare.map((x) => x.rssBytes));
+    const ready = median(f.linedns.map((x) => x.readyMs));
+    t.push({ what: 'idle RSS, shipped config, at most 1.2x a bare Node UDP socket', measured: `${rss.toFixed(2)}x (${fmtMB(median(f.linedns.map((x) => x.rssBytes)))} MB against ${fmtMB(median(f.bare.map((x) => x.rssBytes)))} MB)`, met: rss <= 1.2 });
+    t.push({ what: 'ready within 300 ms of exec', measured: `${fmtInt(ready)} ms (bare Node: ${fmtInt(median(f.bare.map((x) => x.readyMs)))} ms)`, met: ready <= 300 });
+  } else t.push({ what: 'idle RSS and ready time', measured: r.footprintError ? `failed: ${r.footprintError.split('\n')[0]}` : 'not measured', met: null });
   if (r.cidr) {
     const x = r.cidr.largeNs / r.cidr.smallNs;
     t.push({ what: 'CIDR lookup cost independent of the number of CIDRs', measured: `${r.cidr.smallNs.toFixed(0)} ns with ${fmtInt(r.cidr.small)}, ${r.cidr.largeNs.toFixed(0)} ns with ${fmtInt(r.cidr.large)} (${x.toFixed(2)}×)`, met: x < 2 });
   } else t.push({ what: 'CIDR lookup cost independent of the number of CIDRs', measured: r.cidrError ? `failed: ${r.cidrError.split('\n')[0]}` : 'not measured', met: null });
   return t;
+}
+
+/** Medians of each process's starts, with linedns / bare as the ratio. */
+function footprintTable(f: FootprintResult): string {
+  const m = (runs: FootprintRun[], k: (x: FootprintRun) => number): number => median(runs.map(k));
+  const row = (what: string, k: (x: FootprintRun) => number, fmt: (v: number) => string): string => {
+    const a = m(f.linedns, k);
+    const b = m(f.bare, k);
+    return `| ${what} | ${fmt(a)} | ${fmt(b)} | ${(a / b).toFixed(2)}x |`;
+  };
+  const answer = f.linedns.map((x) => x.answerMs ?? NaN);
+  return [
+    `Footprint (${f.linedns.length} starts of each, alternating; memory read ${f.idleMs} ms after the first answer, from /proc/PID/smaps_rollup):`,
+    '',
+    '| median | linedns, shipped config | bare Node, one UDP socket | ratio |',
+    '|---|---:|---:|---:|',
+    row('RSS MB', (x) => x.rssBytes, fmtMB),
+    row('private (anonymous) MB', (x) => x.anonBytes, fmtMB),
+    row('file-backed MB (node binary, shared)', (x) => x.fileBytes, fmtMB),
+    row('exec to ready line, ms', (x) => x.readyMs, (v) => fmtInt(v)),
+    '',
+    `linedns's first answer (forwarded through the whole pipeline) came ${fmtInt(median(answer))} ms after exec.`,
+  ].join('\n');
 }
 
 function memorySection(r: BenchResults): string {
@@ -198,12 +231,13 @@ function memorySection(r: BenchResults): string {
     );
     out.push('');
   }
+  if (r.footprint) out.push(footprintTable(r.footprint), '');
   if (r.cidr) {
     const c = r.cidr;
     out.push(`CIDR lookup, \`LineTable.classify\` per call: ${c.smallNs.toFixed(0)} ns (${c.small} CIDRs) vs ${c.largeNs.toFixed(0)} ns (${fmtInt(c.large)} CIDRs) over 200,000 distinct addresses; one repeated address: ${c.smallRepeatNs.toFixed(0)} vs ${c.largeRepeatNs.toFixed(0)} ns.`);
     out.push('');
   }
-  for (const [what, err] of [['memory', r.memoryError], ['start-up', r.startupError], ['CIDR', r.cidrError]] as const) if (err) out.push(`The ${what} step failed: \`${err.split('\n')[0]}\``, '');
+  for (const [what, err] of [['memory', r.memoryError], ['start-up', r.startupError], ['footprint', r.footprintError], ['CIDR', r.cidrError]] as const) if (err) out.push(`The ${what} step failed: \`${err.split('\n')[0]}\``, '');
   return out.join('\n');
 }
 

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { cidrStep } from './cidr.js';
 import { CellRunner, failedCell, type Cell } from './measure.js';
 import { memoryStep, startupStep } from './memory.js';
+import { footprintStep } from './footprint.js';
 import { readOptions, wantSection, wantServer, type BenchOptions } from './options.js';
 import { displayRank, installed, SERVERS, startNsd, toolVersions, type PeerEnv, type Running } from './peers.js';
 import { commandExists, killAllNow, stopAll } from './proc.js';
@@ -101,6 +102,15 @@ async function main(): Promise<void> {
       } catch (err) {
         results.startupError = errorText(err);
         log(`start-up step failed: ${results.startupError}`);
+      }
+    }
+    if (wantSection(o, 'footprint')) {
+      log('footprint: idle RSS and time to ready, the shipped config against a bare Node UDP socket');
+      try {
+        results.footprint = await footprintStep(env, Math.max(3, o.runs));
+      } catch (err) {
+        results.footprintError = errorText(err);
+        log(`footprint step failed: ${results.footprintError}`);
       }
     }
     if (wantSection(o, 'cidr')) {

@@ -29,6 +29,8 @@ export function takeSnapshot(repo: string, dir: string): Snapshot {
   cpSync(join(repo, 'schemas'), join(root, 'schemas'), { recursive: true });
   // package.json makes the .js files ES modules; dependencies resolve through the link.
   cpSync(join(repo, 'package.json'), join(root, 'package.json'));
+  // The shipped config, for the footprint step (it serves config/ as npm start does).
+  if (existsSync(join(repo, 'config'))) cpSync(join(repo, 'config'), join(root, 'config'), { recursive: true });
   symlinkSync(join(repo, 'node_modules'), join(root, 'node_modules'), 'dir');
   const commit = git(repo, ['rev-parse', '--short', 'HEAD']) ?? 'unknown commit';
   const dirty = git(repo, ['status', '--porcelain', '--untracked-files=no', '--', 'src']);

@@ -1,7 +1,7 @@
 // ratelimit stage: optional token bucket per client prefix (off unless `rateLimit` is set);
 // over-limit queries get REFUSED or are dropped, and are counted.
 
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../../lib/lru.js';
 import { Rcode } from '../../lib/dns/constants.js';
 import { parseIp } from '../../lib/net/address.js';
 import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
@@ -34,7 +34,7 @@ function limitOf(o: RateLimitOptions | null): Limit | null {
 
 function createRateLimitStage(options: RateLimitOptions | null, env: StageEnv): Stage<RateLimitOptions | null> {
   let limit = limitOf(options);
-  let buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
+  let buckets = growingLru<string, Bucket>(limit?.maxClients ?? 1);
   const limited = env.metrics.counter('ratelimit_limited_total', 'queries over the per-client rate limit');
   return {
     name: 'ratelimit',
@@ -69,7 +69,7 @@ function createRateLimitStage(options: RateLimitOptions | null, env: StageEnv): 
       // the burst. Only a change of what a key means (the prefixes) or of the table's size
       // starts them afresh.
       const sameKeys = before !== null && limit !== null && before.ipv4Prefix === limit.ipv4Prefix && before.ipv6Prefix === limit.ipv6Prefix && before.maxClients === limit.maxClients;
-      if (!sameKeys) buckets = new LRUCache<string, Bucket>({ max: limit?.maxClients ?? 1 });
+      if (!sameKeys) buckets = growingLru<string, Bucket>(limit?.maxClients ?? 1);
     },
   };
 }

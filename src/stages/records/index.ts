@@ -4,7 +4,7 @@
 // view), then only stamped per query; a local CNAME whose target is not local is chased through
 // the stages after the answering one (ctx.subquery) and joined to their answer.
 
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../../lib/lru.js';
 import { QClass, Rcode } from '../../lib/dns/constants.js';
 import { renderTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import { joinChain, withQuestionName } from '../../lib/dns/chain.js';
@@ -90,7 +90,7 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
   // With the label filter after us it answers labelled data; without, the view is known to
   // every stage (a classifier is required in the pipeline) and records filters by it itself.
   const deferLabelled = env.position.providedAfter('label-filter');
-  let memo = new LRUCache<string, Map<number, Candidates>>({ max: MEMO_SIZE });
+  let memo = growingLru<string, Map<number, Candidates>>(MEMO_SIZE);
   const answered = env.metrics.counter('records_answered_total', 'queries answered from local data');
   const hidden = env.metrics.counter('records_fallthrough_total', 'queries with local data none of which this client sees');
   const chased = env.metrics.counter('records_chased_total', 'local CNAME chains joined to the answer the stages after records gave for their target');
@@ -232,7 +232,7 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
     reload(config) {
       store = new RecordStore(config.records);
       unmatched = config.smartLineUnmatched;
-      memo = new LRUCache({ max: MEMO_SIZE });
+      memo = growingLru(MEMO_SIZE);
     },
   };
 }

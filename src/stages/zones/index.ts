@@ -2,7 +2,7 @@
 // answers, RFC 4592 wildcards and CNAMEs followed inside the zone; delegations and names outside
 // every zone go on to the next stage. Labelled zones are views, chosen by the client's lines.
 
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../../lib/lru.js';
 import { QClass, Rcode } from '../../lib/dns/constants.js';
 import { renderTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import type { Counter } from '../../lib/metrics.js';
@@ -28,7 +28,7 @@ const MAX_VARIANTS = 64;
 function createZonesStage(_options: unknown, env: StageEnv): Stage {
   let zones = new ZoneSet(env.config.zones);
   // Keyed by the name (the decode stage's string), then by zone index and type.
-  let memo = new LRUCache<string, Map<number, Encoded | typeof DELEGATED>>({ max: MEMO_SIZE });
+  let memo = growingLru<string, Map<number, Encoded | typeof DELEGATED>>(MEMO_SIZE);
   const answered = env.metrics.counter('zones_answered_total', 'queries answered with data from a zone');
   const nxdomain = env.metrics.counter('zones_nxdomain_total', 'queries answered NXDOMAIN from a zone');
   const nodata = env.metrics.counter('zones_nodata_total', 'queries answered NODATA from a zone (no record of the type)');
@@ -84,7 +84,7 @@ function createZonesStage(_options: unknown, env: StageEnv): Stage {
       // Built before anything is swapped: a zone that fails to build leaves the old set serving.
       const built = new ZoneSet(config.zones);
       zones = built;
-      memo = new LRUCache({ max: MEMO_SIZE });
+      memo = growingLru(MEMO_SIZE);
     },
   };
 }
