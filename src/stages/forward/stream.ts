@@ -1,7 +1,7 @@
 // Stream transports to upstreams (TCP, and DNS over TLS, RFC 7858): per upstream a small pool of
 // persistent connections, each carrying many queries at once, replies matched by ID (RFC 7766).
 
-import { createHash } from 'node:crypto';
+import { createHash, type X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import tls from 'node:tls';
@@ -68,10 +68,13 @@ interface Counters {
   unusable: Counter;
 }
 
-/** SHA-256 of the certificate's SubjectPublicKeyInfo, base64: the form of RFC 7858 / stubby pins. */
-export function spkiPin(cert: tls.PeerCertificate): string | null {
-  const key = (cert as tls.PeerCertificate & { pubkey?: Buffer }).pubkey;
-  return key === undefined ? null : createHash('sha256').update(key).digest('base64');
+/**
+ * SHA-256 of the certificate's SubjectPublicKeyInfo, base64: the form of RFC 7858 / stubby pins.
+ * Not PeerCertificate.pubkey: for an EC key that is the bare point, not the SPKI.
+ */
+export function spkiPin(cert: X509Certificate | undefined): string | null {
+  if (cert === undefined) return null;
+  return createHash('sha256').update(cert.publicKey.export({ type: 'spki', format: 'der' })).digest('base64');
 }
 
 function onTimeout(e: Entry): void {
@@ -197,7 +200,7 @@ export class StreamPool {
   private verified(c: Connection, socket: tls.TLSSocket): void {
     const t = this.config.tls!;
     if (t.pins.length > 0) {
-      const pin = spkiPin(socket.getPeerCertificate());
+      const pin = spkiPin(socket.getPeerX509Certificate());
       // A resumed session proves the server holds the session a pinned handshake made.
       if (pin === null ? !socket.isSessionReused() : !t.pins.includes(pin)) {
         this.counters.pinFailures.value++;
