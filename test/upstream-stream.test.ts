@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, test } from 'node:test';
 import { Metrics } from '../src/lib/metrics.js';
@@ -121,6 +122,33 @@ describe('TCP upstream: connection reuse and pipelining', { timeout: 60_000 }, (
         holdRelease?.();
       },
     );
+  });
+});
+
+describe('TCP upstream: reloads', { timeout: 30_000 }, () => {
+  test('a reload that keeps an upstream keeps its connection; one that removes it closes its pool', async () => {
+    const a = await StreamUpstream.start(numberedAnswer);
+    const b = await StreamUpstream.start(numberedAnswer);
+    const config = (ups: StreamUpstream[], timeout: number): string =>
+      JSON.stringify({ listen: ['127.0.0.1:0'], upstreams: ups.map((u) => ({ address: u.address, protocol: 'tcp' })), pipeline: ['decode', 'forward'], forward: { timeout } });
+    const ld = await startLineDns({ config: JSON.parse(config([a], 1500)) as Record<string, unknown> });
+    try {
+      const r = resolverFor(ld.port);
+      assert.deepEqual(await r.resolve4('q1.reload.example'), ['192.0.2.1']);
+      writeFileSync(ld.configFile, config([a], 1600));
+      assert.equal(await ld.server.reloadFromFile(), true);
+      assert.deepEqual(await r.resolve4('q2.reload.example'), ['192.0.2.2']);
+      assert.equal(a.connections, 1, 'a reload that kept the upstream reopened its connection');
+      writeFileSync(ld.configFile, config([b], 1600));
+      assert.equal(await ld.server.reloadFromFile(), true);
+      await a.allClosed();
+      assert.deepEqual(await r.resolve4('q3.reload.example'), ['192.0.2.3']);
+      assert.equal(b.requests.length, 1);
+    } finally {
+      await bounded(ld.close(), 'linedns');
+      await bounded(a.close(), 'upstream a');
+      await bounded(b.close(), 'upstream b');
+    }
   });
 });
 

@@ -130,7 +130,7 @@ function tlsFrom(obj: UpstreamObject, protocol: UpstreamConfig['protocol'], f: L
   }
   let servername: string | null = null;
   if (typeof obj.servername === 'string') {
-    const why = obj.servername.length === 0 ? 'is empty' : isIP(obj.servername) ? null : checkPresentationName(obj.servername, false);
+    const why = obj.servername.replace(/\.$/, '') === '' ? 'is not a host name' : isIP(obj.servername) ? null : checkPresentationName(obj.servername, false);
     if (why !== null) {
       ok = false;
       report.at(f, [...at, 'servername'], 'LDNS_TLS_SERVERNAME', `${withValue(obj.servername, why)}; expected the host name the upstream's certificate carries, e.g. "dns.example"`);
