@@ -2,14 +2,16 @@
 // is made here with the openssl CLI: verification by servername and CA, key pins, reuse, no UDP.
 
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
-import { resolverFor } from './helpers/client.js';
+import { buildQuery, resolverFor, tcpExchange } from './helpers/client.js';
+import { findBinary } from './helpers/peers.js';
+import { freePort } from './helpers/ports.js';
 import { loadConfig } from '../src/app/config.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { numberedAnswer, StreamUpstream } from './helpers/stream-upstream.js';
@@ -58,6 +60,7 @@ describe('DNS over TLS upstream', { timeout: 60_000 }, () => {
   after(async () => {
     await bounded(up.close(), 'the TLS upstream');
     await new Promise<void>((r) => udp.close(() => r()));
+    for (const c of [cert, other]) rmSync(c.dir, { recursive: true, force: true });
   });
 
   async function withLineDns(upstream: Record<string, unknown>, body: (ld: Running) => Promise<void>): Promise<void> {
@@ -143,4 +146,76 @@ test('config: a "tls" upstream without a port gets 853, and its settings reach t
   const { configFile } = writeConfig({ config: { upstreams: [{ address: '127.0.0.1', protocol: 'tls', servername: 'Dns.Test.', pin: [`sha256/${'A'.repeat(43)}=`] }] } });
   const { config } = loadConfig(configFile);
   assert.deepEqual(config.upstreams, [{ host: '127.0.0.1', port: 853, protocol: 'tls', tls: { servername: 'dns.test', pins: [`${'A'.repeat(43)}=`], ca: null, caFile: null } }]);
+});
+
+/**
+ * Unbound as the DoT server (a real one, not ours): plain DNS on one port (for its readiness),
+ * TLS on another, answering only its local zone: "." is refused, so it never asks anyone else.
+ */
+const UNBOUND = findBinary('unbound');
+test('interop: Unbound serving DNS over TLS, verified by servername, CA and pin; dig to linedns', { skip: UNBOUND === null ? 'unbound not installed' : false, timeout: 30_000 }, async () => {
+  const cert = makeCert('dot.unbound.test');
+  const key = join(cert.dir, 'key.pem');
+  const plain = await freePort();
+  const tlsPort = await freePort();
+  const conf = [
+    'server:',
+    `  interface: 127.0.0.1@${plain}`,
+    `  interface: 127.0.0.1@${tlsPort}`,
+    `  tls-port: ${tlsPort}`,
+    `  tls-service-key: "${key}"`,
+    `  tls-service-pem: "${cert.caFile}"`,
+    '  do-ip6: no',
+    '  username: ""',
+    '  chroot: ""',
+    `  directory: "${cert.dir}"`,
+    '  do-daemonize: no',
+    '  use-syslog: no',
+    `  logfile: "${cert.dir}/unbound.log"`,
+    `  pidfile: "${cert.dir}/unbound.pid"`,
+    '  root-hints: ""',
+    '  auto-trust-anchor-file: ""',
+    '  module-config: "iterator"',
+    '  access-control: 127.0.0.0/8 allow',
+    '  local-zone: "." refuse',
+    '  local-zone: "dot.example." static',
+    '  local-data: "www.dot.example. 60 IN A 192.0.2.53"',
+    '  num-threads: 1',
+    '  so-reuseport: no',
+    'remote-control:',
+    '  control-enable: no',
+  ].join('\n');
+  writeFileSync(join(cert.dir, 'unbound.conf'), `${conf}\n`);
+  const child = spawn(UNBOUND!, ['-d', '-c', join(cert.dir, 'unbound.conf')], { stdio: 'ignore' });
+  let ld: Running | null = null;
+  try {
+    // Ready once it answers over plain TCP: bounded in attempts.
+    let ready = false;
+    for (let i = 0; i < 100 && !ready && child.exitCode === null; i++) {
+      ready = (await tcpExchange(plain, [buildQuery({ name: 'www.dot.example' })], { timeoutMs: 200 })).length === 1;
+      if (!ready) await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(ready, `unbound did not start: ${(() => { try { return readFileSync(join(cert.dir, 'unbound.log'), 'utf8'); } catch { return ''; } })()}`);
+    ld = await startLineDns({
+      config: {
+        upstreams: [{ address: `127.0.0.1:${tlsPort}`, protocol: 'tls', servername: 'dot.unbound.test', ca: cert.caFile, pin: [cert.pin] }],
+        pipeline: ['decode', 'forward'],
+      },
+    });
+    const { stdout } = await run('dig', ['@127.0.0.1', '-p', String(ld.port), 'www.dot.example', 'A', '+short', '+tries=1', '+time=3']);
+    assert.equal(stdout.trim(), '192.0.2.53');
+    const r = resolverFor(ld.port);
+    for (let i = 0; i < 5; i++) assert.deepEqual(await r.resolve4('www.dot.example'), ['192.0.2.53']);
+    assert.equal(ld.server.metrics.get('upstream_stream_connections_total'), 1, 'the queries to Unbound did not share one TLS connection');
+    assert.equal(ld.server.metrics.get('upstream_tls_pin_failures_total'), 0);
+  } finally {
+    if (ld !== null) await bounded(ld.close(), 'linedns');
+    if (child.exitCode === null && child.pid !== undefined) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 3000))]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+    }
+    rmSync(cert.dir, { recursive: true, force: true });
+  }
 });
