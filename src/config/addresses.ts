@@ -166,15 +166,6 @@ function tlsFrom(obj: UpstreamObject, protocol: UpstreamConfig['protocol'], f: L
   return ok ? { servername, pins, ca, caFile } : null;
 }
 
-/** Whether two upstream entries name the same server the same way (a reload keeps its state then). */
-export function sameUpstream(a: UpstreamConfig, b: UpstreamConfig): boolean {
-  if (a.host !== b.host || a.port !== b.port || a.protocol !== b.protocol) return false;
-  const x = a.tls;
-  const y = b.tls;
-  if (x === undefined || y === undefined) return x === y;
-  return x.servername === y.servername && x.ca === y.ca && x.pins.length === y.pins.length && x.pins.every((p, k) => p === y.pins[k]);
-}
-
 /**
  * `"TEXT": why`, unless `why` already starts by quoting the whole TEXT (`"dns.example" is not an
  * IP address`), which would otherwise print the value twice.

@@ -313,6 +313,15 @@ export class StreamPool {
   }
 }
 
+/** Whether two upstream entries name the same server the same way (a reload keeps its state and pools then). */
+export function sameUpstream(a: UpstreamConfig, b: UpstreamConfig): boolean {
+  if (a.host !== b.host || a.port !== b.port || a.protocol !== b.protocol) return false;
+  const x = a.tls;
+  const y = b.tls;
+  if (x === undefined || y === undefined) return x === y;
+  return x.servername === y.servername && x.ca === y.ca && x.pins.length === y.pins.length && x.pins.every((p, k) => p === y.pins[k]);
+}
+
 /** The stream pools of one forward stage, one per upstream config, made on first use. */
 export class StreamExchange {
   private readonly pools = new Map<UpstreamConfig, StreamPool>();
