@@ -90,9 +90,7 @@ function onTimeout(e: Entry): void {
 
 /** The connections of one upstream (TCP or TLS, as its config says). */
 export class StreamPool {
-  readonly conns: Connection[] = [];
-  /** Connections opened, for tests and the report. */
-  opened = 0;
+  private readonly conns: Connection[] = [];
   private session: Buffer | undefined;
   private loggedAt = -Infinity;
   private quiet = 0;
@@ -115,7 +113,7 @@ export class StreamPool {
   send<T>(query: Buffer, timeoutMs: number, waiter: Waiter<T>): void {
     const c = this.closed ? null : this.pick();
     if (c === null) {
-      this.counters.full.value++;
+      if (!this.closed) this.counters.full.value++;
       waiter.done(null, 'error');
       return;
     }
@@ -183,7 +181,6 @@ export class StreamPool {
       idle: null,
     };
     this.conns.push(c);
-    this.opened++;
     this.counters.opened.value++;
     if (socket instanceof tls.TLSSocket) {
       socket.on('session', (s: Buffer) => {
