@@ -36,6 +36,9 @@ export const CONFIG_CODES = {
   LDNS_ADMIN_WILDCARD: { severity: 'error', summary: 'The admin endpoint listens on a wildcard address without an explicit allow list.' },
   LDNS_UPSTREAM_PORT_ZERO: { severity: 'error', summary: 'An upstream has port 0.' },
   LDNS_UPSTREAM_SELF: { severity: 'error', summary: "An upstream is one of linedns's own listen addresses." },
+  LDNS_TLS_SERVERNAME: { severity: 'error', summary: 'A "tls" upstream has neither servername nor pin, a servername that is not a host name, or a servername on a udp/tcp upstream.' },
+  LDNS_TLS_PIN: { severity: 'error', summary: 'A "tls" upstream pin is not "sha256/" and the base64 of 32 octets, or a pin is on a udp/tcp upstream.' },
+  LDNS_TLS_CA: { severity: 'error', summary: 'A "tls" upstream\'s ca file cannot be read or holds no PEM certificate, or a ca is on a udp/tcp upstream.' },
   LDNS_BAD_CIDR: { severity: 'error', summary: 'A network is not a valid CIDR.' },
 
   // records.json

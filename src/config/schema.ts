@@ -17,7 +17,7 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     items: { type: 'string', pattern: '^(\\[[0-9A-Fa-f:.]+\\]|[0-9.]+|localhost):[0-9]{1,5}$' },
   },
   upstreams: {
-    description: 'Upstream resolvers, tried in order: "resolv.conf", "HOST[:PORT]" or an object.',
+    description: 'Upstream resolvers, tried in order: "resolv.conf", "HOST[:PORT]" or an object ({"address", "port", "protocol": "udp" | "tcp" | "tls", and for tls "servername", "pin", "ca"}).',
     type: 'array',
     minItems: 1,
     items: {
@@ -30,7 +30,10 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
           properties: {
             address: { type: 'string', minLength: 1 },
             port: { type: 'integer', minimum: 1, maximum: 65535 },
-            protocol: { enum: ['udp', 'tcp'] },
+            protocol: { enum: ['udp', 'tcp', 'tls'] },
+            servername: { description: 'tls: the name the certificate must carry (required unless pin is given).', type: 'string' },
+            pin: { description: 'tls: acceptable server keys, "sha256/BASE64" of the SubjectPublicKeyInfo (RFC 7858 pins).', type: 'array', minItems: 1, items: { type: 'string' } },
+            ca: { description: 'tls: PEM file of the CAs to trust instead of the system ones, relative to this file.', type: 'string', minLength: 1 },
           },
         },
       ],

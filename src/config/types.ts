@@ -16,7 +16,21 @@ export interface ListenAddress {
 export interface UpstreamConfig {
   host: string;
   port: number;
-  protocol: 'udp' | 'tcp';
+  protocol: 'udp' | 'tcp' | 'tls';
+  /** DNS over TLS settings; present exactly when protocol is "tls". */
+  tls?: UpstreamTls;
+}
+
+/** How a DNS over TLS upstream is authenticated (RFC 7858, RFC 8310's strict profile). */
+export interface UpstreamTls {
+  /** The name its certificate must carry (verified against `ca` or the system CAs); null: the pins alone authenticate it. */
+  servername: string | null;
+  /** Base64 SHA-256 digests of acceptable SubjectPublicKeyInfos (without "sha256/"); empty: no pin. */
+  pins: readonly string[];
+  /** PEM text of the CAs to trust instead of the system's, or null. */
+  ca: string | null;
+  /** Absolute path `ca` was read from, for messages and for telling reloads apart. */
+  caFile: string | null;
 }
 
 export type RecordType = 'A' | 'AAAA' | 'CNAME' | 'MX' | 'TXT' | 'NS' | 'SRV' | 'PTR' | 'CAA' | 'SOA';

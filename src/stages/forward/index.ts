@@ -10,7 +10,7 @@ import { formatHostPort } from '../../lib/net/address.js';
 import type { ParsedQuery } from '../../lib/dns/query.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
-import { tcpQuery } from './tcp.js';
+import { sameUpstream, StreamExchange } from './stream.js';
 import { randomU16 } from './random.js';
 import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from './udp.js';
 import type { UpstreamConfig } from '../../config/types.js';
@@ -126,6 +126,7 @@ interface Probe {
 function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<ForwardOptions> {
   let cfg = options;
   const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
+  const streams = new StreamExchange(env.metrics, env.logger);
   const fresh = (config: UpstreamConfig): UpstreamState => ({
     config,
     consecutiveFailures: 0,
@@ -286,7 +287,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       }
       this.attempt = 0;
       this.withEdns = true;
-      this.useTcp = this.order[this.index]!.config.protocol === 'tcp';
+      // A "tls" upstream is never asked over UDP (nor plain TCP): its answers must be authenticated.
+      this.useTcp = this.order[this.index]!.config.protocol !== 'udp';
       this.send();
     }
 
@@ -305,7 +307,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const timeout = Math.min(cfg.timeout, remaining);
       this.sentAt = performance.now();
       this.order[this.index]!.sent++;
-      if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
+      if (this.useTcp) streams.send(u, query, timeout, this);
       else udp.send(this.order[this.index]!.lane, query, timeout, this);
     }
 
@@ -321,7 +323,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       }
     }
 
-    /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
+    /** Called by the exchange (UDP or stream): a throw here must fail this query, not the socket. */
     done(got: Accepted | null, failure?: Failure): void {
       try {
         this.step(got, failure);
@@ -430,8 +432,9 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       cfg = o;
       udp.setPortsPerUpstream(cfg.sourcePorts);
       const before = upstreams;
-      upstreams = config.upstreams.map((c) => before.find((u) => u.config.host === c.host && u.config.port === c.port && u.config.protocol === c.protocol) ?? fresh(c));
+      upstreams = config.upstreams.map((c) => before.find((u) => sameUpstream(u.config, c)) ?? fresh(c));
       for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);
+      streams.retain(upstreams.map((u) => u.config));
       // A reload may have made or broken a loop anywhere: every upstream is probed again.
       probeLoops(upstreams);
     },
@@ -460,6 +463,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       closed = true;
       if (recheck !== null) clearTimeout(recheck);
       udp.close();
+      streams.close();
     },
   };
 }
