@@ -33,6 +33,7 @@ export class TestUpstream {
    * or script upstream queries see only the queries they caused.
    */
   readonly loopProbes: UpstreamRequest[] = [];
+  private readonly connections = new Set<net.Socket>();
   private constructor(
     readonly udp: dgram.Socket,
     readonly tcp: net.Server,
@@ -95,6 +96,8 @@ export class TestUpstream {
   }
 
   private onTcp(socket: net.Socket): void {
+    this.connections.add(socket);
+    socket.on('close', () => this.connections.delete(socket));
     let buf = Buffer.alloc(0);
     socket.on('error', () => undefined);
     socket.on('data', (chunk) => {
@@ -120,7 +123,10 @@ export class TestUpstream {
 
   async close(): Promise<void> {
     await new Promise<void>((r) => this.udp.close(() => r()));
-    await new Promise<void>((r) => this.tcp.close(() => r()));
+    // linedns keeps its TCP connections open for reuse: end them, or close() waits for its idle timeout.
+    const closed = new Promise<void>((r) => this.tcp.close(() => r()));
+    for (const c of this.connections) c.destroy();
+    await closed;
   }
 }
 
