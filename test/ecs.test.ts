@@ -253,3 +253,21 @@ test('nested lines: the scope covers what decides the view, not just the matchin
   assert.deepEqual(answerOf(narrow), ['192.0.2.16'], 'the most specific line wins');
   assert.deepEqual(ecsOf(narrow), { family: 1, source: 32, scope: 16, ip: '10.1.3.4' });
 });
+
+test('a scoped upstream answer stays scoped through a local CNAME chase and a rewrite', async (t) => {
+  const { ld, up } = await startWithUpstream(t, subnetAnswerer(() => 24), {
+    config: { forward: { clientSubnet: ON }, rewrite: [{ from: 'renamed.example', to: 'cdn.example' }] },
+    records: [{ name: 'alias.example', type: 'CNAME', rdata: 'cdn.example' }],
+  });
+  for (const name of ['alias.example', 'renamed.example']) {
+    const before = up.requests.length;
+    const a = await ask(ld.port, queryWith(name), '127.0.6.1');
+    const b = await ask(ld.port, queryWith(name), '127.0.7.1');
+    assert.equal(up.requests.length, before + 2, `${name}: one upstream query per /24, not one shared answer`);
+    assert.deepEqual(answerOf(a), ['198.51.100.6']);
+    assert.deepEqual(answerOf(b), ['198.51.100.7']);
+    const hit = await ask(ld.port, queryWith(name), '127.0.6.200');
+    assert.equal(up.requests.length, before + 2, `${name}: same /24 again: from the cache`);
+    assert.deepEqual(answerOf(hit), ['198.51.100.6']);
+  }
+});
