@@ -251,7 +251,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
         }
         const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
-          if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
+          if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}${e.subnet === null ? '' : `, client subnet scope /${subnetKeyPrefix(e.subnet)}`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
           hits.value++;
           ctx.reusable = hits;
           if (q.edns?.ecs) scopeOfHit(ctx, e);

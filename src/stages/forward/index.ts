@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../../lib/dns/message.js';
 import { keyToWire } from '../../lib/dns/name.js';
-import { formatHostPort } from '../../lib/net/address.js';
+import { formatHostPort, formatIp } from '../../lib/net/address.js';
 import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, ecsOptionSize, readReplyEcs, subnetKey, truncateSubnet, writeEcsOption } from '../../lib/dns/ecs.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
@@ -324,7 +324,10 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         return;
       }
       const q = this.ctx.query!;
-      if (this.subnet === undefined) this.subnet = outgoingSubnet(this.ctx);
+      if (this.subnet === undefined) {
+        this.subnet = outgoingSubnet(this.ctx);
+        if (this.ctx.tracing && this.subnet !== null) this.ctx.note(`forward: client subnet ${formatIp(this.subnet.address)}/${this.subnet.sourcePrefix} sent upstream`);
+      }
       const query = upstreamQuery(this.ctx.raw, q, this.withEdns, this.withEdns ? this.subnet : null);
       this.cased = cfg.randomizeCase;
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
@@ -418,6 +421,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const sent = this.subnet;
       if (scope === 0 || sent === null || sent === undefined || !this.withEdns) return null;
       const ctx = this.ctx;
+      if (ctx.tracing) ctx.note(`forward: the answer is for client subnet scope /${scope} only`);
       if (ctx.query!.edns?.ecs && ctx.ecsTrusted && scope > ctx.ecsScope) ctx.ecsScope = scope;
       return subnetKey(sent.family, sent.address, scope);
     }
