@@ -150,7 +150,7 @@ export function withEcsOption(reply: Buffer, ecs: ClientSubnet, scope: number): 
   const n = reply.length;
   // Where the OPT's RDLENGTH sits; its RDATA ends the reply.
   let rdlenAt: number;
-  if (n >= HEADER_SIZE + BARE_OPT && reply[n - 11] === 0 && ((reply[n - 10]! << 8) | reply[n - 9]!) === QType.OPT && reply[n - 2] === 0 && reply[n - 1] === 0) {
+  if (n >= HEADER_SIZE + BARE_OPT && (reply[10]! | reply[11]!) !== 0 && reply[n - 11] === 0 && ((reply[n - 10]! << 8) | reply[n - 9]!) === QType.OPT && reply[n - 2] === 0 && reply[n - 1] === 0) {
     rdlenAt = n - 2;
   } else {
     const scan = scanMessage(reply);
