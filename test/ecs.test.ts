@@ -271,3 +271,30 @@ test('a scoped upstream answer stays scoped through a local CNAME chase and a re
     assert.deepEqual(answerOf(hit), ['198.51.100.6']);
   }
 });
+
+test('hidden labelled records and labelled zones: the reply scope is the bits that chose the view, also for the upstream answer behind hidden data', async (t) => {
+  const office = '$ORIGIN corp.example.\n@ 300 IN SOA ns hostmaster 2 7200 3600 1209600 60\n@ NS ns\nns A 10.0.0.53\nwww A 10.0.0.10\n';
+  const { ld, up } = await startWithUpstream(t, subnetAnswerer(() => 0), {
+    config: {
+      trustEcsFrom: ['127.0.0.1/32'],
+      pipeline: ['decode', 'cache', 'records', 'zones', 'smartline', 'forward'],
+      zones: [{ file: 'office.zone', labels: ['office'] }],
+    },
+    smartLine: LINES,
+    records: [{ name: 'secret.example', type: 'A', rdata: '192.0.2.7', labels: ['office'] }],
+    extra: { 'office.zone': office },
+  });
+  // A lab client does not see the office-only record: the upstream answers, and that choice
+  // depended on its address being outside the office /16, decided within 10.9.9.0/24.
+  const hidden = await ask(ld.port, queryWith('secret.example', { source: 32, address: [10, 9, 9, 1] }));
+  assert.deepEqual(answerOf(hidden), ['198.51.100.0']);
+  assert.equal(up.requests.length, 1);
+  assert.deepEqual(ecsOf(hidden), { family: 1, source: 32, scope: 24, ip: '10.9.9.1' });
+  const shown = await ask(ld.port, queryWith('secret.example', { source: 32, address: [10, 1, 0, 1] }));
+  assert.deepEqual(answerOf(shown), ['192.0.2.7']);
+  assert.deepEqual(ecsOf(shown), { family: 1, source: 32, scope: 16, ip: '10.1.0.1' });
+  // The labelled zone: an office client gets it, scope 16.
+  const zone = await ask(ld.port, queryWith('www.corp.example', { source: 24, address: [10, 1, 5] }));
+  assert.deepEqual(answerOf(zone), ['10.0.0.10']);
+  assert.deepEqual(ecsOf(zone), { family: 1, source: 24, scope: 16, ip: '10.1.5.0' });
+});
