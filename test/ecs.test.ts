@@ -298,3 +298,18 @@ test('hidden labelled records and labelled zones: the reply scope is the bits th
   assert.deepEqual(answerOf(zone), ['10.0.0.10']);
   assert.deepEqual(ecsOf(zone), { family: 1, source: 24, scope: 16, ip: '10.1.5.0' });
 });
+
+test('an upstream that refuses queries with a Client Subnet is asked again without one, and the answer is shared', async (t) => {
+  const { ld, up } = await startWithUpstream(
+    t,
+    (req) => (ecsOf(req.packet) ? { flags: dnsPacket.RECURSION_DESIRED | dnsPacket.RECURSION_AVAILABLE | 5 } : subnetAnswerer(() => 0)(req)),
+    { config: { forward: { clientSubnet: ON } } },
+  );
+  const a = await ask(ld.port, queryWith('picky.example'), '127.0.8.1');
+  assert.deepEqual(answerOf(a), ['198.51.100.0']);
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(up.requests.map((r) => ecsOf(r.packet) === null), [false, true], 'with, then without');
+  const b = await ask(ld.port, queryWith('picky.example'), '127.0.9.1');
+  assert.deepEqual(answerOf(b), ['198.51.100.0']);
+  assert.equal(up.requests.length, 2, 'shared: answered from the cache');
+});

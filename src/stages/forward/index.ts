@@ -391,6 +391,13 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       u.consecutiveFailures = 0;
       u.downUntil = 0;
       const rcode = got.scan.rcode;
+      if ((rcode === Rcode.REFUSED || rcode === Rcode.FORMERR) && this.withEdns && this.subnet) {
+        // Some servers refuse queries with a Client Subnet: the query goes on without one, for
+        // everyone alike (Unbound's subnetcache does the same on REFUSED).
+        ctx.note(`forward: ${u.address} answered rcode ${rcode} to a client subnet; retrying without it`);
+        this.subnet = null;
+        return this.send();
+      }
       if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
         ctx.note(`forward: ${u.address} answered rcode ${rcode}; trying the next upstream`);
         return this.nextUpstream();
