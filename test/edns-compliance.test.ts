@@ -160,10 +160,12 @@ describe('ISC EDNS compliance (dig against linedns)', { skip: DIG === null ? 'di
     assert.deepEqual(r.edns?.flags, []);
   });
 
-  it('optlist: NSID, Client Subnet, EXPIRE and a cookie together: NOERROR, none echoed', async () => {
+  it('optlist: NSID, Client Subnet, EXPIRE and a cookie together: NOERROR, only Client Subnet answered (RFC 7871 7.2.1)', async () => {
     const r = await q('+edns=0', '+nsid', '+subnet=0.0.0.0/0', '+expire', '+cookie=0102030405060708', ZONE, 'SOA');
     soaAnswered(r);
-    assertNoOptions(r);
+    assert.ok(r.edns, 'OPT present');
+    // The client's /0 back, scope 0: the answer depended on no part of its address.
+    assert.deepEqual(r.edns.options.map((o) => `${o.name} ${o.text}`), ['CLIENT-SUBNET 0.0.0.0/0/0']);
   });
 
   it('zflag: the header Z bit of the query is not echoed', async () => {

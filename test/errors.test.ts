@@ -121,6 +121,12 @@ const ROWS: Row[] = [
   },
   { code: 'LDNS_CACHE_TTL_ORDER', severity: 'error', files: { config: { upstreams: UP, cache: { minTtl: 600, maxTtl: 60 } } }, at: 'linedns.json:9:15 $.cache.minTtl' },
   { code: 'LDNS_WEAK_SOURCE_PORTS', severity: 'warning', files: { config: { upstreams: UP, forward: { sourcePorts: 16 } } }, at: 'linedns.json:9:20 $.forward.sourcePorts' },
+  {
+    code: 'LDNS_ECS_PREFIX_LONG',
+    severity: 'warning',
+    files: { config: { upstreams: UP, forward: { clientSubnet: { ipv4: 32, ipv6: 56 } } } },
+    at: 'linedns.json:10:15 $.forward.clientSubnet.ipv4',
+  },
   { code: 'LDNS_LOG_FILTER', severity: 'error', files: { config: { upstreams: UP, pipeline: [{ log: { rcodes: ['NOPE'] } }, 'decode', 'forward'] } }, at: 'linedns.json:12:11 $.pipeline[0].log.rcodes[0]' },
   // Zone files: each row a zone served by the zones stage, one problem in it.
   { code: 'LDNS_ZONE_ENTRY', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: [{ file: 'z.zone', origin: 'z..test' }] }, extra: { 'z.zone': ZONE } }, at: 'linedns.json:16:17 $.zones[0].origin' },

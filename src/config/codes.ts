@@ -57,6 +57,7 @@ export const CONFIG_CODES = {
   LDNS_UNUSED_KEY: { severity: 'warning', summary: 'A top-level key is set for a stage that is not in the pipeline.' },
   LDNS_CACHE_TTL_ORDER: { severity: 'error', summary: 'The cache minTtl is above its maxTtl.' },
   LDNS_WEAK_SOURCE_PORTS: { severity: 'warning', summary: 'forward.sourcePorts is below 1024, weakening defence against off-path forgery.' },
+  LDNS_ECS_PREFIX_LONG: { severity: 'warning', summary: 'forward.clientSubnet sends a longer prefix than RFC 7871 advises (/24, /56).' },
   LDNS_LOG_FILTER: { severity: 'error', summary: 'A log stage filter names no rcode, or no domain name.' },
 
   // Rewrite rules (the rewrite stage)

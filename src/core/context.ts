@@ -96,6 +96,20 @@ export class QueryContext {
    * (the usual case, checked once per query) until a stage registers one.
    */
   hooks: ReplyHook[] | null = null;
+  /**
+   * EDNS Client Subnet (RFC 7871), for queries that carry one. Set by a classifier that classified
+   * the client by its ECS address (smartline's, for a `trustEcsFrom` sender): that address then
+   * speaks for the client upstream and in the cache, and `ecsViewScope` is how many of its bits
+   * decided the view. A classifier that ignores the ECS leaves both: the view then depended on
+   * the socket address only, which no ECS the client sends changes.
+   */
+  ecsClassified = false;
+  ecsViewScope = 0;
+  /**
+   * Bits of the client's ECS address an upstream answer depended on (forward, a cache hit): the
+   * scope of the ECS option in the reply, with `ecsViewScope` when the answer varied by view.
+   */
+  ecsScope = 0;
   /** The query as decoded from the client's octets, kept once a stage rewrote the question. */
   private clientQuery: ParsedQuery | null = null;
   private pipelineRaw: Buffer;
@@ -284,6 +298,11 @@ export class QueryContext {
   get lines(): LineSet | null {
     if (this.lineSet === null && this.classifier !== null) this.lineSet = this.classifier(this);
     return this.lineSet;
+  }
+
+  /** Whether the client's ECS option speaks for it: the classifier (run now, if not yet) believed it. */
+  get ecsTrusted(): boolean {
+    return this.lines !== null && this.ecsClassified;
   }
 
   get tracing(): boolean {

@@ -14,7 +14,7 @@ import { bounded, stageOptions, startLineDns, type Running } from '../helpers/se
 import { simpleHandler, TestUpstream, type UpstreamHandler } from '../helpers/upstream.js';
 
 const ANSWER = '203.0.113.1';
-const DEFAULTS: ForwardOptions = { timeout: 2000, deadline: 4500, maxOutstanding: 10000, randomizeCase: false, sourcePorts: 1024 };
+const DEFAULTS: ForwardOptions = { timeout: 2000, deadline: 4500, maxOutstanding: 10000, randomizeCase: false, sourcePorts: 1024, clientSubnet: 'off' };
 
 /** simpleHandler's answer, `ms` late. */
 function late(ms: number): UpstreamHandler {

@@ -60,6 +60,22 @@ export class PrefixTrie<T> {
   }
 
   /**
+   * How many leading bits of `addr` decide what longest() returns: every address sharing them
+   * gets the same value (RFC 7871's scope of an answer chosen by it). Where the walk leaves the
+   * trie, one bit more when the node it stops at has a child the other way.
+   */
+  decidingBits(addr: Uint8Array): number {
+    let node: Node<T> = addr.length === 4 ? this.v4 : this.v6;
+    const bits = addr.length * 8;
+    for (let bit = 0; bit < bits; bit++) {
+      const next = (addr[bit >> 3]! & (0x80 >> (bit & 7))) !== 0 ? node.one : node.zero;
+      if (next === null) return node.zero === null && node.one === null ? bit : bit + 1;
+      node = next;
+    }
+    return bits;
+  }
+
+  /**
    * longest() for an address as a socket reports it (IPv4-mapped IPv6 counts as IPv4), memoised
    * per string: a busy client's address is parsed once, not on every packet.
    */

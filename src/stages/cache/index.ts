@@ -6,7 +6,8 @@
 import { LRUCache } from 'lru-cache';
 import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { Section } from '../../lib/dns/message.js';
-import type { ParsedQuery } from '../../lib/dns/query.js';
+import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
+import { clientSubnet, subnetKeyPrefix, subnetMatches } from '../../lib/dns/ecs.js';
 import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import { wholeSeconds } from '../../lib/clock.js';
 import type { QueryContext } from '../../core/context.js';
@@ -22,7 +23,13 @@ import { cacheOptions, type CacheOptions } from './options.js';
  */
 export type CacheableAnswer =
   | { readonly local: true; readonly template: WireTemplate; readonly response: Buffer }
-  | { readonly local: false; readonly template: ScannedTemplate; readonly response: Buffer };
+  | {
+      readonly local: false;
+      readonly template: ScannedTemplate;
+      readonly response: Buffer;
+      /** Valid only for clients in this subnet (RFC 7871 scope; `subnetKey`); absent or null: for all. */
+      readonly subnet?: string | null;
+    };
 
 declare module '../../core/context.js' {
   interface Slots {
@@ -53,6 +60,11 @@ interface Entry {
   view: number;
   /** A local answer: served with its configured TTLs (no countdown) until a reload drops it. */
   local: boolean;
+  /**
+   * null: for every client of its view. Else the upstream answered with a Client Subnet scope
+   * (RFC 7871 7.3.1): only for clients whose subnet matches this key (`subnetKey`).
+   */
+  subnet: string | null;
   next: Entry | null;
 }
 
@@ -64,6 +76,12 @@ const NO_VIEW = -2;
 const NEVER = 2 ** 31;
 /** Not classified yet in this lookup (no view-keyed entry seen so far). */
 const UNCLASSIFIED = -3;
+
+/** The client's subnet for matching scoped entries: its believed ECS, else its socket address. */
+function subnetOf(ctx: QueryContext): ClientSubnet | null {
+  const ecs = ctx.query!.edns?.ecs ?? null;
+  return clientSubnet(ctx.client.address, ecs, ecs !== null && ctx.ecsTrusted);
+}
 
 /** The client's view id, classified now if no stage asked yet. */
 function viewOf(ctx: QueryContext): number {
@@ -165,7 +183,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     const view = ctx.get('variesByView') === true ? viewOf(ctx) : SHARED;
     if (answer.local) {
       const t = answer.template;
-      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null }, now);
+      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, subnet: null, next: null }, now);
       return;
     }
     const reply = answer.template;
@@ -173,13 +191,15 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     // The reply was rendered before clamping: render again if this client would see other TTLs.
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
-    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, next: null }, now);
+    const subnet = answer.subnet ?? null;
+    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, subnet, next: null }, now);
     stored.value++; // upstream replies only, as its name says: local answers are ours anyway
   }
 
   function put(name: string, entry: Entry, now: number): void {
     const code = entry.code;
     const view = entry.view;
+    const subnet = entry.subnet;
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.
     let rest = lru.get(name) ?? null;
@@ -188,7 +208,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     let kept: Entry | null = null;
     let n = 1;
     for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
-      if ((c.code !== code || c.view !== view) && c.expiresAt > now) {
+      if ((c.code !== code || c.view !== view || c.subnet !== subnet) && c.expiresAt > now) {
         kept = { ...c, next: kept };
         n++;
       }
@@ -198,6 +218,18 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     entries.value = lru.calculatedSize;
   }
 
+  /**
+   * What a client that sent ECS learns in its reply about a hit (RFC 7871 scope): the entry's
+   * scope when its own ECS was matched against it, and that the answer varied by view.
+   */
+  function scopeOfHit(ctx: QueryContext, e: Entry): void {
+    if (e.subnet !== null && ctx.ecsTrusted) {
+      const scope = subnetKeyPrefix(e.subnet);
+      if (scope > ctx.ecsScope) ctx.ecsScope = scope;
+    }
+    if (e.view !== SHARED) ctx.set('variesByView', true);
+  }
+
   return {
     name: 'cache',
     handle(ctx, next) {
@@ -205,17 +237,24 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       if (cfg.maxEntries === 0 || q.qclass !== QClass.IN) return next();
       const code = variant(q);
       let view = UNCLASSIFIED;
+      // The client's subnet, worked out at the first entry kept per Client Subnet scope.
+      let subnet: ClientSubnet | null | undefined;
       for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
         if (e.code !== code) continue;
         if (e.view !== SHARED) {
           if (view === UNCLASSIFIED) view = viewOf(ctx);
           if (e.view !== view) continue;
         }
+        if (e.subnet !== null) {
+          if (subnet === undefined) subnet = subnetOf(ctx);
+          if (subnet === null || !subnetMatches(e.subnet, subnet)) continue;
+        }
         const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
-          if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
+          if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}${e.subnet === null ? '' : `, client subnet scope /${subnetKeyPrefix(e.subnet)}`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
           hits.value++;
           ctx.reusable = hits;
+          if (q.edns?.ecs) scopeOfHit(ctx, e);
           ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, e.local ? 0 : now - e.storedAt));
           return;
         }

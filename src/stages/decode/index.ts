@@ -4,7 +4,24 @@
 import { QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { isRejection, parseQuery } from '../../lib/dns/query.js';
 import { errorReply } from '../../lib/dns/template.js';
+import { withEcsOption } from '../../lib/dns/ecs.js';
+import type { QueryContext } from '../../core/context.js';
 import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+
+/**
+ * The reply to a query that carried a Client Subnet option carries one back (RFC 7871 7.2.1):
+ * the client's family, source prefix and address, and as scope the bits of that address the
+ * answer depended on: an upstream's scope (forward, a cache hit), and when the answer varied by
+ * view, the bits that chose the client's lines. Registered only for such queries, and as the
+ * outermost hook, so it sees the reply as it leaves (the client's question back in place).
+ */
+function answerClientSubnet(ctx: QueryContext, wire: Buffer): Buffer {
+  const ecs = ctx.query?.edns?.ecs;
+  if (!ecs) return wire;
+  let scope = ctx.ecsScope;
+  if (ctx.ecsClassified && ctx.get('variesByView') === true && ctx.ecsViewScope > scope) scope = ctx.ecsViewScope;
+  return withEcsOption(wire, ecs, scope);
+}
 
 function createDecodeStage(_options: unknown, env: StageEnv): Stage {
   const m = env.metrics;
@@ -32,6 +49,7 @@ function createDecodeStage(_options: unknown, env: StageEnv): Stage {
         return;
       }
       ctx.query = p;
+      if (p.edns?.ecs) ctx.onReply(answerClientSubnet);
       if (p.qtype === QType.AXFR || p.qtype === QType.IXFR) {
         refusedXfr.value++;
         ctx.respondError('decode', Rcode.REFUSED);

@@ -6,8 +6,9 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../../lib/dns/message.js';
 import { keyToWire } from '../../lib/dns/name.js';
-import { formatHostPort } from '../../lib/net/address.js';
-import type { ParsedQuery } from '../../lib/dns/query.js';
+import { formatHostPort, formatIp } from '../../lib/net/address.js';
+import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
+import { clientSubnet, ecsOptionSize, readReplyEcs, subnetKey, truncateSubnet, writeEcsOption } from '../../lib/dns/ecs.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
 import { sameUpstream, StreamExchange } from './stream.js';
@@ -87,12 +88,14 @@ function randomizeCase(buf: Buffer, nameEnd: number): void {
  * The query we send: the client's question, RD/CD as the client set them, AD always (RFC 6840
  * 5.7: a validating upstream then reports AD on every answer we cache; replies drop it for
  * clients that did not ask), and always an OPT of our own (our payload size, the client's DO)
- * but none of the client's options: its subnet and cookies stay here, which is what lets the
- * cache share answers between clients.
+ * but none of the client's options: its cookies stay here, and so does its subnet unless
+ * `clientSubnet` is on, when `subnet` (already cut to the configured prefix) goes in an ECS
+ * option of our own with scope 0 (RFC 7871 6). Without one the cache shares answers between clients.
  */
-export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): Buffer {
+export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean, subnet: ClientSubnet | null = null): Buffer {
   const qLen = q.questionEnd - HEADER_SIZE;
-  const out = Buffer.allocUnsafe(HEADER_SIZE + qLen + (withEdns ? 11 : 0));
+  const optData = withEdns && subnet !== null ? ecsOptionSize(subnet.sourcePrefix) : 0;
+  const out = Buffer.allocUnsafe(HEADER_SIZE + qLen + (withEdns ? 11 + optData : 0));
   out.writeUInt16BE(0, 0);
   out.writeUInt16BE((q.flags & (Flag.RD | Flag.CD)) | Flag.AD, 2);
   out.writeUInt16BE(1, 4);
@@ -105,7 +108,8 @@ export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean): B
     out.writeUInt16BE(QType.OPT, o + 1);
     out.writeUInt16BE(DEFAULT_EDNS_SIZE, o + 3);
     out.writeUInt32BE(q.edns?.dnssecOk ? 0x8000 : 0, o + 5);
-    out.writeUInt16BE(0, o + 9);
+    out.writeUInt16BE(optData, o + 9);
+    if (subnet !== null) writeEcsOption(out, o + 11, subnet.family, subnet.sourcePrefix, 0, subnet.address);
   }
   return out;
 }
@@ -115,6 +119,8 @@ interface Accepted {
   /** The scrubbed reply, ready to render; null for a truncated reply (it is retried over TCP). */
   template: ScannedTemplate | null;
   scrubbed: number;
+  /** The scope of the reply's Client Subnet option (RFC 7871), 0 when it had none or we sent none. */
+  scope: number;
 }
 
 /** A loop probe in flight: when its name reaches this stage as a query, `upstream` loops back. */
@@ -219,9 +225,11 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
    * which ends the attempt at once: it came from the upstream's address and port with our ID,
    * so it is the upstream's own (see udp.ts).
    * `raw` is the client's query: with 0x20 the question must match `query` octet for octet,
-   * and the client's spelling is then put back.
+   * and the client's spelling is then put back. `sent` is the Client Subnet of `query`, if any:
+   * a reply whose ECS does not echo it (family, source prefix, address) is unusable, as RFC
+   * 7871 7.3 says; one with none is an answer for everyone (scope 0).
    */
-  function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer): Accepted | null {
+  function judge(query: Buffer, q: ParsedQuery, reply: Buffer, exactCase: boolean, raw: Buffer, sent: ClientSubnet | null = null): Accepted | null {
     const scan = scanMessage(reply);
     if (typeof scan === 'string') return null;
     if ((scan.flags & 0x7800) !== 0) return null;
@@ -230,13 +238,29 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (query.compare(reply, HEADER_SIZE, q.questionEnd, HEADER_SIZE, q.questionEnd) !== 0) return null;
       raw.copy(reply, HEADER_SIZE, HEADER_SIZE, q.questionEnd);
     }
-    if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0 };
+    let scope = 0;
+    if (sent !== null) {
+      const ecs = readReplyEcs(reply, scan, sent);
+      if (ecs === 'bad') return null;
+      // RFC 7871 7.3.1: a scope beyond what we sent is cached for what we sent.
+      if (ecs !== null) scope = Math.min(ecs, sent.sourcePrefix);
+    }
+    if (scan.flags & Flag.TC) return { scan, template: null, scrubbed: 0, scope };
     // Every class decode lets through (IN, CH, ANY) is scrubbed: what belongs to a question
     // follows from names and types alone. The reply buffer is ours (dgram hands each datagram
     // its own); templateFromScan copies it.
     const s = scrubReply(reply, scan, q.name);
     if (typeof s === 'string') return null;
-    return { scan: s.scan, template: templateFromScan(s.buf, s.scan, false), scrubbed: s.dropped };
+    return { scan: s.scan, template: templateFromScan(s.buf, s.scan, false), scrubbed: s.dropped, scope };
+  }
+
+  /** The Client Subnet to send for this client (`clientSubnet` on), or null. */
+  function outgoingSubnet(ctx: QueryContext): ClientSubnet | null {
+    const prefixes = cfg.clientSubnet;
+    if (prefixes === 'off') return null;
+    const ecs = ctx.query!.edns?.ecs ?? null;
+    const subnet = clientSubnet(ctx.client.address, ecs, ecs !== null && ctx.ecsTrusted);
+    return subnet === null ? null : truncateSubnet(subnet, prefixes);
   }
 
   function ordered(now: number): UpstreamState[] {
@@ -261,6 +285,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     private query: Buffer | null = null;
     private cased = false;
     private sentAt = 0;
+    /** The Client Subnet sent upstream (clientSubnet on): made on the first attempt; null when none. */
+    private subnet: ClientSubnet | null | undefined = undefined;
 
     constructor(
       private readonly ctx: QueryContext,
@@ -300,7 +326,11 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         return;
       }
       const q = this.ctx.query!;
-      const query = upstreamQuery(this.ctx.raw, q, this.withEdns);
+      if (this.subnet === undefined) {
+        this.subnet = outgoingSubnet(this.ctx);
+        if (this.ctx.tracing && this.subnet !== null) this.ctx.note(`forward: client subnet ${formatIp(this.subnet.address)}/${this.subnet.sourcePrefix} sent upstream`);
+      }
+      const query = upstreamQuery(this.ctx.raw, q, this.withEdns, this.withEdns ? this.subnet : null);
       this.cased = cfg.randomizeCase;
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
@@ -312,7 +342,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     }
 
     accept(reply: Buffer): Accepted | null {
-      return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw);
+      return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw, this.withEdns ? this.subnet! : null);
     }
 
     start(): void {
@@ -363,6 +393,13 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       u.consecutiveFailures = 0;
       u.downUntil = 0;
       const rcode = got.scan.rcode;
+      if ((rcode === Rcode.REFUSED || rcode === Rcode.FORMERR) && this.withEdns && this.subnet) {
+        // Some servers refuse queries with a Client Subnet: the query goes on without one, for
+        // everyone alike (Unbound's subnetcache does the same on REFUSED).
+        ctx.note(`forward: ${u.address} answered rcode ${rcode} to a client subnet; retrying without it`);
+        this.subnet = null;
+        return this.send();
+      }
       if (rcode !== Rcode.NOERROR && rcode !== Rcode.NXDOMAIN) {
         ctx.note(`forward: ${u.address} answered rcode ${rcode}; trying the next upstream`);
         return this.nextUpstream();
@@ -375,12 +412,27 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (ctx.tracing) ctx.note(`forward: answered by ${u.address}`);
       const response = renderTemplate(t, ctx.raw, ctx.query!, 0);
       ctx.respond('forward', response);
-      ctx.set('cacheable', { local: false, template: t, response });
+      ctx.set('cacheable', { local: false, template: t, response, subnet: this.scoped(got.scope) });
       const ms = performance.now() - this.sentAt;
       ctx.set('upstream', { address: u.address, ms });
       u.answered++;
       u.answerMs += ms;
       this.finish();
+    }
+
+    /**
+     * An answer with Client Subnet scope S > 0 is valid only for clients in the sent subnet cut
+     * to S (RFC 7871 7.3.1): the cache's key for it, or null (shared). A client whose own ECS we
+     * sent learns S in its reply; one we sent the socket address of gets the same answer whatever
+     * ECS it sends, so its reply says 0.
+     */
+    private scoped(scope: number): string | null {
+      const sent = this.subnet;
+      if (scope === 0 || sent === null || sent === undefined || !this.withEdns) return null;
+      const ctx = this.ctx;
+      if (ctx.tracing) ctx.note(`forward: the answer is for client subnet scope /${scope} only`);
+      if (ctx.query!.edns?.ecs && ctx.ecsTrusted && scope > ctx.ecsScope) ctx.ecsScope = scope;
+      return subnetKey(sent.family, sent.address, scope);
     }
 
     /** This upstream gave no usable answer: count it against it (unless told not to) and try the next. */

@@ -2,6 +2,7 @@
 // The upstreams themselves stay a top-level key (`upstreams`): the address list, not a tuning.
 
 import type { OptionsSpec } from '../../core/stage.js';
+import type { SubnetPrefixes } from '../../lib/dns/ecs.js';
 
 export interface ForwardOptions {
   /** Milliseconds to wait for one upstream. */
@@ -13,7 +14,15 @@ export interface ForwardOptions {
   readonly randomizeCase: boolean;
   /** UDP sockets (source ports) per upstream, one picked at random per query (Unbound's outgoing-range). */
   readonly sourcePorts: number;
+  /**
+   * EDNS Client Subnet sent upstream (RFC 7871): off, or the client's address cut to these
+   * prefixes; answers are then cached per the scope the upstream gives.
+   */
+  readonly clientSubnet: 'off' | SubnetPrefixes;
 }
+
+/** RFC 7871 section 11.1: longer prefixes than these tell the upstreams who the client is. */
+export const PRIVATE_SUBNET_PREFIXES: SubnetPrefixes = { ipv4: 24, ipv6: 56 };
 
 /** Source ports per upstream: 1024 x 65,536 IDs = 2^26 tries for an off-path forger (docs/security.md). */
 export const DEFAULT_SOURCE_PORTS = 1024;
@@ -34,6 +43,22 @@ export const forwardOptions: OptionsSpec<ForwardOptions> = {
         maximum: 16384,
         default: DEFAULT_SOURCE_PORTS,
       },
+      clientSubnet: {
+        description: 'EDNS Client Subnet sent upstream: "off", or the prefix lengths the client\'s address is cut to, e.g. {"ipv4": 24, "ipv6": 56}.',
+        default: 'off',
+        oneOf: [
+          { type: 'string', enum: ['off'] },
+          {
+            type: 'object',
+            additionalProperties: false,
+            required: ['ipv4', 'ipv6'],
+            properties: {
+              ipv4: { description: 'Source prefix length sent for IPv4 clients.', type: 'integer', minimum: 0, maximum: 32 },
+              ipv6: { description: 'Source prefix length sent for IPv6 clients.', type: 'integer', minimum: 0, maximum: 128 },
+            },
+          },
+        ],
+      },
     },
   },
   topLevel: { forward: '.' },
@@ -44,6 +69,19 @@ export const forwardOptions: OptionsSpec<ForwardOptions> = {
         'LDNS_WEAK_SOURCE_PORTS',
         `${o.sourcePorts} source ports leave an off-path forger ${o.sourcePorts} x 65,536 port and ID combinations per query, fewer than 2^26; expected at least ${DEFAULT_SOURCE_PORTS} unless every path to the upstreams is trusted`,
       );
+    }
+    if (o.clientSubnet !== 'off') {
+      for (const family of ['ipv4', 'ipv6'] as const) {
+        const bits = o.clientSubnet[family];
+        const most = PRIVATE_SUBNET_PREFIXES[family];
+        if (bits > most) {
+          report(
+            ['clientSubnet', family],
+            'LDNS_ECS_PREFIX_LONG',
+            `a /${bits} client subnet tells the upstreams more of each client's address than RFC 7871 section 11.1 advises; expected at most /${most}`,
+          );
+        }
+      }
     }
   },
 };

@@ -141,8 +141,10 @@ function createRecordsStage(_options: unknown, env: StageEnv): Stage {
     if (ctx.tracing) ctx.note(`${stage}: joined the local chain to the answer ${sub.answeredBy} gave for ${c.target}`);
     const response = renderTemplate(j.template, ctx.raw, q, 0);
     ctx.respond(stage, response);
-    // Kept as an upstream answer would be: aged, for the chain's minimum TTL (see joinChain).
-    ctx.set('cacheable', { local: false, template: j.template, response });
+    // Kept as an upstream answer would be: aged, for the chain's minimum TTL (see joinChain),
+    // and for the target's Client Subnet scope only when the upstream gave one (RFC 7871).
+    const target = sub.slots.cacheable;
+    ctx.set('cacheable', { local: false, template: j.template, response, subnet: target !== undefined && !target.local ? (target.subnet ?? null) : null });
     // Repeatable within the second only when the target's answer was (a cache hit or local
     // data after us): an answer forward fetched may differ on the next ask.
     if (sub.reusable) ctx.reusable = chased;

@@ -123,7 +123,8 @@ function createRewriteStage(_options: unknown, env: StageEnv): Stage {
       const template = templateFromScan(t, scan, (t[2]! & (Flag.AA >> 8)) !== 0);
       const reply = renderTemplate(template, ctx.raw, q, 0);
       ctx.response = reply;
-      ctx.set('cacheable', answer.local ? { local: true, template, response: reply } : { local: false, template, response: reply });
+      // Y's Client Subnet scope (RFC 7871) is X's: the answer is the same data.
+      ctx.set('cacheable', answer.local ? { local: true, template, response: reply } : { local: false, template, response: reply, subnet: answer.subnet ?? null });
       return;
     }
     const out = revertReply(response, ctx.raw, q.questionEnd, x, reversal);

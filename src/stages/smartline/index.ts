@@ -23,6 +23,10 @@ function build(config: RuntimeConfig, options: SmartLineOptions): LineClassifier
     const ecs = ctx.query?.edns?.ecs;
     if (ecs && !trusted.empty && trusted.matches(ctx.client.address)) {
       if (ctx.tracing) explain(ctx, ecs.address, `client subnet ${formatIp(ecs.address)}/${ecs.sourcePrefix} from trusted ${ctx.client.address}`);
+      // The ECS then speaks for the client (upstream, in the cache), and a reply chosen by its
+      // lines says how many bits of it chose them (RFC 7871 scope).
+      ctx.ecsClassified = true;
+      ctx.ecsViewScope = table.decidingBits(ecs.address);
       return table.classifyBytes(ecs.address);
     }
     if (ctx.tracing) {

@@ -42,6 +42,11 @@ export class LineTable {
     return this.trie.longest(bytes) ?? NO_LINES;
   }
 
+  /** Bits of `bytes` its lines depend on: the scope of an answer chosen by them (RFC 7871). */
+  decidingBits(bytes: Uint8Array): number {
+    return this.trie.decidingBits(bytes);
+  }
+
   /** For `explain`: every line and CIDR holding the address, most specific first. */
   matches(bytes: Uint8Array): { line: string; cidr: string }[] {
     const out: { line: string; cidr: string; bits: number }[] = [];
