@@ -7,7 +7,8 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { QueryContext } from '../src/core/context.js';
 import { rawQuery, type CheckedMessage } from './helpers/packets.js';
-import { withUpstream, type Running } from './helpers/server.js';
+import { withUpstream, writeConfig, type Running } from './helpers/server.js';
+import { portOf, serve } from './helpers/serve.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler, type UpstreamReply } from './helpers/upstream.js';
 import { ask } from './helpers/split.js';
 import { eventually, secondStarts } from './helpers/seconds.js';
@@ -191,4 +192,34 @@ test('a traced query: the stale answer says why in a note and in the stale slot;
     assert.deepEqual([ctx.answeredBy, ctx.get('stale')], ['cache', 'a refresh failed less than 30 s ago']);
     assert.ok(ctx.trace!.some((n) => n.startsWith('cache: stale answer, TTL 30')), ctx.trace!.join('\n'));
   });
+});
+
+test('--workers 2: each worker serves its own stale entries; none breaks', T, async () => {
+  const s = new Script();
+  const up = await TestUpstream.start(s.handler);
+  const files = writeConfig({ config: { upstreams: [up.address], watch: false, answerMemo: false, forward: { timeout: 200, deadline: 400 }, pipeline: ['decode', { cache: { staleRefreshInterval: 30 } }, 'forward'] } });
+  const served = await serve(['--config', files.configFile, '--workers', '2']);
+  try {
+    const port = portOf(served);
+    // Each worker caches what it was asked (the kernel spreads the queries over both).
+    for (let i = 0; i < 20; i++) assert.equal((await ask(port, 'workers.example', '127.0.0.1')).rcode, 0);
+    // TTL 1 by each worker's own clock: expired everywhere 2 s later.
+    await sleep(2100);
+    s.mode = 'silent';
+    let stale = 0;
+    for (let i = 0; i < 20; i++) {
+      const m = await ask(port, 'workers.example', '127.0.0.1');
+      // A worker that was never asked has nothing stale to give: SERVFAIL there.
+      if (m.rcode === 2) continue;
+      assert.deepEqual([m.rcode, addressOf(m), answerTtls(m)], [0, '203.0.113.1', [30]]);
+      stale++;
+    }
+    assert.ok(stale > 0, 'stale answers served');
+    assert.equal(served.child.exitCode, null, 'still serving');
+    served.child.kill('SIGTERM');
+    assert.equal(await served.exit, 0);
+  } finally {
+    served.child.kill('SIGKILL');
+    await up.close();
+  }
 });
