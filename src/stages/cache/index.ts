@@ -447,6 +447,7 @@ export const cacheStage: StageDefinition<CacheOptions> = {
   summary: 'answers repeats from stored replies, per view when they depended on it; stores what the stages after it answered',
   options: cacheOptions,
   requires: [{ name: 'query', where: 'before', reason: 'it looks up the decoded question' }],
+  provides: ['stale'],
   memoSafe: true,
   create: createCacheStage,
 };
