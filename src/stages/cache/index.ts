@@ -62,14 +62,30 @@ interface Entry {
   /** A local answer: served with its configured TTLs (no countdown) until a reload drops it. */
   local: boolean;
   next: Entry | null;
-  /** A positive upstream answer, which may be served stale once expired (never local or negative ones). */
-  staleOk: boolean;
-  /** Hits since stored, counted while prefetch is on. */
+  /**
+   * Hits since stored, counted while prefetch is on. The one field serve-stale and prefetch add
+   * (8 octets an entry): the rest of their state is rare and kept aside (Refresh).
+   */
   hits: number;
-  /** A background refresh of it (a prefetch, or a stale refresh whose client was answered) is under way. */
-  refreshing: boolean;
-  /** Until this second a refresh failed recently: the stale answer is served without asking again. */
+}
+
+/**
+ * What the cache knows of the refreshes of one entry, kept aside (a WeakMap) rather than in every
+ * entry, as few entries ever have any: shared by the copies of the entry put() makes.
+ */
+interface Refresh {
+  /** A background refresh (a prefetch, or a stale refresh whose client was answered) is under way. */
+  running: boolean;
+  /** Until this second, after a refresh failed, the stale answer is served without asking again. */
   recheckAt: number;
+}
+
+/**
+ * A positive upstream answer (NOERROR with answers), the only kind served stale once expired:
+ * negative answers never outlive their TTL, local ones never expire. Read off the stored header.
+ */
+function mayServeStale(e: Entry): boolean {
+  return !e.local && (e.wire.charCodeAt(3) & 0x0f) === Rcode.NOERROR && ((e.wire.charCodeAt(6) << 8) | e.wire.charCodeAt(7)) !== 0;
 }
 
 /** Entry.view of an answer every client gets alike. */
@@ -131,19 +147,19 @@ function negativeTtl(t: ScannedTemplate): number | null {
  * How long a reply may be cached, in seconds (0: not at all), after clamping its TTLs into the
  * configured bounds; `clamped` tells whether any TTL the client would see changed.
  */
-export function cacheLifetime(t: ScannedTemplate, cfg: CacheOptions): { lifetime: number; clamped: boolean; negative: boolean } {
+export function cacheLifetime(t: ScannedTemplate, cfg: CacheOptions): { lifetime: number; clamped: boolean } {
   const answers = minSectionTtl(t, Section.Answer);
   if (t.rcode === Rcode.NOERROR && answers !== undefined) {
     const clamped = clampTemplateTtls(t, cfg.minTtl, cfg.maxTtl);
-    return { lifetime: Math.min(cfg.maxTtl, Math.max(cfg.minTtl, answers)), clamped, negative: false };
+    return { lifetime: Math.min(cfg.maxTtl, Math.max(cfg.minTtl, answers)), clamped };
   }
   if (t.rcode === Rcode.NXDOMAIN || t.rcode === Rcode.NOERROR) {
     const neg = negativeTtl(t);
-    if (neg === null) return { lifetime: 0, clamped: false, negative: true };
+    if (neg === null) return { lifetime: 0, clamped: false };
     const ttl = Math.min(neg, cfg.negativeTtl);
-    return { lifetime: ttl, clamped: clampTemplateTtls(t, 0, ttl), negative: true };
+    return { lifetime: ttl, clamped: clampTemplateTtls(t, 0, ttl) };
   }
-  return { lifetime: 0, clamped: false, negative: true };
+  return { lifetime: 0, clamped: false };
 }
 
 /** Answers kept per name (type, DO, CD variants) at most. */
@@ -182,6 +198,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     return lruOf(maxEntries, onDispose);
   }
   let lru = newLru(cfg.maxEntries);
+  const refreshes = new WeakMap<Entry, Refresh>();
   // A gauge: a cache built by a reload that changed the stages starts empty, whatever the one it
   // replaces held.
   entries.value = 0;
@@ -198,16 +215,15 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     const view = ctx.get('variesByView') === true ? viewOf(ctx) : SHARED;
     if (answer.local) {
       const t = answer.template;
-      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null, staleOk: false, hits: 0, refreshing: false, recheckAt: 0 }, now);
+      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, next: null, hits: 0 }, now);
       return;
     }
     const reply = answer.template;
-    const { lifetime, clamped, negative } = cacheLifetime(reply, cfg);
+    const { lifetime, clamped } = cacheLifetime(reply, cfg);
     // The reply was rendered before clamping: render again if this client would see other TTLs.
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
-    const entry: Entry = { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, next: null, staleOk: !negative, hits: 0, refreshing: false, recheckAt: 0 };
-    put(q.name, entry, now);
+    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, next: null, hits: 0 }, now);
     stored.value++; // upstream replies only, as its name says: local answers are ours anyway
   }
 
@@ -223,9 +239,12 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     let kept: Entry | null = null;
     let n = 1;
     for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
-      if ((c.code !== code || c.view !== view) && (c.expiresAt > now || (c.staleOk && now - c.expiresAt < cfg.staleTtl))) {
-        // A refresh under way keeps its flag in the copy; it clears the copy too when it lands.
-        kept = { ...c, next: kept };
+      if ((c.code !== code || c.view !== view) && (c.expiresAt > now || (now - c.expiresAt < cfg.staleTtl && mayServeStale(c)))) {
+        const copy: Entry = { ...c, next: kept };
+        // A refresh under way, or a recheck window, holds for the copy too.
+        const r = refreshes.get(c);
+        if (r !== undefined) refreshes.set(copy, r);
+        kept = copy;
         n++;
       }
     }
@@ -234,10 +253,17 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     entries.value = lru.calculatedSize;
   }
 
-  /** The entry now in the chain for `name` with this variant and view (a put may have copied `e`). */
-  function current(name: string, e: Entry): Entry | null {
-    for (let c: Entry | null = lru.peek(name) ?? null; c !== null; c = c.next) if (c.code === e.code && c.view === e.view) return c;
-    return null;
+  /** No refresh of `e` under way, and none failed within staleRefreshInterval: one may start. */
+  function idle(e: Entry, now: number): boolean {
+    const r = refreshes.get(e);
+    return r === undefined || (!r.running && now >= r.recheckAt);
+  }
+
+  /** The refresh state of `e`, made on first need. */
+  function refreshOf(e: Entry): Refresh {
+    let r = refreshes.get(e);
+    if (r === undefined) refreshes.set(e, (r = { running: false, recheckAt: 0 }));
+    return r;
   }
 
   /**
@@ -245,18 +271,14 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
    * answer as a miss would, or starts the failure recheck window. True when it answered.
    */
   function refreshed(fork: QueryContext, e: Entry, code: number, threw: boolean): boolean {
-    const name = fork.query!.name;
-    const cur = current(name, e);
-    e.refreshing = false;
-    if (cur !== null) cur.refreshing = false;
+    const r = refreshOf(e);
+    r.running = false;
     if (!threw && !failed(fork.response)) {
       store(fork, code);
       return true;
     }
     // RFC 8767's failure recheck timer: the next clients get the stale answer at once.
-    const until = wholeSeconds(performance.now()) + cfg.staleRefreshInterval;
-    e.recheckAt = until;
-    if (cur !== null) cur.recheckAt = until;
+    r.recheckAt = wholeSeconds(performance.now()) + cfg.staleRefreshInterval;
     return false;
   }
 
@@ -266,7 +288,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
    * null while it runs.
    */
   function refreshInBackground(fork: QueryContext, e: Entry, next: Next, code: number): boolean | null {
-    e.refreshing = true;
+    refreshOf(e).running = true;
     let r: void | Promise<void>;
     try {
       r = next(fork);
@@ -328,8 +350,11 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
    * after a failed refresh, or while a background refresh is under way, `e` is answered at once.
    */
   function expired(ctx: QueryContext, e: Entry, next: Next, code: number, now: number): void | Promise<void> {
-    if (now < e.recheckAt) return answerStale(ctx, e, `a refresh failed less than ${cfg.staleRefreshInterval} s ago`);
-    if (e.refreshing) return answerStale(ctx, e, 'a refresh is under way');
+    const state = refreshes.get(e);
+    if (state !== undefined) {
+      if (now < state.recheckAt) return answerStale(ctx, e, `a refresh failed less than ${cfg.staleRefreshInterval} s ago`);
+      if (state.running) return answerStale(ctx, e, 'a refresh is under way');
+    }
     misses.value++;
     if (ctx.tracing) ctx.note(`cache: expired ${now - e.expiresAt} s ago; refreshing, with the stale answer kept in case it fails`);
     const fork = ctx.fork();
@@ -352,7 +377,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
         if (answered) return;
         answered = true;
         // From here on the refresh is a background one: the client's context is left alone.
-        e.refreshing = true;
+        refreshOf(e).running = true;
         answerStale(ctx, e, `no answer within staleClientTimeout (${cfg.staleClientTimeout} ms); refreshing in the background`);
         resolve();
       }, cfg.staleClientTimeout);
@@ -393,10 +418,10 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
           // Prefetch: with it off, one comparison; on, one increment, and the rest only once
           // the entry was asked often enough (a local entry's NEVER never comes near its end).
           const every = cfg.prefetch;
-          if (every !== 0 && ++e.hits >= every && !e.refreshing && (e.expiresAt - now) * 100 <= (e.expiresAt - e.storedAt) * cfg.prefetchPercent) prefetch(ctx, e, next, code, now);
+          if (every !== 0 && ++e.hits >= every && (e.expiresAt - now) * 100 <= (e.expiresAt - e.storedAt) * cfg.prefetchPercent && idle(e, now)) prefetch(ctx, e, next, code, now);
           return;
         }
-        if (e.staleOk && now - e.expiresAt < cfg.staleTtl) return expired(ctx, e, next, code, now);
+        if (now - e.expiresAt < cfg.staleTtl && mayServeStale(e)) return expired(ctx, e, next, code, now);
       }
       misses.value++;
       if (ctx.tracing) ctx.note('cache: miss');
