@@ -12,11 +12,13 @@ import { eventually, secondStarts } from './helpers/seconds.js';
 
 const T = { timeout: 30_000 };
 
-/** An upstream answering A with `address`, TTL 2, after `delayMs` when set. */
+/** An upstream answering A with `address`, TTL 2, after `delayMs` when set; SERVFAIL when told. */
 class Script {
   address = '203.0.113.1';
   delayMs = 0;
+  servfail = false;
   readonly handler: UpstreamHandler = (req): UpstreamReply => {
+    if (this.servfail) return { flags: 0x8180 | 2 };
     const answer = simpleHandler(this.address, 2)(req) as Exclude<UpstreamReply, Promise<unknown>>;
     return this.delayMs === 0 ? answer : sleep(this.delayMs).then(() => answer);
   };
@@ -76,5 +78,21 @@ test('prefetch 0 (the default): an often asked answer expires and is asked again
     await secondStarts(stored + 2);
     await ask(ld.port, 'plain.example', '127.0.0.1');
     assert.equal(asked(up, 'plain.example'), 2);
+  });
+});
+
+test('a prefetch that fails leaves the entry served, and is not tried again within staleRefreshInterval', T, async () => {
+  await withScript({ prefetch: 1, prefetchPercent: 50 }, async (ld, up, s) => {
+    const metric = (n: string): number => ld.server.metrics.get(n);
+    const stored = await secondStarts();
+    await ask(ld.port, 'flaky.example', '127.0.0.1');
+    await secondStarts(stored + 1);
+    s.servfail = true;
+    assert.equal(addressOf(await ask(ld.port, 'flaky.example', '127.0.0.1')), '203.0.113.1');
+    await eventually(() => asked(up, 'flaky.example') === 2, 'the prefetch asked');
+    await sleep(100); // its SERVFAIL lands
+    for (let i = 0; i < 3; i++) assert.equal(addressOf(await ask(ld.port, 'flaky.example', '127.0.0.1')), '203.0.113.1');
+    assert.equal(metric('cache_prefetches_total'), 1);
+    assert.equal(asked(up, 'flaky.example'), 2);
   });
 });
