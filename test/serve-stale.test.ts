@@ -135,6 +135,23 @@ test('staleClientTimeout: a slow refresh gets the client the stale answer at the
   );
 });
 
+test('staleClientTimeout 0: the stale answer at once, however healthy the upstream; the refresh lands behind it', T, async () => {
+  await withScript({ staleClientTimeout: 0 }, async (ld, up, s) => {
+    const metric = (n: string): number => ld.server.metrics.get(n);
+    const stored = await secondStarts();
+    await ask(ld.port, 'now.example', '127.0.0.1');
+    await secondStarts(stored + 1);
+    s.address = '203.0.113.6';
+    s.ttl = 60;
+    const stale = await ask(ld.port, 'now.example', '127.0.0.1');
+    assert.deepEqual([stale.rcode, addressOf(stale), answerTtls(stale)], [0, '203.0.113.1', [30]]);
+    await eventually(() => metric('cache_stores_total') === 2, 'the refresh stored its answer');
+    assert.equal(addressOf(await ask(ld.port, 'now.example', '127.0.0.1')), '203.0.113.6');
+    assert.equal(up.requests.length, 2);
+    assert.equal(metric('cache_stale_served_total'), 1);
+  });
+});
+
 test('a refresh that lands within staleClientTimeout answers the client itself', T, async () => {
   await withScript({}, async (ld, up, s) => {
     const stored = await secondStarts();
