@@ -1,11 +1,13 @@
 // Serve-stale (RFC 8767) on real loopback sockets: an answer cached with a 1 s TTL, then an
-// upstream scripted to fail (silent or SERVFAIL), slow, or back again; the recheck window.
+// upstream scripted to fail (silent or SERVFAIL), slow, or back again; the recheck window; fork().
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { compose } from '../src/core/compose.js';
 import { QueryContext } from '../src/core/context.js';
+import { parseQuery, type ParsedQuery } from '../src/lib/dns/query.js';
 import { rawQuery, type CheckedMessage } from './helpers/packets.js';
 import { withUpstream, writeConfig, type Running } from './helpers/server.js';
 import { portOf, serve } from './helpers/serve.js';
@@ -239,4 +241,44 @@ test('--workers 2: each worker serves its own stale entries; none breaks', T, as
     served.child.kill('SIGKILL');
     await up.close();
   }
+});
+
+test('ctx.fork() and next(fork): the later stages run on the copy; the client context is left as it was', async () => {
+  const raw = rawQuery('fork.example', 1, { id: 9 });
+  const ctx = new QueryContext(raw, { address: '127.0.0.1', port: 1, family: 'IPv4' }, 'udp', performance.now());
+  const seen: QueryContext[] = [];
+  let fork: QueryContext | null = null;
+  const handler = compose([
+    {
+      name: 'first',
+      handle(c) {
+        c.query = parseQuery(c.raw) as ParsedQuery;
+        c.set('stale', 'before the fork');
+        fork = c.fork();
+        return;
+      },
+    },
+  ]);
+  await handler(ctx);
+  const f = fork as QueryContext | null;
+  assert.ok(f !== null);
+  assert.notEqual(f.raw, ctx.raw, 'the question is copied');
+  assert.deepEqual([f.raw.equals(ctx.raw), f.query!.name, f.client, f.transport, f.receivedAt], [true, 'fork.example', ctx.client, 'udp', ctx.receivedAt]);
+  assert.equal(f.get('stale'), 'before the fork', 'the slots filled so far');
+  // next(fork) in a two-stage chain: the second stage answers the fork only.
+  const chain = compose([
+    { name: 'a', handle: (c, next) => next(c === ctx ? f : undefined) },
+    {
+      name: 'b',
+      handle(c) {
+        seen.push(c);
+        c.respond('b', Buffer.from('x'));
+        c.set('stale', 'after');
+      },
+    },
+  ]);
+  await chain(ctx);
+  assert.deepEqual(seen, [f]);
+  assert.deepEqual([ctx.response, ctx.answeredBy, ctx.get('stale')], [null, '', 'before the fork']);
+  assert.deepEqual([f.answeredBy, f.get('stale')], ['b', 'after']);
 });
