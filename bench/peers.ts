@@ -40,6 +40,8 @@ export interface LineDnsOptions {
   baseline?: boolean;
   /** A log stage first in the default pipeline, writing to a file: every query, or 1 in `sample`. */
   log?: { sample: number };
+  /** The cache's `prefetch` option (hits before an answer is refreshed early); absent: the default, off. */
+  prefetch?: number;
 }
 
 /** The default pipeline, spelled out so a bench row can put the log stage in front of it. */
@@ -114,7 +116,7 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       upstreams: [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
       records: env.data.records,
       smartLine: env.data.smartLine,
-      cache: { maxEntries: opts.cacheEntries ?? 100_000 },
+      cache: { maxEntries: opts.cacheEntries ?? 100_000, ...(opts.prefetch === undefined ? {} : { prefetch: opts.prefetch }) },
       ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
       ...(opts.log === undefined ? {} : { pipeline: [{ log: { file: join(env.dir, `queries-${port}.log`), sample: opts.log.sample } }, ...DEFAULT_PIPELINE] }),
     }),
@@ -129,9 +131,11 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
       : opts.workers && opts.workers > 1
         ? `linedns-${opts.workers}w`
-        : opts.answerMemo === false
-          ? 'linedns-nomemo'
-          : 'linedns';
+        : opts.prefetch !== undefined
+          ? 'linedns-prefetch'
+          : opts.answerMemo === false
+            ? 'linedns-nomemo'
+            : 'linedns';
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
@@ -257,6 +261,8 @@ export const SERVERS: readonly ServerSpec[] = [
   { name: 'linedns-log', note: 'same, with the log stage first: one JSON line per query to a file', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { log: { sample: 1 } }) },
   { name: 'linedns-log100', note: 'same, the log stage sampling 1 query in 100', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { log: { sample: 100 } }) },
   { name: 'linedns-nomemo', note: 'same, "answerMemo": false: every query through the whole pipeline', binary: null, workloads: ['hit', 'local'], start: (env) => startLineDns(env, { answerMemo: false }) },
+  // Beside linedns-nomemo, which it differs from only by the cache's prefetch count per hit.
+  { name: 'linedns-prefetch', note: 'same as linedns-nomemo, with the cache\'s "prefetch": 2 (one count per hit; refreshes at 10 % TTL left)', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { answerMemo: false, prefetch: 2 }) },
   { name: 'naive', note: 'Node + dns-packet decode/encode per packet', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startNodeRef(env, 'naive', 'naive.js', w) },
   { name: 'dnsdist', note: 'packet cache 100k; local names: one QNameSetRule + SpoofAction', binary: 'dnsdist', workloads: ['hit', 'local', 'miss'], start: (env) => startDnsdist(env) },
   { name: 'unbound', note: 'forwarder, 1 thread, iterator only; local-data for local names', binary: 'unbound', workloads: ['hit', 'local', 'miss'], start: (env) => startUnbound(env) },

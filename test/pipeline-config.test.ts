@@ -30,7 +30,7 @@ test('options on a pipeline entry: defaults from the schema, the entry over the 
     config: { upstreams: UP, forward: { timeout: 300, deadline: 700 }, pipeline: ['decode', { cache: { maxEntries: 5 } }, { forward: { deadline: 900 } }] },
   });
   const { config } = loadConfig(configFile);
-  assert.deepEqual(stageOptions<CacheOptions>(config, 'cache'), { maxEntries: 5, minTtl: 0, maxTtl: 86400, negativeTtl: 900 });
+  assert.deepEqual(stageOptions<CacheOptions>(config, 'cache'), { maxEntries: 5, minTtl: 0, maxTtl: 86400, negativeTtl: 900, staleTtl: 86400, staleClientTimeout: 1800, staleRefreshInterval: 30, prefetch: 0, prefetchPercent: 10 });
   assert.deepEqual(stageOptions<ForwardOptions>(config, 'forward'), { timeout: 300, deadline: 900, maxOutstanding: 10000, randomizeCase: false, sourcePorts: 1024, clientSubnet: 'off' });
   assert.equal(config.pipeline[0]!.options, undefined, 'decode has no options');
 });
@@ -38,7 +38,7 @@ test('options on a pipeline entry: defaults from the schema, the entry over the 
 test('an entry option is checked where it is written: line, column, path and a hint', () => {
   const errors = errorsOf({ config: { upstreams: UP, pipeline: ['decode', { cache: { maxEntrie: 5 } }, { forward: { timeout: 5 } }, { ratelimit: { burst: 3 } }, { nope: {} }] } });
   assert.deepEqual(errors, [
-    '12:9: error: $.pipeline[1].cache.maxEntrie: unknown property "maxEntrie" (did you mean "maxEntries"?); expected one of "maxEntries", "minTtl", "maxTtl", "negativeTtl" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
+    '12:9: error: $.pipeline[1].cache.maxEntrie: unknown property "maxEntrie" (did you mean "maxEntries"?); expected one of "maxEntries", "minTtl", "maxTtl", "negativeTtl", "staleTtl", "staleClientTimeout", "staleRefreshInterval", "prefetch", "prefetchPercent" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',
     '17:20: error: $.pipeline[2].forward.timeout: 5 is out of range (expected >= 10) [LDNS_SCHEMA_RANGE]',
     '21:20: error: $.pipeline[3].ratelimit: missing required property "qps" [LDNS_SCHEMA_REQUIRED]',
     '26:7: error: $.pipeline[4].nope: unknown property "nope"; expected one of "log", "decode", "acl", "ratelimit", "cache", "rewrite", "records", "zones", "smartline", "forward" [LDNS_SCHEMA_UNKNOWN_PROPERTY]',

@@ -275,6 +275,30 @@ export class QueryContext {
   }
 
   /**
+   * A detached copy of this query for work that may outlive its reply (the cache refreshing an
+   * answer in the background): the same client, transport, arrival time, question (its octets
+   * copied, as the client's buffer is the transport's), view, app settings (offline, the upstream
+   * answerer) and the slots filled so far (a shallow copy: they are the earlier stages' input to
+   * the later ones), with no response, drop reason, hooks or reusable mark, and its own trace
+   * when this one is tracing. Run the stages after the caller on it with `next(fork)`: nothing
+   * they do reaches this context, which may have answered and left meanwhile. Costs a context,
+   * a copy of the question and of the slots; nothing on the path of a query that does not fork.
+   */
+  fork(): QueryContext {
+    const f = new QueryContext(Buffer.from(this.pipelineRaw), this.client, this.transport, this.receivedAt);
+    f.query = this.query === null ? null : { ...this.query };
+    f.classifier = this.classifier;
+    f.lineSet = this.lineSet;
+    f.slots = this.slots === null ? null : { ...this.slots };
+    f.offline = this.offline;
+    f.upstreamAnswerer = this.upstreamAnswerer;
+    // Subqueries nest no deeper on a fork than they could here.
+    f.subqueries = this.subqueries;
+    if (this.trace !== null) f.trace = [];
+    return f;
+  }
+
+  /**
    * After the hooks ran (or were skipped for a drop, or failed): the context describes the
    * client's query again, whatever a stage rewrote.
    */

@@ -10,9 +10,11 @@ import type { ViewRegistry } from './views.js';
 /**
  * next() and handle() may complete synchronously (return undefined) or asynchronously (return a
  * promise). Built-in stages stay synchronous on the cache-hit path so a hit never waits a tick;
- * an `async` user stage that simply `await`s next() works unchanged.
+ * an `async` user stage that simply `await`s next() works unchanged. Given a context, next()
+ * runs the stages after the caller on it instead of on the query's own: a context from
+ * `ctx.fork()`, for work that may outlive the client's reply (the cache's background refresh).
  */
-export type Next = () => void | Promise<void>;
+export type Next = (ctx?: QueryContext) => void | Promise<void>;
 
 /** One reply that left, as a query log needs it; built only when some stage observes. */
 export interface ReplyInfo {

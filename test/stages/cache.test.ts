@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/app/config.js';
 import type { CacheOptions } from '../../src/stages/cache/options.js';
+import type { Stage } from '../../src/core/stage.js';
 import { udpExchange } from '../helpers/client.js';
 import { mustParse, rawQuery, type CheckedMessage } from '../helpers/packets.js';
 import { stageOptions, withUpstream, writeConfig, type Running } from '../helpers/server.js';
@@ -40,11 +41,13 @@ async function reloadWith(ld: Running, config: Record<string, unknown>): Promise
 test('options: defaults from the schema; the entry wins over the top-level "cache" key, key by key', () => {
   const up = ['127.0.0.1:9'];
   const defaults = loadConfig(writeConfig({ config: { upstreams: up } }).configFile).config;
-  assert.deepEqual(stageOptions<CacheOptions>(defaults, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 86400, negativeTtl: 900 });
-  const topLevel = loadConfig(writeConfig({ config: { upstreams: up, cache: { maxTtl: 60, negativeTtl: 30 } } }).configFile).config;
-  assert.deepEqual(stageOptions<CacheOptions>(topLevel, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 60, negativeTtl: 30 });
-  const both = loadConfig(writeConfig({ config: { upstreams: up, cache: { maxTtl: 60, negativeTtl: 30 }, pipeline: ['decode', { cache: { maxTtl: 30 } }, 'forward'] } }).configFile).config;
-  assert.deepEqual(stageOptions<CacheOptions>(both, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 30, negativeTtl: 30 });
+  // Serve-stale and prefetch as RFC 8767 and Unbound have them: stale for a day, after 1.8 s, rechecked every 30 s; no prefetch.
+  const rest = { staleTtl: 86400, staleClientTimeout: 1800, staleRefreshInterval: 30, prefetch: 0, prefetchPercent: 10 };
+  assert.deepEqual(stageOptions<CacheOptions>(defaults, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 86400, negativeTtl: 900, ...rest });
+  const topLevel = loadConfig(writeConfig({ config: { upstreams: up, cache: { maxTtl: 60, negativeTtl: 30, prefetch: 5 } } }).configFile).config;
+  assert.deepEqual(stageOptions<CacheOptions>(topLevel, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 60, negativeTtl: 30, ...rest, prefetch: 5 });
+  const both = loadConfig(writeConfig({ config: { upstreams: up, cache: { maxTtl: 60, negativeTtl: 30, staleTtl: 0 }, pipeline: ['decode', { cache: { maxTtl: 30, staleTtl: 600 } }, 'forward'] } }).configFile).config;
+  assert.deepEqual(stageOptions<CacheOptions>(both, 'cache'), { maxEntries: 100000, minTtl: 0, maxTtl: 30, negativeTtl: 30, ...rest, staleTtl: 600 });
 });
 
 test('maxTtl and minTtl clamp what the client sees: the entry form over the top-level form', T, async () => {
@@ -96,16 +99,33 @@ test('maxEntries counts answers, not names, and the least recently used name goe
     await askType(ld.port, 'pair.example', 28);
     assert.equal(ld.server.metrics.get('cache_entries'), 2, 'A and AAAA of one name weigh two');
     await askType(ld.port, 'a.example', 1); // pushes out the whole pair.example chain
+    assert.equal(ld.server.metrics.get('cache_evictions_total'), 2, 'evictions count answers, as maxEntries does');
     await askType(ld.port, 'b.example', 1);
     await askType(ld.port, 'a.example', 1); // a hit: a is now the most recently used
     await askType(ld.port, 'c.example', 1); // evicts b
     assert.equal(ld.server.metrics.get('cache_entries'), 2);
+    assert.equal(ld.server.metrics.get('cache_evictions_total'), 3);
     await askType(ld.port, 'a.example', 1);
     assert.equal(asked(up, 'a.example'), 1, 'a stayed cached');
     await askType(ld.port, 'b.example', 1);
     assert.equal(asked(up, 'b.example'), 2, 'b was evicted');
     await askType(ld.port, 'pair.example', 1);
     assert.equal(asked(up, 'pair.example'), 3);
+  });
+});
+
+test('cache_evictions_total counts only answers pushed out for room: not replacements, flushes or reloads', T, async () => {
+  await withServer(simpleHandler(), { cache: { maxEntries: 10 } }, async (ld, up) => {
+    const evictions = (): number => ld.server.metrics.get('cache_evictions_total');
+    await askType(ld.port, 'a.example', 1);
+    await askType(ld.port, 'a.example', 28); // the chain of a.example set again: a replacement
+    await askType(ld.port, 'b.example', 1);
+    assert.equal(ld.server.metrics.get('cache_entries'), 3);
+    const cache = (): NonNullable<Stage['admin']> => ld.server.stages().find((s) => s.name === 'cache')!.admin!;
+    assert.equal(cache().flush('b.example'), 1);
+    await reloadWith(ld, { upstreams: [up.address], answerMemo: false, forward: { timeout: 300, deadline: 900 }, cache: { maxEntries: 20 } });
+    assert.equal(cache().flush(), 2);
+    assert.equal(evictions(), 0);
   });
 });
 

@@ -1,7 +1,9 @@
 // cache stage: answers from stored replies (wire templates, TTLs aged per hit) and stores what
 // the stages after it answered, with RFC 2308 negative caching and TTL clamps. Line-aware, so it
 // may come first: an answer that depended on the client's view is stored under that view's id
-// (as HTTP's Vary), every other answer is shared.
+// (as HTTP's Vary), every other answer is shared. Expired upstream answers are kept for
+// serve-stale (RFC 8767) and busy ones refreshed before they expire (prefetch), both on a fork
+// of the query that the stages after the cache answer in the background.
 
 import { LRUCache } from 'lru-cache';
 import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
@@ -10,9 +12,10 @@ import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, subnetKeyPrefix, subnetMatches } from '../../lib/dns/ecs.js';
 import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import { wholeSeconds } from '../../lib/clock.js';
+import { performance } from 'node:perf_hooks';
 import type { QueryContext } from '../../core/context.js';
 import type { RuntimeConfig } from '../../config/types.js';
-import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import type { Next, Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 import { cacheOptions, type CacheOptions } from './options.js';
 
 /**
@@ -40,6 +43,11 @@ declare module '../../core/context.js' {
      * this view's alone and is stored under it (HTTP's Vary).
      */
     variesByView: boolean;
+    /**
+     * Set by the cache when it answered with an expired entry (RFC 8767 serve-stale): why, in
+     * words, for logs and observers (the reply's `answeredBy` is 'cache').
+     */
+    stale: string;
   }
 }
 
@@ -66,6 +74,30 @@ interface Entry {
    */
   subnet: string | null;
   next: Entry | null;
+  /**
+   * Hits since stored, counted while prefetch is on. The one field serve-stale and prefetch add
+   * (8 octets an entry): the rest of their state is rare and kept aside (Refresh).
+   */
+  hits: number;
+}
+
+/**
+ * What the cache knows of the refreshes of one entry, kept aside (a WeakMap) rather than in every
+ * entry, as few entries ever have any: shared by the copies of the entry put() makes.
+ */
+interface Refresh {
+  /** A background refresh (a prefetch, or a stale refresh whose client was answered) is under way. */
+  running: boolean;
+  /** Until this second, after a refresh failed, the stale answer is served without asking again. */
+  recheckAt: number;
+}
+
+/**
+ * A positive upstream answer (NOERROR with answers), the only kind served stale once expired:
+ * negative answers never outlive their TTL, local ones never expire. Read off the stored header.
+ */
+function mayServeStale(e: Entry): boolean {
+  return !e.local && (e.wire.charCodeAt(3) & 0x0f) === Rcode.NOERROR && ((e.wire.charCodeAt(6) << 8) | e.wire.charCodeAt(7)) !== 0;
 }
 
 /** Entry.view of an answer every client gets alike. */
@@ -76,6 +108,8 @@ const NO_VIEW = -2;
 const NEVER = 2 ** 31;
 /** Not classified yet in this lookup (no view-keyed entry seen so far). */
 const UNCLASSIFIED = -3;
+/** The TTL of every record of a stale answer (RFC 8767 section 4 recommends 30 s). */
+const STALE_TTL = 30;
 
 /** The client's subnet for matching scoped entries: its believed ECS, else its socket address. */
 function subnetOf(ctx: QueryContext): ClientSubnet | null {
@@ -155,18 +189,34 @@ function chainLength(e: Entry): number {
   return n;
 }
 
-function newLru(maxEntries: number): LRUCache<string, Entry> {
+function lruOf(maxEntries: number, evicted: (e: Entry, key: string, reason: LRUCache.DisposeReason) => void): LRUCache<string, Entry> {
   // Sized in answers, not names: a name weighs as many entries as its chain holds.
-  return new LRUCache<string, Entry>({ maxSize: Math.max(1, maxEntries), sizeCalculation: chainLength });
+  return new LRUCache<string, Entry>({ maxSize: Math.max(1, maxEntries), sizeCalculation: chainLength, dispose: evicted });
+}
+
+/** Whether a reply is a SERVFAIL (or too short to say): a refresh that failed. */
+function failed(response: Buffer | null): boolean {
+  return response === null || response.length < 12 || (response[3]! & 0x0f) === Rcode.SERVFAIL;
 }
 
 function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOptions> {
   let cfg = options;
-  let lru = newLru(cfg.maxEntries);
   const hits = env.metrics.counter('cache_hits_total', 'answers served from the cache');
   const misses = env.metrics.counter('cache_misses_total', 'cache lookups that went further');
   const stored = env.metrics.counter('cache_stores_total', 'upstream replies stored');
   const entries = env.metrics.counter('cache_entries', 'answers held in the cache now');
+  const staleServed = env.metrics.counter('cache_stale_served_total', 'expired answers served because their refresh failed or was late (RFC 8767)');
+  const prefetches = env.metrics.counter('cache_prefetches_total', 'refreshes started before an often asked answer expired');
+  const evictions = env.metrics.counter('cache_evictions_total', 'answers dropped to make room (least recently used first)');
+  // Counted in answers, as maxEntries is; replacements, flushes and reloads are not evictions.
+  const onDispose = (e: Entry, _key: string, reason: LRUCache.DisposeReason): void => {
+    if (reason === 'evict') evictions.value += chainLength(e);
+  };
+  function newLru(maxEntries: number): LRUCache<string, Entry> {
+    return lruOf(maxEntries, onDispose);
+  }
+  let lru = newLru(cfg.maxEntries);
+  const refreshes = new WeakMap<Entry, Refresh>();
   // A gauge: a cache built by a reload that changed the stages starts empty, whatever the one it
   // replaces held.
   entries.value = 0;
@@ -183,7 +233,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     const view = ctx.get('variesByView') === true ? viewOf(ctx) : SHARED;
     if (answer.local) {
       const t = answer.template;
-      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, subnet: null, next: null }, now);
+      put(q.name, { code, wire: t.buf.toString('latin1'), ttlOffsets: t.ttlOffsets, storedAt: now, expiresAt: NEVER, view, local: true, subnet: null, next: null, hits: 0 }, now);
       return;
     }
     const reply = answer.template;
@@ -192,7 +242,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     if (clamped) ctx.response = renderTemplate(reply, ctx.raw, q, 0);
     if (lifetime <= 0) return;
     const subnet = answer.subnet ?? null;
-    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, subnet, next: null }, now);
+    put(q.name, { code, wire: reply.buf.toString('latin1'), ttlOffsets: reply.ttlOffsets, storedAt: now, expiresAt: now + lifetime, view, local: false, subnet, next: null, hits: 0 }, now);
     stored.value++; // upstream replies only, as its name says: local answers are ours anyway
   }
 
@@ -203,13 +253,18 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.
     let rest = lru.get(name) ?? null;
-    // Drop the variant being replaced and any expired one from the chain.
-    // At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make chains long.
+    // Drop the variant being replaced and any expired one (past staleTtl, for serve-stale) from
+    // the chain. At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make
+    // chains long.
     let kept: Entry | null = null;
     let n = 1;
     for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
-      if ((c.code !== code || c.view !== view || c.subnet !== subnet) && c.expiresAt > now) {
-        kept = { ...c, next: kept };
+      if ((c.code !== code || c.view !== view || c.subnet !== subnet) && (c.expiresAt > now || (now - c.expiresAt < cfg.staleTtl && mayServeStale(c)))) {
+        const copy: Entry = { ...c, next: kept };
+        // A refresh under way, or a recheck window, holds for the copy too.
+        const r = refreshes.get(c);
+        if (r !== undefined) refreshes.set(copy, r);
+        kept = copy;
         n++;
       }
     }
@@ -228,6 +283,150 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       if (scope > ctx.ecsScope) ctx.ecsScope = scope;
     }
     if (e.view !== SHARED) ctx.set('variesByView', true);
+  }
+
+  /** No refresh of `e` under way, and none failed within staleRefreshInterval: one may start. */
+  function idle(e: Entry, now: number): boolean {
+    const r = refreshes.get(e);
+    return r === undefined || (!r.running && now >= r.recheckAt);
+  }
+
+  /** The refresh state of `e`, made on first need. */
+  function refreshOf(e: Entry): Refresh {
+    let r = refreshes.get(e);
+    if (r === undefined) refreshes.set(e, (r = { running: false, recheckAt: 0 }));
+    return r;
+  }
+
+  /**
+   * A refresh of `e` on `fork` ended (`threw`: the stages after the cache threw): stores its
+   * answer as a miss would, or starts the failure recheck window. True when it answered.
+   */
+  function refreshed(fork: QueryContext, e: Entry, code: number, threw: boolean): boolean {
+    const r = refreshOf(e);
+    r.running = false;
+    if (!threw && !failed(fork.response)) {
+      store(fork, code);
+      return true;
+    }
+    // RFC 8767's failure recheck timer: the next clients get the stale answer at once.
+    r.recheckAt = wholeSeconds(performance.now()) + cfg.staleRefreshInterval;
+    return false;
+  }
+
+  /**
+   * Runs the stages after the cache on `fork` for `e`, answering no one: stores what lands.
+   * Returns whether it answered when it ended at once (a stage after answered synchronously),
+   * null while it runs.
+   */
+  function refreshInBackground(fork: QueryContext, e: Entry, next: Next, code: number): boolean | null {
+    refreshOf(e).running = true;
+    let r: void | Promise<void>;
+    try {
+      r = next(fork);
+    } catch {
+      return refreshed(fork, e, code, true);
+    }
+    if (!r) return refreshed(fork, e, code, false);
+    r.then(
+      () => refreshed(fork, e, code, false),
+      () => refreshed(fork, e, code, true),
+    );
+    return null;
+  }
+
+  /** An often asked entry near its end: refreshed in the background, the client already answered. */
+  function prefetch(ctx: QueryContext, e: Entry, next: Next, code: number, now: number): void {
+    prefetches.value++;
+    if (ctx.tracing) ctx.note(`cache: prefetching (${e.hits} hits, ${e.expiresAt - now} of ${e.expiresAt - e.storedAt} s left)`);
+    refreshInBackground(ctx.fork(), e, next, code);
+  }
+
+  /** Answers with the expired entry `e`, every TTL 30 (OPT aside: it is not in the template). */
+  function answerStale(ctx: QueryContext, e: Entry, why: string): void {
+    const out = renderWire(e.wire, e.ttlOffsets, ctx.raw, ctx.query!, 0);
+    for (let i = 0; i < e.ttlOffsets.length; i++) out.writeUInt32BE(STALE_TTL, e.ttlOffsets[i]!);
+    staleServed.value++;
+    ctx.set('stale', why);
+    if (ctx.query!.edns?.ecs) scopeOfHit(ctx, e);
+    if (ctx.tracing) ctx.note(`cache: stale answer, TTL ${STALE_TTL} (expired ${wholeSeconds(ctx.receivedAt) - e.expiresAt} s ago): ${why}`);
+    // Not reusable: the answer memo must not repeat it once a refresh may have landed.
+    ctx.respond('cache', out);
+  }
+
+  /**
+   * The fork's answer came in time for the client: it gets it as the stages after the cache left
+   * it (their reply hooks run on it now, as the engine would have run them), or the stale answer
+   * when the refresh failed.
+   */
+  function answerFromFork(ctx: QueryContext, fork: QueryContext, e: Entry, ok: boolean): void {
+    if (ctx.trace !== null && fork.trace !== null) for (const n of fork.trace) ctx.note(n);
+    if (!ok) {
+      answerStale(ctx, e, fork.response === null ? 'the refresh got no answer' : 'the refresh got SERVFAIL');
+      return;
+    }
+    let response: Buffer | null = fork.response;
+    const hooks = fork.hooks;
+    try {
+      if (hooks !== null) for (let i = hooks.length - 1; i >= 0 && response !== null; i--) response = hooks[i]!(fork, response);
+    } catch {
+      response = null;
+    }
+    if (response === null) answerStale(ctx, e, 'the refresh answer was dropped');
+    else ctx.respond(fork.answeredBy, response);
+  }
+
+  /**
+   * A lookup found only the expired entry `e`, still within staleTtl: refresh it on a fork, and
+   * answer with what lands, or with `e` (TTL 30) when the refresh fails or takes longer than
+   * staleClientTimeout, the refresh then going on in the background. Within the recheck window
+   * after a failed refresh, or while a background refresh is under way, `e` is answered at once.
+   */
+  function expired(ctx: QueryContext, e: Entry, next: Next, code: number, now: number): void | Promise<void> {
+    const state = refreshes.get(e);
+    if (state !== undefined) {
+      if (now < state.recheckAt) return answerStale(ctx, e, `a refresh failed less than ${cfg.staleRefreshInterval} s ago`);
+      if (state.running) return answerStale(ctx, e, 'a refresh is under way');
+    }
+    misses.value++;
+    if (ctx.tracing) ctx.note(`cache: expired ${now - e.expiresAt} s ago; refreshing, with the stale answer kept in case it fails`);
+    const fork = ctx.fork();
+    if (cfg.staleClientTimeout === 0) {
+      const ended = refreshInBackground(fork, e, next, code);
+      if (ended !== null) return answerFromFork(ctx, fork, e, ended);
+      return answerStale(ctx, e, 'staleClientTimeout is 0: refreshing in the background');
+    }
+    let r: void | Promise<void>;
+    try {
+      r = next(fork);
+    } catch {
+      return answerFromFork(ctx, fork, e, refreshed(fork, e, code, true));
+    }
+    if (!r) return answerFromFork(ctx, fork, e, refreshed(fork, e, code, false));
+    const running = r;
+    return new Promise<void>((resolve) => {
+      let answered = false;
+      const timer = setTimeout(() => {
+        if (answered) return;
+        answered = true;
+        // From here on the refresh is a background one: the client's context is left alone.
+        refreshOf(e).running = true;
+        answerStale(ctx, e, `no answer within staleClientTimeout (${cfg.staleClientTimeout} ms); refreshing in the background`);
+        resolve();
+      }, cfg.staleClientTimeout);
+      const land = (threw: boolean): void => {
+        const ok = refreshed(fork, e, code, threw);
+        if (answered) return;
+        answered = true;
+        clearTimeout(timer);
+        answerFromFork(ctx, fork, e, ok);
+        resolve();
+      };
+      running.then(
+        () => land(false),
+        () => land(true),
+      );
+    });
   }
 
   return {
@@ -256,8 +455,13 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
           ctx.reusable = hits;
           if (q.edns?.ecs) scopeOfHit(ctx, e);
           ctx.respond('cache', renderWire(e.wire, e.ttlOffsets, ctx.raw, q, e.local ? 0 : now - e.storedAt));
+          // Prefetch: with it off, one comparison; on, one increment, and the rest only once
+          // the entry was asked often enough (a local entry's NEVER never comes near its end).
+          const every = cfg.prefetch;
+          if (every !== 0 && ++e.hits >= every && (e.expiresAt - now) * 100 <= (e.expiresAt - e.storedAt) * cfg.prefetchPercent && idle(e, now)) prefetch(ctx, e, next, code, now);
           return;
         }
+        if (now - e.expiresAt < cfg.staleTtl && mayServeStale(e)) return expired(ctx, e, next, code, now);
       }
       misses.value++;
       if (ctx.tracing) ctx.note('cache: miss');
@@ -308,6 +512,7 @@ export const cacheStage: StageDefinition<CacheOptions> = {
   summary: 'answers repeats from stored replies, per view when they depended on it; stores what the stages after it answered',
   options: cacheOptions,
   requires: [{ name: 'query', where: 'before', reason: 'it looks up the decoded question' }],
+  provides: ['stale'],
   memoSafe: true,
   create: createCacheStage,
 };
