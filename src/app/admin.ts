@@ -6,6 +6,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import { AggregatorRegistry, collectDefaultMetrics, Registry, type Aggregator, type Metric } from 'prom-client';
 import type { AdminConfig, RuntimeConfig } from '../config/types.js';
+import { formatHostPort } from '../lib/net/address.js';
 import type { Stage, StageHealth, StageMetric } from '../core/stage.js';
 import { lineSetById } from '../core/views.js';
 import { AddressMatcher } from '../lib/net/matcher.js';
@@ -378,6 +379,38 @@ export class AdminServer {
     if (flushed === null) return sendJson(res, 404, { error: 'no stage of the pipeline keeps answers' });
     this.logger.info({ name: name ?? null, flushed }, name === undefined ? 'cache flushed' : 'cache flushed for one name');
     sendJson(res, 200, { name: name ?? null, flushed });
+  }
+}
+
+/** Starts the endpoint and logs where; a failure names the address it could not bind. */
+export async function startAdmin(a: AdminConfig, backend: AdminBackend, logger: Logger): Promise<AdminServer> {
+  try {
+    const admin = await AdminServer.start(a, backend, logger);
+    const b = admin.address;
+    logger.info({ admin: `http://${formatHostPort(b.host, b.port)}` }, 'admin endpoint listening');
+    return admin;
+  } catch (err) {
+    throw new Error(`cannot listen on admin address ${formatHostPort(a.host, a.port)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
+/**
+ * A reload's `admin`: the same address keeps the endpoint and takes the new allow list; another
+ * re-binds; none closes it. Returns the endpoint now running (null: none, or it could not bind).
+ */
+export async function reconcileAdmin(cur: AdminServer | null, next: AdminConfig | null, backend: () => AdminBackend, logger: Logger): Promise<AdminServer | null> {
+  if (cur !== null && next !== null && cur.config.host === next.host && cur.config.port === next.port) {
+    cur.setAllow(next.allow);
+    return cur;
+  }
+  await cur?.close();
+  if (next === null) return null;
+  try {
+    return await startAdmin(next, backend(), logger);
+  } catch (err) {
+    // DNS keeps serving on the new config; only the admin endpoint is off until a reload fixes it.
+    logger.error({ err: String(err) }, 'admin endpoint not restarted');
+    return null;
   }
 }
 

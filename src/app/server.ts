@@ -161,37 +161,16 @@ export class LineDnsServer implements AdminSource {
   private async startAdmin(a: AdminConfig): Promise<AdminServer> {
     // Loaded only when configured: prom-client and explain's dns-packet cost a server without an
     // admin endpoint memory it would never use.
-    const { AdminServer, localBackend } = await import('./admin.js');
-    try {
-      const admin = await AdminServer.start(a, localBackend(this), this.logger);
-      const b = admin.address;
-      this.logger.info({ admin: `http://${formatHostPort(b.host, b.port)}` }, 'admin endpoint listening');
-      return admin;
-    } catch (err) {
-      throw new Error(`cannot listen on admin address ${formatHostPort(a.host, a.port)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    const { startAdmin, localBackend } = await import('./admin.js');
+    return startAdmin(a, localBackend(this), this.logger);
   }
 
   /** A reload: re-binds the admin endpoint when its address changed, or applies its new allow list. */
   private async applyAdmin(next: AdminConfig | null): Promise<void> {
     this.countReplies(next !== null);
-    if (this.worker) return;
-    const cur = this.admin;
-    if (cur !== null && next !== null && cur.config.host === next.host && cur.config.port === next.port) {
-      cur.setAllow(next.allow);
-      return;
-    }
-    if (cur !== null) {
-      this.admin = null;
-      await cur.close();
-    }
-    if (next === null) return;
-    try {
-      this.admin = await this.startAdmin(next);
-    } catch (err) {
-      // DNS keeps serving on the new config; only the admin endpoint is off until a reload fixes it.
-      this.logger.error({ err: String(err) }, 'admin endpoint not restarted');
-    }
+    if (this.worker || (this.admin === null && next === null)) return;
+    const { reconcileAdmin, localBackend } = await import('./admin.js');
+    this.admin = await reconcileAdmin(this.admin, next, () => localBackend(this), this.logger);
   }
 
   /**
