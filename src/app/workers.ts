@@ -51,7 +51,7 @@ const ADMIN_ASK_MS = 2_000;
  */
 export function supportsReusePort(version = process.versions.node): boolean {
   const [major = 0, minor = 0] = version.split('.').map(Number);
-  return major > 22 || (major === 22 && minor >= 12);
+  return major >= 24 || (major === 23 && minor >= 1) || (major === 22 && minor >= 12);
 }
 
 /** `--workers auto`: one worker per CPU this process may use. */
