@@ -11,6 +11,8 @@ import { ConfigError } from '../src/config/load.js';
 import { buildQuery, query, tcpExchange, udpExchange } from './helpers/client.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { pino } from 'pino';
+import { SocketErrorLog } from '../src/transport/errors.js';
 
 const T = { timeout: 30_000 };
 
@@ -319,4 +321,32 @@ test('--admin HOST:PORT names the address and keeps the file\'s allow list; a ba
     () => loadConfig(plain.configFile, { admin: 'nowhere:1' }),
     (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.file === '--admin' && i.code === 'LDNS_BAD_ADDRESS'),
   );
+});
+
+test('socket errors are logged at most once per interval for each place, address and code, with how many were not', () => {
+  const lines: { msg: string; code: string; suppressed: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as { msg: string; code: string; suppressed: number }) });
+  const log = new SocketErrorLog(logger, 60_000);
+  const eperm = Object.assign(new Error('send EPERM'), { code: 'EPERM' });
+  for (let i = 0; i < 5; i++) log.report('udp send', '127.0.0.1:53', eperm);
+  log.report('udp send', '127.0.0.1:53', Object.assign(new Error('send ENOBUFS'), { code: 'ENOBUFS' }));
+  log.report('tcp listen', '127.0.0.1:53', eperm);
+  assert.deepEqual(lines.map((l) => [l.msg, l.code]), [
+    ['socket error (udp send)', 'EPERM'],
+    ['socket error (udp send)', 'ENOBUFS'],
+    ['socket error (tcp listen)', 'EPERM'],
+  ]);
+  // Once the interval is over, the next line says how many it left out.
+  let now = 1_000;
+  const timed = new SocketErrorLog(logger, 10_000, () => now);
+  lines.length = 0;
+  for (let i = 0; i < 4; i++) timed.report('udp send', '127.0.0.1:53', eperm);
+  now += 9_999;
+  timed.report('udp send', '127.0.0.1:53', eperm);
+  assert.equal(lines.length, 1);
+  now += 1;
+  timed.report('udp send', '127.0.0.1:53', eperm);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[1]!.suppressed, 4);
+  assert.match(lines[1]!.msg, /4 more like it not logged/);
 });

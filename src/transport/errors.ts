@@ -12,13 +12,14 @@ export class SocketErrorLog {
   constructor(
     private readonly logger: Logger,
     private readonly intervalMs = SOCKET_ERROR_LOG_MS,
+    private readonly clock: () => number = Date.now,
   ) {}
 
   /** `where`: what failed ("udp send", "tcp connection"); `address`: the listen address. */
   report(where: string, address: string, err: unknown): void {
     const code = (err as NodeJS.ErrnoException | null)?.code ?? 'error';
     const kind = `${where} ${address} ${code}`;
-    const now = Date.now();
+    const now = this.clock();
     const s = this.seen.get(kind);
     if (s !== undefined && now - s.at < this.intervalMs) {
       s.more++;
