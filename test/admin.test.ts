@@ -12,7 +12,7 @@ import { buildQuery, query, tcpExchange, udpExchange } from './helpers/client.js
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
 import { pino } from 'pino';
-import { SocketErrorLog } from '../src/transport/errors.js';
+import { SocketErrorLog } from '../src/lib/net/listen.js';
 
 const T = { timeout: 30_000 };
 

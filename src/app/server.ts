@@ -18,7 +18,7 @@ import { startUdp, type UdpTransport } from '../transport/udp.js';
 import { createHash } from 'node:crypto';
 import type { AdminConfig } from '../config/types.js';
 import type { AdminServer, AdminSource, ServerRegistry } from './admin.js';
-import { SocketErrorLog } from '../transport/errors.js';
+import { SocketErrorLog } from '../lib/net/listen.js';
 
 export interface BoundAddress {
   protocol: 'udp' | 'tcp';

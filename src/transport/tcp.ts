@@ -9,7 +9,7 @@ import type { TcpConfig } from '../config/types.js';
 import { TRANSPORT_TCP, type Metrics } from '../lib/metrics.js';
 import { Engine, replyRcode } from '../core/engine.js';
 import { formatHostPort } from '../lib/net/address.js';
-import type { ListenOptions } from './errors.js';
+import type { ListenOptions } from '../lib/net/listen.js';
 
 export interface TcpTransport {
   server: net.Server;

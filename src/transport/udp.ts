@@ -13,7 +13,7 @@ import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from '../core/answer-memo.
 import { wholeSeconds } from '../lib/clock.js';
 import { literalLookup } from '../lib/net/literal-lookup.js';
 import { formatHostPort } from '../lib/net/address.js';
-import type { ListenOptions } from './errors.js';
+import type { ListenOptions } from '../lib/net/listen.js';
 
 export interface UdpTransport {
   socket: dgram.Socket;

@@ -1,7 +1,7 @@
-// Socket errors of the transports: always counted, logged at most once per interval and kind,
-// with how many more there were, so a flood of failing sends cannot flood the log.
+// How the transports listen: socket errors always counted, logged at most once per interval and
+// kind (with how many more there were), and the reusePort option of --workers workers.
 
-import type { Logger } from '../lib/logger.js';
+import type { Logger } from '../logger.js';
 
 /** One log line per kind of error (where, and its code) per this many milliseconds. */
 export const SOCKET_ERROR_LOG_MS = 10_000;
