@@ -2,6 +2,7 @@
 // and hands its last good one to every worker it forks, restarting dead workers with backoff.
 
 import cluster, { type Worker } from 'node:cluster';
+import dgram from 'node:dgram';
 import net from 'node:net';
 import os from 'node:os';
 import type { Logger } from 'pino';
@@ -86,27 +87,32 @@ function isAdminReply(msg: unknown): msg is AdminReply {
   return (msg as { type?: unknown } | null)?.type === 'linedns-admin-reply';
 }
 
+/** A port free for both UDP and TCP on `host` right now (kept by neither once returned). */
+async function freePortPair(host: string): Promise<number> {
+  for (let attempt = 0; ; attempt++) {
+    const udp = dgram.createSocket(net.isIPv6(host) ? 'udp6' : 'udp4');
+    const port = await new Promise<number>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind({ address: host, port: 0, exclusive: true }, () => resolve(udp.address().port));
+    });
+    const tcpFree = await new Promise<boolean>((resolve) => {
+      const probe = net.createServer();
+      probe.once('error', () => resolve(false));
+      probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(true)));
+    });
+    await new Promise<void>((resolve) => udp.close(() => resolve()));
+    if (tcpFree) return port;
+    if (attempt >= 10) throw new Error(`no port free for both UDP and TCP on ${host}`);
+  }
+}
+
 /**
  * With reusePort each worker binds the port itself: a listen port of 0 would give each its own,
- * so the primary picks one free port per address first (UDP and TCP alike) and hands it to all.
+ * so the primary picks one free port per address first and hands the same to every worker.
  */
 async function pickPorts(config: RuntimeConfig): Promise<RuntimeConfig['listen']> {
   const out: RuntimeConfig['listen'][number][] = [];
-  for (const l of config.listen) {
-    if (l.port !== 0) {
-      out.push(l);
-      continue;
-    }
-    const port = await new Promise<number>((resolve, reject) => {
-      const probe = net.createServer();
-      probe.once('error', reject);
-      probe.listen({ host: l.host, port: 0, exclusive: true }, () => {
-        const p = (probe.address() as net.AddressInfo).port;
-        probe.close(() => resolve(p));
-      });
-    });
-    out.push({ ...l, port });
-  }
+  for (const l of config.listen) out.push(l.port === 0 ? { ...l, port: await freePortPair(l.host) } : l);
   return out;
 }
 
