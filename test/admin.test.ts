@@ -138,7 +138,13 @@ test('admin: exact reply counts by transport, type, rcode and stage, the duratio
     const port = ld.server.admin!.address.port;
     // Without a cache, so that every count below is known whatever the clock: a repeat within
     // the second comes from the answer memo and counts as the stage that made the answer.
-    for (let i = 0; i < 3; i++) assert.equal((await query(ld.port, { name: 'local.test' })).rcode, 'NOERROR');
+    // Until the memo has answered a repeat (bounded): those must be counted like the others.
+    let local = 0;
+    while ((local < 3 || ld.server.metrics.get('udp_memo_hits_total') === 0) && local < 30) {
+      assert.equal((await query(ld.port, { name: 'local.test' })).rcode, 'NOERROR');
+      local++;
+    }
+    assert.ok(ld.server.metrics.get('udp_memo_hits_total') > 0, 'the memo answered some');
     for (let i = 0; i < 2; i++) assert.equal((await query(ld.port, { name: 'nx.test' }, { from: '127.0.0.2' })).rcode, 'NXDOMAIN');
     assert.equal((await query(ld.port, { name: 'h.test', type: 'HINFO' })).rcode, 'NOERROR');
     assert.equal((await tcpExchange(ld.port, [buildQuery({ name: 'local.test' })])).length, 1);
@@ -147,7 +153,7 @@ test('admin: exact reply counts by transport, type, rcode and stage, the duratio
 
     const m = (await http(port, '/metrics')).body;
     const r = (labels: string): number | undefined => sample(m, `linedns_replies_total{${labels}}`);
-    assert.equal(r('transport="udp",type="A",rcode="NOERROR",stage="records"'), 3, m);
+    assert.equal(r('transport="udp",type="A",rcode="NOERROR",stage="records"'), local, m);
     assert.equal(r('transport="udp",type="A",rcode="NXDOMAIN",stage="forward"'), 2);
     assert.equal(r('transport="udp",type="other",rcode="NOERROR",stage="forward"'), 1);
     assert.equal(r('transport="tcp",type="A",rcode="NOERROR",stage="records"'), 1);
@@ -156,8 +162,8 @@ test('admin: exact reply counts by transport, type, rcode and stage, the duratio
     assert.match(m, /# TYPE linedns_replies_total counter/);
 
     assert.match(m, /# TYPE linedns_reply_duration_seconds histogram/);
-    assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="udp"}'), 6);
-    assert.equal(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="+Inf"}'), 6);
+    assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="udp"}'), local + 3);
+    assert.equal(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="+Inf"}'), local + 3);
     assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="tcp"}'), 1);
     assert.ok(sample(m, 'linedns_reply_duration_seconds_sum{transport="udp"}')! > 0);
     // CoreDNS's buckets: 0.25 ms doubling to 8.192 s.
@@ -165,11 +171,11 @@ test('admin: exact reply counts by transport, type, rcode and stage, the duratio
     assert.ok(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="8.192"}') !== undefined);
 
     // Every client here is in office (127.0.0.0/8); 127.0.0.2 is in lab too.
-    assert.equal(sample(m, 'linedns_line_replies_total{line="office"}'), 7);
+    assert.equal(sample(m, 'linedns_line_replies_total{line="office"}'), local + 4);
     assert.equal(sample(m, 'linedns_line_replies_total{line="lab"}'), 2);
 
     assert.equal(sample(m, 'linedns_decode_dropped_total'), 1, 'malformed packets');
-    assert.equal(sample(m, 'linedns_udp_queries_total'), 7);
+    assert.equal(sample(m, 'linedns_udp_queries_total'), local + 4);
 
     // The stage's histogram: cumulative buckets, +Inf, sum and count.
     assert.match(m, /# TYPE linedns_fake_latency_seconds histogram/);
