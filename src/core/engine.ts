@@ -196,3 +196,16 @@ export function replyRcode(wire: Buffer): number {
   if (opt) rcode |= wire[n - 6]! << 4;
   return rcode;
 }
+
+/**
+ * The id of the client's LineSet for the reply counts (QueryStats), classified now if no stage
+ * asked; 0 when it has none. Outside the pipeline's error handling, so a user classifier that
+ * throws costs the count its line, not the process.
+ */
+export function lineSetId(ctx: QueryContext): number {
+  try {
+    return ctx.lines?.id ?? 0;
+  } catch {
+    return 0;
+  }
+}

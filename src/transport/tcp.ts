@@ -7,7 +7,7 @@ import { frame } from '../lib/dns/framing.js';
 import { QueryContext } from '../core/context.js';
 import type { TcpConfig } from '../config/types.js';
 import { TRANSPORT_TCP, type Metrics } from '../lib/metrics.js';
-import { Engine, replyRcode } from '../core/engine.js';
+import { Engine, lineSetId, replyRcode } from '../core/engine.js';
 import { formatHostPort } from '../lib/net/address.js';
 import type { ListenOptions } from '../lib/net/listen.js';
 
@@ -91,7 +91,7 @@ export function startTcp(
       if (out !== null && !socket.destroyed && socket.writable) {
         socket.write(frame(out));
         const stats = metrics.queries;
-        if (stats !== null) stats.count(TRANSPORT_TCP, ctx.query?.qtype ?? 0, replyRcode(out), ctx.answeredBy, performance.now() - ctx.receivedAt, ctx.lines?.id ?? 0);
+        if (stats !== null) stats.count(TRANSPORT_TCP, ctx.query?.qtype ?? 0, replyRcode(out), ctx.answeredBy, performance.now() - ctx.receivedAt, lineSetId(ctx));
         if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.replyInfo(ctx, out, false, performance.now()));
       }
       resumeIfRoom();

@@ -8,7 +8,7 @@ import { MIN_UDP_SIZE } from '../lib/dns/constants.js';
 import { truncateReply } from '../lib/dns/template.js';
 import { QueryContext } from '../core/context.js';
 import { TRANSPORT_UDP, type Metrics } from '../lib/metrics.js';
-import { Engine, replyRcode } from '../core/engine.js';
+import { Engine, lineSetId, replyRcode } from '../core/engine.js';
 import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from '../core/answer-memo.js';
 import { wholeSeconds } from '../lib/clock.js';
 import { literalLookup } from '../lib/net/literal-lookup.js';
@@ -55,7 +55,7 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
     }
     // With the admin endpoint on, the client's lines are counted (classified now if no stage did).
     const stats = metrics.queries;
-    const lineSet = stats === null ? 0 : (ctx.lines?.id ?? 0);
+    const lineSet = stats === null ? 0 : lineSetId(ctx);
     // A hooked reply is not the pipeline's alone (a hook may depend on anything): never kept.
     if (memo !== null && ctx.reusable !== null && ctx.hooks === null) {
       const q = ctx.query!;
