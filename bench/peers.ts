@@ -2,6 +2,7 @@
 // one thread, nsd as the only upstream, a cache) and started on a port the benchmark picks.
 
 import { writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { join } from 'node:path';
 import { freePort, LOOPBACK, waitForDns } from './net.js';
 import { commandExists, start, stop, versionOf, type Started } from './proc.js';
@@ -42,6 +43,33 @@ export interface LineDnsOptions {
   log?: { sample: number };
   /** The cache's `prefetch` option (hits before an answer is refreshed early); absent: the default, off. */
   prefetch?: number;
+  /** The admin endpoint on (so the transports count every reply), its /metrics fetched every `scrapeMs`. */
+  admin?: { scrapeMs: number };
+}
+
+/**
+ * Fetches /metrics every `ms` as Prometheus would, for as long as the server runs: what the
+ * endpoint costs the query path is counting plus this. Returns the function that stops it.
+ */
+function scrapeEvery(port: number, ms: number): () => void {
+  let stopped = false;
+  let timer: NodeJS.Timeout | null = null;
+  const once = (): void => {
+    if (stopped) return;
+    const req = get({ host: LOOPBACK, port, path: '/metrics', agent: false }, (res) => {
+      res.resume();
+      res.on('end', schedule);
+    });
+    req.on('error', schedule);
+  };
+  const schedule = (): void => {
+    if (!stopped) timer = setTimeout(once, ms);
+  };
+  schedule();
+  return () => {
+    stopped = true;
+    if (timer !== null) clearTimeout(timer);
+  };
 }
 
 /** The default pipeline, spelled out so a bench row can put the log stage in front of it. */
@@ -109,6 +137,7 @@ zone:
 export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Promise<Running> {
   const port = await freePort();
   const conf = join(env.dir, `linedns-${port}.json`);
+  const adminPort = opts.admin === undefined ? 0 : await freePort();
   writeFileSync(
     conf,
     JSON.stringify({
@@ -118,6 +147,7 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
       smartLine: env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000, ...(opts.prefetch === undefined ? {} : { prefetch: opts.prefetch }) },
       ...(opts.answerMemo === undefined ? {} : { answerMemo: opts.answerMemo }),
+      ...(opts.admin === undefined ? {} : { admin: `${LOOPBACK}:${adminPort}` }),
       ...(opts.log === undefined ? {} : { pipeline: [{ log: { file: join(env.dir, `queries-${port}.log`), sample: opts.log.sample } }, ...DEFAULT_PIPELINE] }),
     }),
   );
@@ -129,14 +159,25 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
     ? 'linedns-base'
     : opts.log !== undefined
       ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
-      : opts.workers && opts.workers > 1
-        ? `linedns-${opts.workers}w`
-        : opts.prefetch !== undefined
-          ? 'linedns-prefetch'
-          : opts.answerMemo === false
-            ? 'linedns-nomemo'
-            : 'linedns';
-  return launch(name, env.dir, port, process.execPath, args, logName(name));
+      : opts.admin !== undefined
+        ? 'linedns-admin'
+        : opts.workers && opts.workers > 1
+          ? `linedns-${opts.workers}w`
+          : opts.prefetch !== undefined
+            ? 'linedns-prefetch'
+            : opts.answerMemo === false
+              ? 'linedns-nomemo'
+              : 'linedns';
+  const running = await launch(name, env.dir, port, process.execPath, args, logName(name));
+  if (opts.admin === undefined) return running;
+  const stopScraping = scrapeEvery(adminPort, opts.admin.scrapeMs);
+  return {
+    ...running,
+    stop: async () => {
+      stopScraping();
+      await running.stop();
+    },
+  };
 }
 
 async function startDnsdist(env: PeerEnv): Promise<Running> {
@@ -237,7 +278,7 @@ async function startNodeRef(env: PeerEnv, name: string, script: string, workload
 }
 
 /** How tables list the servers (runs follow the order of SERVERS). */
-export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-base', 'linedns-log', 'linedns-log100', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
+export const DISPLAY_ORDER: readonly string[] = ['linedns', 'linedns-base', 'linedns-admin', 'linedns-log', 'linedns-log100', 'linedns-2w', 'linedns-nomemo', 'ceiling', 'ceiling-lit', 'naive', 'dnsdist', 'unbound', 'dnsmasq', 'nsd'];
 
 export function displayRank(name: string): number {
   const i = DISPLAY_ORDER.indexOf(name);
@@ -251,10 +292,11 @@ export function startCeiling(env: PeerEnv, workload: WorkloadName, nodeArgs: str
 
 export const SERVERS: readonly ServerSpec[] = [
   // Order matters: runs alternate forwards and backwards, so neighbours here run side by side
-  // in every round (bench/run.ts): linedns sits between the two ceilings, the other linedns
-  // rows beside one of them.
+  // in every round (bench/run.ts): linedns sits between linedns-admin (the admin endpoint's
+  // cost) and linedns-base (the A/B), the other linedns rows beside one of the ceilings.
   { name: 'linedns-2w', note: 'same, --workers 2', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { workers: 2 }) },
   { name: 'ceiling-lit', note: 'the ceiling with the literal-address lookup linedns uses (bench/ceiling.ts --literal-lookup)', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w, [], true) },
+  { name: 'linedns-admin', note: 'same, with the admin endpoint on (every reply counted) and /metrics scraped once a second', binary: null, workloads: ['hit'], start: (env) => startLineDns(env, { admin: { scrapeMs: 1000 } }) },
   { name: 'linedns', note: 'default pipeline, records + smart-line loaded, cache 100k', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env) },
   { name: 'linedns-base', note: 'the BENCH_BASELINE checkout, configured the same', binary: null, workloads: ['hit', 'local', 'miss'], start: (env) => startLineDns(env, { baseline: true }) },
   { name: 'ceiling', note: 'bare Node: ID copied into a prebuilt reply; relays by ID for misses', binary: null, workloads: ['hit', 'local', 'miss'], start: (env, w) => startCeiling(env, w) },

@@ -121,6 +121,12 @@ function targets(r: BenchResults): Target[] {
   // The query log's cost on the hottest path, against the same pipeline without it.
   vs('query log to a file, every query: cache hit ≥ 0.7× linedns, qps', 'hit', 'linedns', 0.7, false, 'linedns-log');
   vs('query log sampling 1 in 100: cache hit ≥ 0.95× linedns, qps', 'hit', 'linedns', 0.95, false, 'linedns-log100');
+  // The admin endpoint's cost: every reply counted, /metrics scraped once a second, same rounds.
+  vs('(context) admin on, /metrics scraped 1/s: cache hit vs linedns, qps', 'hit', 'linedns', null, false, 'linedns-admin');
+  vs('(context) admin on, /metrics scraped 1/s: cache hit vs linedns, qps per CPU-s', 'hit', 'linedns', null, true, 'linedns-admin');
+  // --workers 2 against one process (--workers 1) on the same machine.
+  vs('(context) --workers 2 vs --workers 1: cache hit, qps', 'hit', 'linedns', null, false, 'linedns-2w');
+  vs('(context) --workers 2 vs --workers 1: cache hit, qps per CPU-s', 'hit', 'linedns', null, true, 'linedns-2w');
   // A same-run A/B against the BENCH_BASELINE checkout, when one ran.
   if (r.cells.some((c) => c.server === 'linedns-base')) {
     for (const w of ['hit', 'local', 'miss'] as const) vs(`(A/B) ${w} vs linedns-base, qps`, w, 'linedns-base', null, false);

@@ -11,13 +11,13 @@ import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logg
 import { formatAddress, LineDnsServer } from './app/server.js';
 import type { ExplainRequest } from './app/explain.js';
 import { testCommand } from './app/golden.js';
-import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
+import { answerAdminRequests, autoWorkers, configFromPrimary, runPrimary, supportsReusePort, type WorkerMessage } from './app/workers.js';
 import { ConfigWatcher } from './app/watch.js';
 import type { RuntimeConfig } from './config/types.js';
 
 const USAGE = `usage:
   linedns serve   [--config FILE | FILE] [--listen HOST:PORT]... [--upstream HOST[:PORT]]...
-                  [--records FILE] [--smart-line FILE] [--workers N] [--log-level LEVEL]
+                  [--records FILE] [--smart-line FILE] [--workers N|auto] [--log-level LEVEL]
                   [--admin HOST:PORT]
   linedns check   [--config FILE | FILE]
   linedns explain NAME [TYPE] --client IP [--ecs CIDR] [--json] [--live] [--config FILE]
@@ -70,8 +70,9 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
   if (values.records) o.records = values.records;
   if (values['smart-line']) o.smartLine = values['smart-line'];
   if (values.workers !== undefined) {
-    const n = Number(values.workers);
-    if (!Number.isInteger(n) || n < 1 || n > 64) fail('LDNS_CLI_BAD_VALUE', `--workers takes 1..64, not "${values.workers}"`);
+    // auto: one per CPU this process may use (os.availableParallelism()).
+    const n = values.workers === 'auto' ? autoWorkers() : Number(values.workers);
+    if (!Number.isInteger(n) || n < 1 || n > 64) fail('LDNS_CLI_BAD_VALUE', `--workers takes 1..64 or auto, not "${values.workers}"`);
     o.workers = n;
   }
   if (values.admin !== undefined) o.admin = values.admin;
@@ -133,15 +134,16 @@ async function serveWorker(): Promise<void> {
     else applying = applying.then(() => server!.applyReloaded(next));
   });
   logger = createLogger(config.logLevel);
-  server = await startOrExit(config, logger, {});
+  server = await startOrExit(config, logger, {}, { worker: true, reusePort: supportsReusePort() });
+  answerAdminRequests(server);
   if (early) applying = applying.then(() => server!.applyReloaded(early!));
   handleSignals(server, logger);
   process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
 }
 
-async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides): Promise<LineDnsServer> {
+async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides, role: { worker?: boolean; reusePort?: boolean } = {}): Promise<LineDnsServer> {
   try {
-    return await LineDnsServer.start(config, { logger, overrides });
+    return await LineDnsServer.start(config, { logger, overrides, ...role });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);

@@ -8,9 +8,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../src/app/config.js';
 import { configHash } from '../src/app/server.js';
 import { ConfigError } from '../src/config/load.js';
-import { query } from './helpers/client.js';
+import { buildQuery, query, tcpExchange, udpExchange } from './helpers/client.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { pino } from 'pino';
+import { SocketErrorLog } from '../src/lib/net/listen.js';
 
 const T = { timeout: 30_000 };
 
@@ -107,6 +109,98 @@ test('admin: /metrics shows every counter with the linedns_ prefix, the config a
     assert.equal(sample(after, `linedns_config_info{hash="${hash2}"}`), 1);
     assert.equal(sample(after, `linedns_config_info{hash="${hash}"}`), undefined, 'only the running config is shown');
   });
+});
+
+/** A user stage that only passes queries on and shows a histogram it keeps itself (HistogramMetric). */
+const FAKE_HISTOGRAM_STAGE = `
+export default function create() {
+  return {
+    name: 'fake-histogram',
+    observesOnly: true,
+    handle(ctx, next) { return next(); },
+    metrics() {
+      return [{ name: 'fake_latency_seconds', help: 'a histogram a stage keeps', type: 'histogram', buckets: [0.01, 0.1],
+        samples: [{ labels: { upstream: 'u1' }, counts: [2, 1, 1], sum: 0.5 }] }];
+    },
+  };
+}
+`;
+
+test('admin: exact reply counts by transport, type, rcode and stage, the duration histogram, lines, and a stage histogram', T, async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const ld = await startLineDns({
+    config: { upstreams: [up.address], admin: '127.0.0.1:0', pipeline: ['decode', './fake-histogram.js', 'records', 'smartline', 'forward'] },
+    records: [{ name: 'local.test', type: 'A', rdata: '192.0.2.9' }],
+    smartLine: { office: ['127.0.0.0/8'], lab: ['127.0.0.2/32'] },
+    extra: { 'fake-histogram.js': FAKE_HISTOGRAM_STAGE },
+  });
+  try {
+    const port = ld.server.admin!.address.port;
+    // Without a cache, so that every count below is known whatever the clock: a repeat within
+    // the second comes from the answer memo and counts as the stage that made the answer.
+    // Until the memo has answered a repeat (bounded): those must be counted like the others.
+    let local = 0;
+    while ((local < 3 || ld.server.metrics.get('udp_memo_hits_total') === 0) && local < 30) {
+      assert.equal((await query(ld.port, { name: 'local.test' })).rcode, 'NOERROR');
+      local++;
+    }
+    assert.ok(ld.server.metrics.get('udp_memo_hits_total') > 0, 'the memo answered some');
+    for (let i = 0; i < 2; i++) assert.equal((await query(ld.port, { name: 'nx.test' }, { from: '127.0.0.2' })).rcode, 'NXDOMAIN');
+    assert.equal((await query(ld.port, { name: 'h.test', type: 'HINFO' })).rcode, 'NOERROR');
+    assert.equal((await tcpExchange(ld.port, [buildQuery({ name: 'local.test' })])).length, 1);
+    // Undecodable: no reply, counted as dropped by decode.
+    assert.equal(await udpExchange(ld.port, Buffer.from([1, 2, 3]), { timeoutMs: 300 }), null);
+
+    const m = (await http(port, '/metrics')).body;
+    const r = (labels: string): number | undefined => sample(m, `linedns_replies_total{${labels}}`);
+    assert.equal(r('transport="udp",type="A",rcode="NOERROR",stage="records"'), local, m);
+    assert.equal(r('transport="udp",type="A",rcode="NXDOMAIN",stage="forward"'), 2);
+    assert.equal(r('transport="udp",type="other",rcode="NOERROR",stage="forward"'), 1);
+    assert.equal(r('transport="tcp",type="A",rcode="NOERROR",stage="records"'), 1);
+    const all = m.split('\n').filter((l) => l.startsWith('linedns_replies_total{'));
+    assert.equal(all.length, 4, 'no other reply counted');
+    assert.match(m, /# TYPE linedns_replies_total counter/);
+
+    assert.match(m, /# TYPE linedns_reply_duration_seconds histogram/);
+    assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="udp"}'), local + 3);
+    assert.equal(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="+Inf"}'), local + 3);
+    assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="tcp"}'), 1);
+    assert.ok(sample(m, 'linedns_reply_duration_seconds_sum{transport="udp"}')! > 0);
+    // CoreDNS's buckets: 0.25 ms doubling to 8.192 s.
+    assert.ok(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="0.00025"}') !== undefined);
+    assert.ok(sample(m, 'linedns_reply_duration_seconds_bucket{transport="udp",le="8.192"}') !== undefined);
+
+    // Every client here is in office (127.0.0.0/8); 127.0.0.2 is in lab too.
+    assert.equal(sample(m, 'linedns_line_replies_total{line="office"}'), local + 4);
+    assert.equal(sample(m, 'linedns_line_replies_total{line="lab"}'), 2);
+
+    assert.equal(sample(m, 'linedns_decode_dropped_total'), 1, 'malformed packets');
+    assert.equal(sample(m, 'linedns_udp_queries_total'), local + 4);
+
+    // The stage's histogram: cumulative buckets, +Inf, sum and count.
+    assert.match(m, /# TYPE linedns_fake_latency_seconds histogram/);
+    assert.equal(sample(m, 'linedns_fake_latency_seconds_bucket{upstream="u1",le="0.01"}'), 2);
+    assert.equal(sample(m, 'linedns_fake_latency_seconds_bucket{upstream="u1",le="0.1"}'), 3);
+    assert.equal(sample(m, 'linedns_fake_latency_seconds_bucket{upstream="u1",le="+Inf"}'), 4);
+    assert.equal(sample(m, 'linedns_fake_latency_seconds_sum{upstream="u1"}'), 0.5);
+    assert.equal(sample(m, 'linedns_fake_latency_seconds_count{upstream="u1"}'), 4);
+  } finally {
+    await bounded(ld.close(), 'linedns');
+    await bounded(up.close(), 'the upstream');
+  }
+});
+
+test('admin off: no reply is counted (the transports skip the count)', T, async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const ld = await startLineDns({ config: { upstreams: [up.address] } });
+  try {
+    assert.equal(ld.server.metrics.queries, null);
+    assert.equal((await query(ld.port, { name: 'a.test' })).rcode, 'NOERROR');
+    assert.equal(ld.server.metrics.queries, null);
+  } finally {
+    await bounded(ld.close(), 'linedns');
+    await bounded(up.close(), 'the upstream');
+  }
 });
 
 test('admin: clients outside allow get 403; a reload changes allow and re-binds a new address', T, async () => {
@@ -233,4 +327,32 @@ test('--admin HOST:PORT names the address and keeps the file\'s allow list; a ba
     () => loadConfig(plain.configFile, { admin: 'nowhere:1' }),
     (err: unknown) => err instanceof ConfigError && err.issues.some((i) => i.file === '--admin' && i.code === 'LDNS_BAD_ADDRESS'),
   );
+});
+
+test('socket errors are logged at most once per interval for each place, address and code, with how many were not', () => {
+  const lines: { msg: string; code: string; suppressed: number }[] = [];
+  const logger = pino({ level: 'info' }, { write: (s: string) => lines.push(JSON.parse(s) as { msg: string; code: string; suppressed: number }) });
+  const log = new SocketErrorLog(logger, 60_000);
+  const eperm = Object.assign(new Error('send EPERM'), { code: 'EPERM' });
+  for (let i = 0; i < 5; i++) log.report('udp send', '127.0.0.1:53', eperm);
+  log.report('udp send', '127.0.0.1:53', Object.assign(new Error('send ENOBUFS'), { code: 'ENOBUFS' }));
+  log.report('tcp listen', '127.0.0.1:53', eperm);
+  assert.deepEqual(lines.map((l) => [l.msg, l.code]), [
+    ['socket error (udp send)', 'EPERM'],
+    ['socket error (udp send)', 'ENOBUFS'],
+    ['socket error (tcp listen)', 'EPERM'],
+  ]);
+  // Once the interval is over, the next line says how many it left out.
+  let now = 1_000;
+  const timed = new SocketErrorLog(logger, 10_000, () => now);
+  lines.length = 0;
+  for (let i = 0; i < 4; i++) timed.report('udp send', '127.0.0.1:53', eperm);
+  now += 9_999;
+  timed.report('udp send', '127.0.0.1:53', eperm);
+  assert.equal(lines.length, 1);
+  now += 1;
+  timed.report('udp send', '127.0.0.1:53', eperm);
+  assert.equal(lines.length, 2);
+  assert.equal(lines[1]!.suppressed, 4);
+  assert.match(lines[1]!.msg, /4 more like it not logged/);
 });

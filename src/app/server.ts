@@ -7,7 +7,7 @@ import { failureLines, type ConfigOverrides } from '../config/load.js';
 import { reloadConfig } from './config.js';
 import { goldenGate } from './golden.js';
 import type { PipelineEntry, RuntimeConfig } from '../config/types.js';
-import { Metrics, type Counter } from '../lib/metrics.js';
+import { Metrics, QueryStats, type Counter } from '../lib/metrics.js';
 import { buildStages, memoSafeWith, type BuiltStage } from '../stages/index.js';
 import type { PipelineEnv, Stage, StageHealth } from '../core/stage.js';
 import { Engine } from '../core/engine.js';
@@ -17,7 +17,8 @@ import { startTcp, TcpConnectionCounts, type TcpTransport } from '../transport/t
 import { startUdp, type UdpTransport } from '../transport/udp.js';
 import { createHash } from 'node:crypto';
 import type { AdminConfig } from '../config/types.js';
-import type { AdminServer, AdminSource } from './admin.js';
+import type { AdminServer, AdminSource, ServerRegistry } from './admin.js';
+import { SocketErrorLog } from '../lib/net/listen.js';
 
 export interface BoundAddress {
   protocol: 'udp' | 'tcp';
@@ -34,14 +35,22 @@ export interface StartOptions {
   metrics?: Metrics;
   /** Flags to re-apply when the config file is reloaded. */
   overrides?: ConfigOverrides;
+  /**
+   * A --workers worker: the primary serves the admin endpoint (and asks this server over IPC),
+   * so none is started here. Default: a process of its own.
+   */
+  worker?: boolean;
+  /** Bind every listen socket with reusePort (Node >= 22.12, a --workers worker): see workers.ts. */
+  reusePort?: boolean;
 }
 
 async function bindPair(host: string, port: number, server: LineDnsServer): Promise<[UdpTransport, TcpTransport]> {
   // With port 0, UDP picks the port and TCP must get the same one: retry if it is taken.
   for (let attempt = 0; ; attempt++) {
-    const udp = await startUdp(host, port, () => server.engine, server.metrics, () => server.config.maxUdpSize);
+    const opts = { errors: server.socketErrors, reusePort: server.reusePort };
+    const udp = await startUdp(host, port, () => server.engine, server.metrics, () => server.config.maxUdpSize, opts);
     try {
-      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp, server.tcpCounts);
+      const tcp = await startTcp(host, udp.port, () => server.engine, server.metrics, () => server.config.tcp, server.tcpCounts, opts);
       return [udp, tcp];
     } catch (err) {
       await udp.close();
@@ -98,21 +107,29 @@ export class LineDnsServer implements AdminSource {
   readonly tcpCounts = new TcpConnectionCounts();
   private reloading: Promise<boolean> | null = null;
   private reloadAgain: Promise<boolean> | null = null;
+  /** Socket errors of every listener, logged at most once per 10 s per kind. */
+  readonly socketErrors: SocketErrorLog;
+  /** A --workers worker's metrics, asked for by the primary (made on its first ask). */
+  private workerRegistry: ServerRegistry | null = null;
 
   private constructor(
     public config: RuntimeConfig,
     readonly logger: Logger,
     readonly metrics: Metrics,
     private readonly overrides: ConfigOverrides,
+    readonly worker: boolean,
+    readonly reusePort: boolean,
   ) {
     this.configHash = configHash(config);
+    this.socketErrors = new SocketErrorLog(logger);
+    this.countReplies(config.admin !== null);
     // Made now so that /metrics shows them (at 0) before the first reload.
     metrics.counter('config_reloads_total', 'successful reloads');
     metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
   }
 
   static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
-    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {});
+    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {}, opts.worker === true, opts.reusePort === true);
     ({ engine: server.engine, built: server.built } = await buildEngine(config.pipeline, server.env(config)));
     try {
       for (const l of config.listen) {
@@ -132,7 +149,7 @@ export class LineDnsServer implements AdminSource {
         }
       }
       if (server.addresses.length === 0) throw new Error('no listen address could be bound');
-      if (config.admin !== null) server.admin = await server.startAdmin(config.admin);
+      if (config.admin !== null && !server.worker) server.admin = await server.startAdmin(config.admin);
     } catch (err) {
       await server.close();
       throw err;
@@ -144,35 +161,34 @@ export class LineDnsServer implements AdminSource {
   private async startAdmin(a: AdminConfig): Promise<AdminServer> {
     // Loaded only when configured: prom-client and explain's dns-packet cost a server without an
     // admin endpoint memory it would never use.
-    const { AdminServer } = await import('./admin.js');
-    try {
-      const admin = await AdminServer.start(a, this, this.logger);
-      const b = admin.address;
-      this.logger.info({ admin: `http://${formatHostPort(b.host, b.port)}` }, 'admin endpoint listening');
-      return admin;
-    } catch (err) {
-      throw new Error(`cannot listen on admin address ${formatHostPort(a.host, a.port)}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
-    }
+    const { startAdmin, localBackend } = await import('./admin.js');
+    return startAdmin(a, localBackend(this), this.logger);
   }
 
   /** A reload: re-binds the admin endpoint when its address changed, or applies its new allow list. */
   private async applyAdmin(next: AdminConfig | null): Promise<void> {
-    const cur = this.admin;
-    if (cur !== null && next !== null && cur.config.host === next.host && cur.config.port === next.port) {
-      cur.setAllow(next.allow);
-      return;
+    this.countReplies(next !== null);
+    if (this.worker || (this.admin === null && next === null)) return;
+    const { reconcileAdmin, localBackend } = await import('./admin.js');
+    this.admin = await reconcileAdmin(this.admin, next, () => localBackend(this), this.logger);
+  }
+
+  /**
+   * The transports count every reply (lib/metrics QueryStats) only while there is an admin
+   * endpoint to show them: a server without one pays a null check per reply.
+   */
+  private countReplies(on: boolean): void {
+    if (!on) this.metrics.queries = null;
+    else this.metrics.queries ??= new QueryStats();
+  }
+
+  /** For the --workers primary: this worker's metrics as prom-client JSON, to be summed with the others'. */
+  async metricsJson(): Promise<unknown[]> {
+    if (this.workerRegistry === null) {
+      const { ServerRegistry } = await import('./admin.js');
+      this.workerRegistry = new ServerRegistry(this);
     }
-    if (cur !== null) {
-      this.admin = null;
-      await cur.close();
-    }
-    if (next === null) return;
-    try {
-      this.admin = await this.startAdmin(next);
-    } catch (err) {
-      // DNS keeps serving on the new config; only the admin endpoint is off until a reload fixes it.
-      this.logger.error({ err: String(err) }, 'admin endpoint not restarted');
-    }
+    return this.workerRegistry.json();
   }
 
   stages(): readonly Stage[] {

@@ -22,6 +22,8 @@ interface Memo {
   answeredBy: string;
   name: string;
   qtype: number;
+  /** The id of the client's LineSet when the metrics asked for it (0 otherwise): a repeat counts for the same lines. */
+  lineSet: number;
 }
 
 /** The hash of a query's octets after its ID: a number key, so no string is built per query. */
@@ -68,7 +70,7 @@ export class AnswerMemo {
     return m;
   }
 
-  set(address: string, query: Buffer, hash: number, second: number, reply: Buffer, counter: Counter, answeredBy = '', name = '', qtype = 0): void {
-    this.slots[this.slot(address, hash)] = { second, address, query: query.toString('latin1', 2), reply, counter, answeredBy, name, qtype };
+  set(address: string, query: Buffer, hash: number, second: number, reply: Buffer, counter: Counter, answeredBy = '', name = '', qtype = 0, lineSet = 0): void {
+    this.slots[this.slot(address, hash)] = { second, address, query: query.toString('latin1', 2), reply, counter, answeredBy, name, qtype, lineSet };
   }
 }

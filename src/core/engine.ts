@@ -166,12 +166,8 @@ function info(
   now: number,
   context: QueryContext | null,
 ): ReplyInfo {
-  let rcode = wire.length >= 4 ? wire[3]! & 0x0f : 0;
-  // linedns puts its OPT last, without options (11 octets: root, type 41, ...): its extended
-  // RCODE bits (the first TTL octet) sit 6 octets from the end. A reply without one there keeps the header's 4 bits.
   const n = wire.length;
-  const opt = n >= 23 && wire[11]! > 0 && wire[n - 11] === 0 && wire[n - 10] === 0 && wire[n - 9] === 41 && wire[n - 2] === 0 && wire[n - 1] === 0;
-  if (opt) rcode |= wire[n - 6]! << 4;
+  const rcode = replyRcode(wire);
   return {
     time: Date.now(),
     client,
@@ -188,4 +184,28 @@ function info(
     size: n,
     context,
   };
+}
+
+/** A reply's RCODE with the extended bits of its OPT (16: BADVERS), read from the wire as sent. */
+export function replyRcode(wire: Buffer): number {
+  let rcode = wire.length >= 4 ? wire[3]! & 0x0f : 0;
+  // linedns puts its OPT last, without options (11 octets: root, type 41, ...): its extended
+  // RCODE bits (the first TTL octet) sit 6 octets from the end. A reply without one there keeps the header's 4 bits.
+  const n = wire.length;
+  const opt = n >= 23 && wire[11]! > 0 && wire[n - 11] === 0 && wire[n - 10] === 0 && wire[n - 9] === 41 && wire[n - 2] === 0 && wire[n - 1] === 0;
+  if (opt) rcode |= wire[n - 6]! << 4;
+  return rcode;
+}
+
+/**
+ * The id of the client's LineSet for the reply counts (QueryStats), classified now if no stage
+ * asked; 0 when it has none. Outside the pipeline's error handling, so a user classifier that
+ * throws costs the count its line, not the process.
+ */
+export function lineSetId(ctx: QueryContext): number {
+  try {
+    return ctx.lines?.id ?? 0;
+  } catch {
+    return 0;
+  }
 }

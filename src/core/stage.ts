@@ -107,6 +107,12 @@ interface MetricBase {
   /** Without the linedns_ prefix, e.g. upstream_queries_total; the same labels on every sample. */
   readonly name: string;
   readonly help: string;
+  /**
+   * How the --workers primary combines the workers' samples of the same labels: summed (the
+   * default: counters, sizes), or the least / greatest (an up/down gauge: `min`, up only when
+   * up in every worker).
+   */
+  readonly aggregate?: 'sum' | 'min' | 'max';
 }
 
 export interface CounterOrGaugeMetric extends MetricBase {

@@ -15,6 +15,12 @@ export const NO_LINES: LineSet = Object.freeze({ id: 0, lines: Object.freeze([])
  * answers memoised or cached per view id can never be served to another list of lines.
  */
 const interned = new Map<string, LineSet>([['', NO_LINES]]);
+/** The same sets by id: metrics count replies per id and name the lines only at scrape time. */
+const byId: LineSet[] = [NO_LINES];
+
+export function lineSetById(id: number): LineSet | undefined {
+  return byId[id];
+}
 
 export function internLines(lines: readonly string[]): LineSet {
   const key = lines.join('\u0000');
@@ -22,6 +28,7 @@ export function internLines(lines: readonly string[]): LineSet {
   if (set === undefined) {
     set = Object.freeze({ id: interned.size, lines: Object.freeze([...lines]) });
     interned.set(key, set);
+    byId.push(set);
   }
   return set;
 }

@@ -6,8 +6,10 @@ import net from 'node:net';
 import { frame } from '../lib/dns/framing.js';
 import { QueryContext } from '../core/context.js';
 import type { TcpConfig } from '../config/types.js';
-import type { Metrics } from '../lib/metrics.js';
-import { Engine } from '../core/engine.js';
+import { TRANSPORT_TCP, type Metrics } from '../lib/metrics.js';
+import { Engine, lineSetId, replyRcode } from '../core/engine.js';
+import { formatHostPort } from '../lib/net/address.js';
+import type { ListenOptions } from '../lib/net/listen.js';
 
 export interface TcpTransport {
   server: net.Server;
@@ -31,6 +33,7 @@ export function startTcp(
   metrics: Metrics,
   getConfig: () => TcpConfig,
   counts = new TcpConnectionCounts(),
+  opts: ListenOptions = {},
 ): Promise<TcpTransport> {
   const received = metrics.counter('tcp_queries_total', 'TCP queries received');
   const refusedConns = metrics.counter('tcp_connections_refused_total', 'TCP connections closed at once: over a connection cap');
@@ -87,6 +90,8 @@ export function startTcp(
       const out = ctx.response;
       if (out !== null && !socket.destroyed && socket.writable) {
         socket.write(frame(out));
+        const stats = metrics.queries;
+        if (stats !== null) stats.count(TRANSPORT_TCP, ctx.query?.qtype ?? 0, replyRcode(out), ctx.answeredBy, performance.now() - ctx.receivedAt, lineSetId(ctx));
         if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.replyInfo(ctx, out, false, performance.now()));
       }
       resumeIfRoom();
@@ -129,7 +134,11 @@ export function startTcp(
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
       processBuffered();
     });
-    socket.on('error', () => socket.destroy());
+    socket.on('error', (err) => {
+      // A client's reset is its own business; anything else is worth a (rate-limited) line.
+      if ((err as NodeJS.ErrnoException).code !== 'ECONNRESET') opts.errors?.report('tcp connection', where, err);
+      socket.destroy();
+    });
     socket.on('close', () => {
       if (idle) clearTimeout(idle);
       clearTimeout(lifetime);
@@ -140,12 +149,17 @@ export function startTcp(
       else counts.perClient.set(client, n);
     });
   });
-  server.on('error', () => undefined);
+  let where = formatHostPort(host, port);
+  server.on('error', (err) => opts.errors?.report('tcp listen', where, err));
 
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ host, port, ipv6Only: net.isIPv6(host) }, () => {
+    // reusePort is Node >= 22.12's (the caller checks); exclusive keeps a cluster worker's socket its own.
+    const listen: net.ListenOptions & { reusePort?: boolean } = { host, port, ipv6Only: net.isIPv6(host) };
+    if (opts.reusePort === true) Object.assign(listen, { reusePort: true, exclusive: true });
+    server.listen(listen, () => {
       server.off('error', reject);
+      where = formatHostPort(host, (server.address() as net.AddressInfo).port);
       resolve({
         server,
         port: (server.address() as net.AddressInfo).port,

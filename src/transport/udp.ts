@@ -7,11 +7,13 @@ import { isIPv6 } from 'node:net';
 import { MIN_UDP_SIZE } from '../lib/dns/constants.js';
 import { truncateReply } from '../lib/dns/template.js';
 import { QueryContext } from '../core/context.js';
-import type { Metrics } from '../lib/metrics.js';
-import { Engine } from '../core/engine.js';
+import { TRANSPORT_UDP, type Metrics } from '../lib/metrics.js';
+import { Engine, lineSetId, replyRcode } from '../core/engine.js';
 import { MEMO_MAX_QUERY, queryHash, type AnswerMemo } from '../core/answer-memo.js';
 import { wholeSeconds } from '../lib/clock.js';
 import { literalLookup } from '../lib/net/literal-lookup.js';
+import { formatHostPort } from '../lib/net/address.js';
+import type { ListenOptions } from '../lib/net/listen.js';
 
 export interface UdpTransport {
   socket: dgram.Socket;
@@ -24,12 +26,15 @@ export function udpLimit(ctx: QueryContext, maxUdpSize: number): number {
   return edns ? Math.min(edns.udpSize, maxUdpSize) : MIN_UDP_SIZE;
 }
 
-export function startUdp(host: string, port: number, getEngine: () => Engine, metrics: Metrics, getMaxUdp: () => number): Promise<UdpTransport> {
+export function startUdp(host: string, port: number, getEngine: () => Engine, metrics: Metrics, getMaxUdp: () => number, opts: ListenOptions = {}): Promise<UdpTransport> {
   const received = metrics.counter('udp_queries_total', 'UDP packets received');
   const truncated = metrics.counter('udp_truncated_total', 'UDP replies truncated (TC set)');
   const dropped = metrics.counter('udp_dropped_total', 'UDP packets not answered (dropped by a stage or invalid source)');
   const sendErrors = metrics.counter('udp_send_errors_total', 'UDP replies the kernel refused');
-  const socket = dgram.createSocket({ type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host), lookup: literalLookup });
+  // reusePort is Node >= 22.12's (the caller checks): @types/node 20 does not know it yet.
+  const socketOptions: dgram.SocketOptions & { reusePort?: boolean } = { type: isIPv6(host) ? 'udp6' : 'udp4', ipv6Only: isIPv6(host), lookup: literalLookup };
+  if (opts.reusePort === true) socketOptions.reusePort = true;
+  const socket = dgram.createSocket(socketOptions);
 
   const memoHits = metrics.counter('udp_memo_hits_total', 'UDP queries answered from the answer memo (a repeat within the second)');
 
@@ -48,14 +53,18 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
       out = truncateReply(out, ctx.query!.questionEnd, ctx.query!.edns);
       truncated.value++;
     }
+    // With the admin endpoint on, the client's lines are counted (classified now if no stage did).
+    const stats = metrics.queries;
+    const lineSet = stats === null ? 0 : lineSetId(ctx);
     // A hooked reply is not the pipeline's alone (a hook may depend on anything): never kept.
     if (memo !== null && ctx.reusable !== null && ctx.hooks === null) {
       const q = ctx.query!;
-      memo.set(ctx.client.address, ctx.clientRaw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable, ctx.answeredBy, q.name, q.qtype);
+      memo.set(ctx.client.address, ctx.clientRaw, hash, wholeSeconds(ctx.receivedAt), out, ctx.reusable, ctx.answeredBy, q.name, q.qtype, lineSet);
     }
     // No callback: a failed send surfaces as the socket's 'error' event, counted below, and
     // the hot path allocates no closure per reply.
     socket.send(out, ctx.client.port, ctx.client.address);
+    if (stats !== null) stats.count(TRANSPORT_UDP, ctx.query?.qtype ?? 0, replyRcode(out), ctx.answeredBy, performance.now() - ctx.receivedAt, lineSet);
     if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.replyInfo(ctx, out, cut, performance.now()));
   };
 
@@ -81,6 +90,8 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
         out[0] = msg[0]!;
         out[1] = msg[1]!;
         socket.send(out, rinfo.port, rinfo.address);
+        const stats = metrics.queries;
+        if (stats !== null) stats.count(TRANSPORT_UDP, m.qtype, replyRcode(out), m.answeredBy, performance.now() - now, m.lineSet);
         if (engine.observer !== null && engine.wantsReply()) engine.observer(Engine.memoReplyInfo(rinfo, m.name, m.qtype, m.answeredBy, out, now, performance.now()));
         return;
       }
@@ -94,10 +105,15 @@ export function startUdp(host: string, port: number, getEngine: () => Engine, me
 
   return new Promise((resolve, reject) => {
     socket.once('error', reject);
-    socket.bind({ address: host, port, exclusive: false }, () => {
+    // exclusive with reusePort: a cluster worker binds a socket of its own, not the primary's.
+    socket.bind({ address: host, port, exclusive: opts.reusePort === true }, () => {
       socket.off('error', reject);
-      // After binding, an error on the socket is logged by the counter and never kills the process.
-      socket.on('error', () => sendErrors.value++);
+      const where = formatHostPort(host, socket.address().port);
+      // After binding, an error on the socket is counted (and logged, rate-limited), never fatal.
+      socket.on('error', (err) => {
+        sendErrors.value++;
+        opts.errors?.report('udp send', where, err);
+      });
       resolve({
         socket,
         port: socket.address().port,
