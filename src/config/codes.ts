@@ -36,6 +36,9 @@ export const CONFIG_CODES = {
   LDNS_ADMIN_WILDCARD: { severity: 'error', summary: 'The admin endpoint listens on a wildcard address without an explicit allow list.' },
   LDNS_UPSTREAM_PORT_ZERO: { severity: 'error', summary: 'An upstream has port 0.' },
   LDNS_UPSTREAM_SELF: { severity: 'error', summary: "An upstream is one of linedns's own listen addresses." },
+  LDNS_ROUTE_ZONE: { severity: 'error', summary: 'A route zone is not a domain name.' },
+  LDNS_ROUTE_DUPLICATE: { severity: 'error', summary: 'Two routes have the same zone and labels, or an unlabelled route is for the root (the top-level upstreams are).' },
+  LDNS_ROUTE_UNKNOWN_LABEL: { severity: 'error', summary: 'A route label names no line of smart-line.json, so no client can reach the route.' },
   LDNS_BAD_CIDR: { severity: 'error', summary: 'A network is not a valid CIDR.' },
 
   // records.json
