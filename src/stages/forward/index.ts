@@ -240,11 +240,11 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
   }
 
   /** `u` failed maxFails attempts in a row: no client query goes to it until a probe gets an answer. */
-  function markDown(u: UpstreamState, why: string): void {
+  function markDown(u: UpstreamState, why: string, last: Failure): void {
     u.down = true;
     u.downWhy = why;
     marksDown.value++;
-    env.logger.warn({ upstream: u.address, route: routeOf(u)?.name ?? '?', why }, 'upstream marked down: no client query goes to it while another upstream of its route is up; probing it');
+    env.logger.warn({ upstream: u.address, route: routeOf(u)?.name ?? '?', why, last }, 'upstream marked down: no client query goes to it while another upstream of its route is up; probing it');
     startProber();
   }
 
@@ -503,7 +503,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (countIt) {
         // The fastest policy must learn that a failing upstream is slow, not untried.
         smooth(u, performance.now() - this.sentAt);
-        if (++u.consecutiveFailures >= cfg.health.maxFails && !u.down) markDown(u, `${u.consecutiveFailures} failures in a row, the last ${failure}`);
+        if (++u.consecutiveFailures >= cfg.health.maxFails && !u.down) markDown(u, `${u.consecutiveFailures} failures in a row`, failure);
       }
       this.nextUpstream();
     }
