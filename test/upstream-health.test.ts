@@ -122,6 +122,20 @@ test('an upstream killed under load is marked down, gets no client query while d
   assert.equal(r.metric('forward_upstream_down_total'), 1);
 });
 
+test('queries already waiting for an upstream when it is marked down move on to the next one then, not at their own timeout', async (t) => {
+  // deadline = timeout: a query that waits out its timeout on the dead upstream has no time left
+  // for the second one (SERVFAIL); one moved on when the upstream is marked down has half of it.
+  const r = await rig(t, [() => null, simpleHandler('192.0.2.2')], { forward: { timeout: 1000, deadline: 1000, health: { maxFails: 3, checkInterval: 5000 } } });
+  const first = wave(r, 'first', 3);
+  await new Promise((res) => setTimeout(res, 500));
+  assert.equal(clientQueries(r.ups[0]!), 3, 'the first three are waiting on the silent upstream');
+  const later = wave(r, 'later', 10);
+  for (const m of await first) assert.equal(m.rcode, Rcode.SERVFAIL, 'the first three waited their whole deadline');
+  for (const m of await later) assert.deepEqual(aRecords(m).map((x) => x.split(' ')[1]), ['192.0.2.2'], 'moved on when the upstream was marked down');
+  assert.deepEqual([clientQueries(r.ups[0]!), clientQueries(r.ups[1]!)], [13, 10]);
+  assert.equal(r.metric('forward_timeouts_total'), 13, 'each abandoned attempt counted once');
+});
+
 test('with every upstream of its route down a query gets SERVFAIL at once, nothing is sent, and the probe (a configured name) revives it', async (t) => {
   const only = switchable('192.0.2.7');
   const r = await rig(t, [only.handler], { forward: { timeout: 200, deadline: 2000, health: { maxFails: 2, checkInterval: 100, probeName: 'health.check', probeType: 'A' } } });

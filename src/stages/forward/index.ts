@@ -19,7 +19,7 @@ import type { QueryContext } from '../../core/context.js';
 import type { Stage, StageDefinition, StageEnv, StageMetric } from '../../core/stage.js';
 import { forwardOptions, type ForwardOptions } from './options.js';
 import { RouteTable, routeName, type Route } from './routes.js';
-import { firstIndex, isUp, LATENCY_BUCKETS, newUpstreamState, orderAt, recordAnswer, smooth, type UpstreamState } from './upstreams.js';
+import { abandonWaiting, firstIndex, isUp, LATENCY_BUCKETS, linkWaiting, newUpstreamState, orderAt, recordAnswer, smooth, unlinkWaiting, type UpstreamState, type Waiting } from './upstreams.js';
 
 /** Which upstream gave the answer and how long its last attempt took: for the query log and explain. */
 export interface UpstreamAnswer {
@@ -246,6 +246,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     marksDown.value++;
     env.logger.warn({ upstream: u.address, route: routeOf(u)?.name ?? '?', why, last }, 'upstream marked down: no client query goes to it while another upstream of its route is up; probing it');
     startProber();
+    // The queries sent before the mark would each still wait out their timeout: on to the next.
+    abandonWaiting(u);
   }
 
   function markUp(u: UpstreamState, how: string): void {
@@ -340,9 +342,13 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
    * costs one promise (the one handed back to the pipeline), not five; the order is computed
    * step by step from `first` rather than kept in an array.
    */
-  class Job implements Waiter<Accepted> {
+  class Job implements Waiter<Accepted>, Waiting {
     private readonly deadline: number;
     private readonly first: number;
+    prevWaiting: Waiting | null = null;
+    nextWaiting: Waiting | null = null;
+    /** Handed on to another Job by abandon(): the callbacks of its last attempt are ignored. */
+    private abandoned = false;
     /** Position in the route's order (-1 before the first); `at` the upstream's index there. */
     private k = -1;
     private at = 0;
@@ -360,10 +366,34 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       private readonly route: Route,
       private readonly resolve: () => void,
       private readonly reject: (err: unknown) => void,
+      from: Job | null = null,
     ) {
+      if (from !== null) {
+        this.deadline = from.deadline;
+        this.first = from.first;
+        this.k = from.k;
+        this.at = from.at;
+        this.asked = from.asked;
+        this.sentAt = from.sentAt;
+        return;
+      }
       this.deadline = performance.now() + cfg.deadline;
       const r = route;
       this.first = firstIndex(r.policy, r.upstreams, r.policy === 'round_robin' ? r.turn++ : 0, r.policy === 'random' ? randomU16() : 0);
+    }
+
+    /**
+     * The upstream this query waits for was marked down (markDown). The pending attempt still
+     * holds this object as its waiter, so the query goes on in a new Job (allocated only here,
+     * never on the usual path) and this one ignores whatever that attempt still reports.
+     */
+    abandon(): void {
+      this.abandoned = true;
+      const u = this.route.upstreams[this.at]!;
+      timeouts.value++;
+      u.failures++;
+      this.ctx.note(`forward: ${u.address} was marked down while this query waited for it; trying the next upstream`);
+      new Job(this.ctx, this.route, this.resolve, this.reject, this).start();
     }
 
     /** Moves to the next upstream that is up, or answers SERVFAIL when none is left. */
@@ -406,7 +436,16 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const state = this.route.upstreams[this.at]!;
       const u = state.config;
       const remaining = this.deadline - performance.now();
-      if (this.attempt++ >= 3 || remaining <= 0) {
+      if (remaining <= 0) {
+        // The query's time is up, not the upstream's fault: no failure counted against it (and
+        // none against each upstream after it), which would mark healthy ones down.
+        servfails.value++;
+        this.ctx.note(`forward: deadline passed before ${state.address} could be asked`);
+        this.ctx.respondError('forward', Rcode.SERVFAIL);
+        this.finish();
+        return;
+      }
+      if (this.attempt++ >= 3) {
         this.failed();
         return;
       }
@@ -418,11 +457,13 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const timeout = Math.min(cfg.timeout, remaining);
       this.sentAt = performance.now();
       state.sent++;
+      linkWaiting(state, this);
       if (this.useTcp) void tcpQuery(query, u.host, u.port, timeout, (reply) => this.accept(reply)).then((got) => this.done(got));
       else udp.send(state.lane, query, timeout, this);
     }
 
     accept(reply: Buffer): Accepted | null {
+      if (this.abandoned) return null;
       return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw);
     }
 
@@ -436,6 +477,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
 
     /** Called by the exchange (or the TCP query): a throw here must fail this query, not the socket. */
     done(got: Accepted | null, failure?: Failure): void {
+      if (this.abandoned) return;
+      unlinkWaiting(this.route.upstreams[this.at]!, this);
       try {
         this.step(got, failure);
       } catch (err) {

@@ -11,6 +11,17 @@ const BUCKET_MS: readonly number[] = LATENCY_BUCKETS.map((s) => s * 1000);
 /** Weight of the newest sample in the smoothed RTT (CoreDNS and dnsdist smooth likewise). */
 const RTT_WEIGHT = 0.3;
 
+/**
+ * A query waiting for an upstream's answer, linked into that upstream's list through its own
+ * fields (no node allocated per attempt), so that marking the upstream down can move each on.
+ */
+export interface Waiting {
+  prevWaiting: Waiting | null;
+  nextWaiting: Waiting | null;
+  /** The upstream was marked down while this query waited for it: try the next one now. */
+  abandon(): void;
+}
+
 export interface UpstreamState {
   readonly config: UpstreamConfig;
   /** HOST:PORT as logs show it, made once rather than per answer. */
@@ -22,6 +33,8 @@ export interface UpstreamState {
   down: boolean;
   /** Why it was marked down, for logs, /readyz and explain. */
   downWhy: string;
+  /** Queries waiting for its answer now (a doubly linked list through the queries). */
+  waiting: Waiting | null;
   /** A health probe to it is in flight. */
   probing: boolean;
   /** A loop probe sent to it came back to us as a client query: queries to it fail at once. */
@@ -45,6 +58,7 @@ export function newUpstreamState(config: UpstreamConfig, address: string, lane: 
     consecutiveFailures: 0,
     down: false,
     downWhy: '',
+    waiting: null,
     probing: false,
     looped: false,
     srtt: 0,
@@ -110,4 +124,32 @@ export function orderAt(policy: UpstreamPolicy, n: number, first: number, k: num
   if (k === 0) return first;
   if (policy === 'fastest') return k - 1 < first ? k - 1 : k;
   return (first + k) % n;
+}
+
+export function linkWaiting(u: UpstreamState, w: Waiting): void {
+  w.prevWaiting = null;
+  w.nextWaiting = u.waiting;
+  if (u.waiting !== null) u.waiting.prevWaiting = w;
+  u.waiting = w;
+}
+
+export function unlinkWaiting(u: UpstreamState, w: Waiting): void {
+  if (w.prevWaiting !== null) w.prevWaiting.nextWaiting = w.nextWaiting;
+  else if (u.waiting === w) u.waiting = w.nextWaiting;
+  if (w.nextWaiting !== null) w.nextWaiting.prevWaiting = w.prevWaiting;
+  w.prevWaiting = null;
+  w.nextWaiting = null;
+}
+
+/** Empties `u`'s list and hands each query that was waiting on to its next upstream. */
+export function abandonWaiting(u: UpstreamState): void {
+  let w = u.waiting;
+  u.waiting = null;
+  while (w !== null) {
+    const next = w.nextWaiting;
+    w.prevWaiting = null;
+    w.nextWaiting = null;
+    w.abandon();
+    w = next;
+  }
 }
