@@ -4,6 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
 import { loadConfig } from '../src/app/config.js';
 import { explain } from '../src/app/explain.js';
 import { ConfigError, type ConfigIssue } from '../src/config/load.js';
@@ -103,7 +104,26 @@ test("routes: a route's own policy overrides forward's", async (t) => {
   for (let i = 0; i < 4; i++) assert.equal(await answerFor(ld.port, `n${i}.other.test`, '127.0.0.1'), '192.0.2.1', 'the top level stays sequential');
 });
 
-test('explain names the route and why, offline and live', async () => {
+test('routes: a reload applies new routes in place', async (t) => {
+  const a = await TestUpstream.start(simpleHandler('192.0.2.1'));
+  const b = await TestUpstream.start(simpleHandler('192.0.2.2'));
+  const config = { listen: ['127.0.0.1:0'], upstreams: [a.address], pipeline: ['decode', 'forward'], answerMemo: false };
+  const ld = await startLineDns({ config });
+  t.after(async () => {
+    await bounded(ld.close(), 'linedns');
+    await bounded(a.close(), 'a');
+    await bounded(b.close(), 'b');
+  });
+  assert.equal(await answerFor(ld.port, 'x.svc.cluster.local', '127.0.0.1'), '192.0.2.1');
+  const stages = ld.server.engine.stages;
+  writeFileSync(ld.configFile, JSON.stringify({ ...config, routes: [{ zone: 'cluster.local', upstreams: [b.address] }] }));
+  assert.equal(await ld.server.reloadFromFile(), true);
+  assert.equal(ld.server.engine.stages, stages, 'reloaded in place, not rebuilt');
+  assert.equal(await answerFor(ld.port, 'y.svc.cluster.local', '127.0.0.1'), '192.0.2.2');
+  assert.equal(await answerFor(ld.port, 'example.org', '127.0.0.1'), '192.0.2.1');
+});
+
+test('explain names the route and why', async () => {
   const { configFile } = writeConfig({
     smartLine: SMART_LINE,
     config: {
