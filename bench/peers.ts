@@ -130,17 +130,17 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
   if (root === null) throw new Error('linedns-base needs BENCH_BASELINE');
   const args = [...(opts.nodeArgs ?? []), join(root, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
-  const name = opts.name !== undefined
-    ? opts.name
-    : opts.baseline
-    ? 'linedns-base'
-    : opts.log !== undefined
-      ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
-      : opts.workers && opts.workers > 1
-        ? `linedns-${opts.workers}w`
-        : opts.answerMemo === false
-          ? 'linedns-nomemo'
-          : 'linedns';
+  const name =
+    opts.name ??
+    (opts.baseline
+      ? 'linedns-base'
+      : opts.log !== undefined
+        ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
+        : opts.workers && opts.workers > 1
+          ? `linedns-${opts.workers}w`
+          : opts.answerMemo === false
+            ? 'linedns-nomemo'
+            : 'linedns');
   return launch(name, env.dir, port, process.execPath, args, logName(name));
 }
 
