@@ -38,8 +38,6 @@ export interface LineDnsOptions {
   upstreamPort?: number;
   /** HOST:PORT upstreams in order, in place of the one nsd (the dead-upstream workload). */
   upstreams?: string[];
-  /** The forward stage's options (top-level `forward`). */
-  forward?: Record<string, unknown>;
   /** The row's name, in place of the one the options imply. */
   name?: string;
   /** Run this snapshot's linedns (the baseline) instead of env.linednsRoot, under this row name. */
@@ -118,7 +116,6 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
     JSON.stringify({
       listen: [`${LOOPBACK}:${port}`],
       upstreams: opts.upstreams ?? [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
-      ...(opts.forward === undefined ? {} : { forward: opts.forward }),
       records: env.data.records,
       smartLine: env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000 },
