@@ -1,6 +1,5 @@
-// forward's routes through real sockets: the longest zone wins on label boundaries, labelled
-// routes serve only their lines (and the cache keeps their answers per view), forceTcp, a
-// route's own policy, explain naming the route, and the config checks of `routes`.
+// forward's routes on real sockets: longest zone on label boundaries, labelled routes for their lines
+// only (cached per view), forceTcp, a route's policy, reload, explain, and the checks of `routes`.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

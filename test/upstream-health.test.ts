@@ -1,6 +1,5 @@
-// Upstream health and policies through real sockets: an upstream killed and revived under load
-// (counted by what the dead one receives), SERVFAIL at once when a route has none up, and how
-// each policy spreads queries over a route's upstreams.
+// Upstream health and policies on real sockets: an upstream killed and revived under load (counted
+// by what the dead one receives), SERVFAIL at once with none up, and each policy's spread.
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
