@@ -37,6 +37,10 @@ export interface LineDnsOptions {
   nodeArgs?: string[];
   cacheEntries?: number;
   upstreamPort?: number;
+  /** HOST:PORT upstreams in order, in place of the one nsd (the dead-upstream workload). */
+  upstreams?: string[];
+  /** The row's name, in place of the one the options imply. */
+  name?: string;
   /** Run this snapshot's linedns (the baseline) instead of env.linednsRoot, under this row name. */
   baseline?: boolean;
   /** A log stage first in the default pipeline, writing to a file: every query, or 1 in `sample`. */
@@ -142,7 +146,7 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
     conf,
     JSON.stringify({
       listen: [`${LOOPBACK}:${port}`],
-      upstreams: [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
+      upstreams: opts.upstreams ?? [`${LOOPBACK}:${opts.upstreamPort ?? env.nsdPort}`],
       records: env.data.records,
       smartLine: env.data.smartLine,
       cache: { maxEntries: opts.cacheEntries ?? 100_000, ...(opts.prefetch === undefined ? {} : { prefetch: opts.prefetch }) },
@@ -155,19 +159,21 @@ export async function startLineDns(env: PeerEnv, opts: LineDnsOptions = {}): Pro
   if (root === null) throw new Error('linedns-base needs BENCH_BASELINE');
   const args = [...(opts.nodeArgs ?? []), join(root, 'dist/src/cli.js'), 'serve', '--config', conf, '--log-level', 'warn'];
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers));
-  const name = opts.baseline
-    ? 'linedns-base'
-    : opts.log !== undefined
-      ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
-      : opts.admin !== undefined
-        ? 'linedns-admin'
-        : opts.workers && opts.workers > 1
-          ? `linedns-${opts.workers}w`
-          : opts.prefetch !== undefined
-            ? 'linedns-prefetch'
-            : opts.answerMemo === false
-              ? 'linedns-nomemo'
-              : 'linedns';
+  const name =
+    opts.name ??
+    (opts.baseline
+      ? 'linedns-base'
+      : opts.log !== undefined
+        ? `linedns-log${opts.log.sample > 1 ? opts.log.sample : ''}`
+        : opts.admin !== undefined
+          ? 'linedns-admin'
+          : opts.workers && opts.workers > 1
+            ? `linedns-${opts.workers}w`
+            : opts.prefetch !== undefined
+              ? 'linedns-prefetch'
+              : opts.answerMemo === false
+                ? 'linedns-nomemo'
+                : 'linedns');
   const running = await launch(name, env.dir, port, process.execPath, args, logName(name));
   if (opts.admin === undefined) return running;
   const stopScraping = scrapeEvery(adminPort, opts.admin.scrapeMs);
@@ -201,7 +207,8 @@ addAction(QNameSetRule(s), SpoofAction('192.168.0.1'))
   return launch('dnsdist', env.dir, port, 'dnsdist', ['-C', conf, '--supervised', '--disable-syslog'], logName('dnsdist'));
 }
 
-async function startUnbound(env: PeerEnv): Promise<Running> {
+/** Unbound as the benchmark runs it; `forwardAddrs` (HOST@PORT, in order) in place of nsd alone. */
+export async function startUnbound(env: PeerEnv, forwardAddrs: readonly string[] = [`${LOOPBACK}@${env.nsdPort}`]): Promise<Running> {
   const port = await freePort();
   const conf = join(env.dir, `unbound-${port}.conf`);
   const hints = join(env.dir, 'empty.hints');
@@ -234,7 +241,7 @@ async function startUnbound(env: PeerEnv): Promise<Running> {
 ${local}
 forward-zone:
   name: "."
-  forward-addr: ${LOOPBACK}@${env.nsdPort}
+${forwardAddrs.map((a) => `  forward-addr: ${a}`).join('\n')}
 `,
   );
   return launch('unbound', env.dir, port, 'unbound', ['-d', '-c', conf], logName('unbound'));

@@ -5,6 +5,7 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { profileMarkdown } from './cpuprofile.js';
 import type { CidrResult } from './cidr.js';
 import type { FootprintResult, FootprintRun } from './footprint.js';
+import { deadUpstreamMarkdown, type DeadUpstreamResult } from './dead-upstream.js';
 import type { Cell } from './measure.js';
 import { median } from './measure.js';
 import { rssAfter, storedIn, type CacheFill, type StartupResult, type MemoryResult } from './memory.js';
@@ -33,6 +34,9 @@ export interface BenchResults {
   footprintError?: string;
   cidr?: CidrResult;
   cidrError?: string;
+  /** The "one upstream dead" workload (bench/dead-upstream.ts). */
+  deadUpstream?: DeadUpstreamResult;
+  deadUpstreamError?: string;
   profiles: Partial<Record<'hit' | 'miss', ProfileResult>>;
   profileErrors: Partial<Record<'hit' | 'miss', string>>;
 }
@@ -277,6 +281,12 @@ export function resultsMarkdown(r: BenchResults): string {
   }
   if (r.serverNotes.length > 0) {
     out.push('How each server was run: ' + r.serverNotes.map((s) => `**${s.server}**: ${s.note}`).join('; ') + '.');
+    out.push('');
+  }
+  if (r.deadUpstream || r.deadUpstreamError) {
+    out.push('### One upstream dead');
+    out.push('');
+    out.push(r.deadUpstream ? deadUpstreamMarkdown(r.deadUpstream) : `The dead-upstream step failed: \`${r.deadUpstreamError!.split('\n')[0]}\``);
     out.push('');
   }
   out.push('### Memory, start-up, CIDR lookup');

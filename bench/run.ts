@@ -6,6 +6,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cidrStep } from './cidr.js';
+import { deadUpstreamStep } from './dead-upstream.js';
 import { CellRunner, failedCell, type Cell } from './measure.js';
 import { memoryStep, startupStep } from './memory.js';
 import { footprintStep } from './footprint.js';
@@ -85,6 +86,15 @@ async function main(): Promise<void> {
         const shared = nsd;
         if (w !== 'local' && wantServer(o, 'nsd')) contenders.push({ name: 'nsd', start: async () => ({ ...shared, stop: async () => undefined }) });
         results.cells.push(...(await runWorkload(w, contenders, env, o)));
+      }
+    }
+    if (wantSection(o, 'dead-upstream')) {
+      log('one upstream dead: linedns and Unbound forwarding to [dead, nsd]');
+      try {
+        results.deadUpstream = await deadUpstreamStep(env, o, log);
+      } catch (err) {
+        results.deadUpstreamError = errorText(err);
+        log(`dead-upstream step failed: ${results.deadUpstreamError}`);
       }
     }
     if (wantSection(o, 'memory')) {

@@ -167,7 +167,7 @@ function check(file: string | null, overrides: ConfigOverrides): void {
   for (const w of warnings) process.stderr.write(`${formatIssue(w)}\n`);
   process.stdout.write(
     `${config.file ?? '(defaults)'}: valid: ${config.records.length} records, ${Object.keys(config.smartLine).length} lines, ` +
-      `${config.upstreams.length} upstreams, pipeline ${config.pipeline.map((e) => e.stage).join(' -> ')}\n`,
+      `${config.upstreams.length} upstreams, ${config.routes.length > 0 ? `${config.routes.length} routes, ` : ''}pipeline ${config.pipeline.map((e) => e.stage).join(' -> ')}\n`,
   );
 }
 

@@ -87,7 +87,7 @@ test('admin: /metrics shows every counter with the linedns_ prefix, the config a
     assert.ok(Math.abs(sample(m, 'linedns_config_loaded_timestamp_seconds')! - Date.now() / 1000) < 60);
     assert.ok(sample(m, 'process_cpu_seconds_total') !== undefined, 'process metrics are there');
     // forward's per-upstream metrics (Stage.metrics).
-    const u = `upstream="127.0.0.1:${_up.port}",protocol="udp"`;
+    const u = `upstream="127.0.0.1:${_up.port}",protocol="udp",route="."`;
     assert.equal(sample(m, `linedns_upstream_queries_total{${u}}`), 1);
     assert.equal(sample(m, `linedns_upstream_answers_total{${u}}`), 1);
     assert.equal(sample(m, `linedns_upstream_failures_total{${u}}`), 0);
@@ -241,8 +241,8 @@ test('admin: /readyz is 200 until every upstream is marked down, then 503 with t
     assert.match(r.body, /^not ready: forward: no upstream healthy: 127\.0\.0\.1:\d+ down \(3 failures in a row\)/);
     const m = (await http(port, '/metrics')).body;
     assert.equal(sample(m, 'linedns_ready'), 0);
-    assert.equal(sample(m, `linedns_upstream_up{upstream="127.0.0.1:${up.port}",protocol="udp"}`), 0);
-    assert.equal(sample(m, `linedns_upstream_failures_total{upstream="127.0.0.1:${up.port}",protocol="udp"}`), 3);
+    assert.equal(sample(m, `linedns_upstream_up{upstream="127.0.0.1:${up.port}",protocol="udp",route="."}`), 0);
+    assert.equal(sample(m, `linedns_upstream_failures_total{upstream="127.0.0.1:${up.port}",protocol="udp",route="."}`), 3);
     // The process itself is fine.
     assert.equal((await http(port, '/healthz')).status, 200);
   });

@@ -527,8 +527,11 @@ describe('hostile upstream: fuzzed replies', { timeout: 30_000 }, () => {
         assert.ok([0, 2, 3].includes(m.rcode), `rcode ${m.rcode}`);
       }
       const errors = rig.metric('pipeline_errors_total');
-      // Still serving afterwards.
+      // Still serving afterwards: once the upstream answers sanely, and (when the mutants got it
+      // marked down, their replies being failures) once a health probe has seen so.
       rig.up.handler = ({ raw }) => answer(raw, LATER);
+      const forward = rig.ld.server.engine.stages.find((s) => s.name === 'forward')!;
+      assert.ok(await waitFor(() => forward.health!().ok, 3000), 'the upstream was not marked up again');
       const { m } = await ask(rig.ld.port, 'after.fuzz.example');
       assert.deepEqual(aRecords(m), [`after.fuzz.example ${LATER}`]);
       assert.equal(errors, 0, `${errors} of ${N} replies made the forward stage throw (rcodes ${JSON.stringify([...rcodes])})`);

@@ -31,7 +31,16 @@ test('options on a pipeline entry: defaults from the schema, the entry over the 
   });
   const { config } = loadConfig(configFile);
   assert.deepEqual(stageOptions<CacheOptions>(config, 'cache'), { maxEntries: 5, minTtl: 0, maxTtl: 86400, negativeTtl: 900, staleTtl: 86400, staleClientTimeout: 1800, staleRefreshInterval: 30, prefetch: 0, prefetchPercent: 10 });
-  assert.deepEqual(stageOptions<ForwardOptions>(config, 'forward'), { timeout: 300, deadline: 900, maxOutstanding: 10000, randomizeCase: false, sourcePorts: 1024, clientSubnet: 'off' });
+  assert.deepEqual(stageOptions<ForwardOptions>(config, 'forward'), {
+    timeout: 300,
+    deadline: 900,
+    maxOutstanding: 10000,
+    randomizeCase: false,
+    sourcePorts: 1024,
+    clientSubnet: 'off',
+    policy: 'sequential',
+    health: { maxFails: 3, checkInterval: 500, probeName: '.', probeType: 'NS' },
+  });
   assert.equal(config.pipeline[0]!.options, undefined, 'decode has no options');
 });
 

@@ -36,6 +36,11 @@ export interface Explanation {
   lines: string[] | null;
   /** Stage notes, in the order they were made. */
   trace: string[];
+  /**
+   * The route the forward stage chose (its zone, "." for the top-level upstreams, then "@" and
+   * its labels); null when the query never reached forward.
+   */
+  route: string | null;
   answeredBy: string | null;
   /** Why nothing was sent, when nothing was (offline forwarding, a drop). */
   notAnswered: string | null;
@@ -131,6 +136,7 @@ export async function explain(config: RuntimeConfig, r: ExplainRequest, answerer
     query: { name: r.name, type: typeName(typeFromName(r.type)!), client: r.client, ecs: r.ecs ?? null },
     lines: lines === null ? null : [...lines.lines],
     trace: [...(ctx.trace ?? [])],
+    route: ctx.get('route') ?? null,
     answeredBy: ctx.response ? ctx.answeredBy : null,
     notAnswered: ctx.response ? null : ctx.dropReason || 'no stage answered',
     rcode: null,
@@ -155,6 +161,7 @@ export function formatExplanation(e: Explanation): string {
   const out: string[] = [`query:      ${e.query.name} ${e.query.type} from ${e.query.client}${e.query.ecs ? ` with client subnet ${e.query.ecs}` : ''}`];
   out.push(`lines:      ${e.lines === null ? '(not classified: no stage registers a classifier)' : e.lines.join(', ') || '(none)'}`);
   for (const t of e.trace) out.push(`trace:      ${t}`);
+  if (e.route !== null) out.push(`route:      ${e.route}`);
   if (e.answeredBy === null) {
     out.push(`answered:   (not answered: ${e.notAnswered}${e.notAnswered?.startsWith('offline') ? '; run with --live to ask' : ''})`);
     return `${out.join('\n')}\n`;

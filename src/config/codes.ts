@@ -39,6 +39,9 @@ export const CONFIG_CODES = {
   LDNS_TLS_SERVERNAME: { severity: 'error', summary: 'A "tls" upstream has neither servername nor pin, a servername that is not a host name, or a servername on a udp/tcp upstream.' },
   LDNS_TLS_PIN: { severity: 'error', summary: 'A "tls" upstream pin is not "sha256/" and the base64 of 32 octets, or a pin is on a udp/tcp upstream.' },
   LDNS_TLS_CA: { severity: 'error', summary: 'A "tls" upstream\'s ca file cannot be read or holds no PEM certificate, or a ca is on a udp/tcp upstream.' },
+  LDNS_ROUTE_ZONE: { severity: 'error', summary: 'A route zone is not a domain name.' },
+  LDNS_ROUTE_DUPLICATE: { severity: 'error', summary: 'Two routes have the same zone and labels, or an unlabelled route is for the root (the top-level upstreams are).' },
+  LDNS_ROUTE_UNKNOWN_LABEL: { severity: 'error', summary: 'A route label names no line of smart-line.json, so no client can reach the route.' },
   LDNS_BAD_CIDR: { severity: 'error', summary: 'A network is not a valid CIDR.' },
 
   // records.json

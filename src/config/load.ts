@@ -10,6 +10,7 @@ import { loadPipeline, type StageCatalog } from './pipeline.js';
 import { checkRecords } from './records.js';
 import { loadZones } from './zones.js';
 import { loadRewrite } from './rewrite.js';
+import { loadRoutes } from './routes.js';
 import { loadGolden } from './golden.js';
 import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
@@ -211,12 +212,15 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   const rewriteFile = str(raw.rewriteFrom) ? relativeTo(path, str(raw.rewriteFrom)!) : null;
   const rewrite = loadRewrite(raw, main, rewriteFile, lineNames ?? new Set(), report);
 
+  const { routes, labelledRoute } = loadRoutes(raw, main, lineNames, listen, report);
+
   const labelled = records.find((e) => e.labels && e.labels.length > 0);
   const labelledRewrite = rewrite.find((r) => r.labels !== null);
   const facts: PipelineFacts = {
     labelledRecord: labelled ? { name: labelled.name, labels: labelled.labels! } : null,
     labelledZone,
     labelledRewrite: labelledRewrite ? { from: `${labelledRewrite.suffix ? '*.' : ''}${labelledRewrite.from}`, labels: labelledRewrite.labels! } : null,
+    labelledRoute,
   };
   const pipeline = loadPipeline(catalog, raw, main, report, (p) => relativeTo(path, p), facts);
   const tcpIn = obj(raw.tcp);
@@ -239,6 +243,7 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     file: path,
     listen,
     upstreams,
+    routes,
     pipeline,
     facts,
     records,

@@ -39,6 +39,22 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
       ],
     },
   },
+  routes: {
+    description: 'Upstreams per zone (the forward stage): the longest matching zone wins; a route with "labels" serves only clients in those lines; the top-level "upstreams" are the route for ".".',
+    type: 'array',
+    items: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['zone', 'upstreams'],
+      properties: {
+        zone: { description: 'The zone: questions for it and every name below it.', type: 'string', minLength: 1 },
+        upstreams: { description: 'This route\'s upstreams, in the forms of the top-level "upstreams".', type: 'array', minItems: 1, items: { $ref: '#/properties/upstreams/items' } },
+        labels: { description: 'Lines of smart-line.json whose clients this route serves; others take the next shorter match.', type: 'array', minItems: 1, items: { type: 'string', minLength: 1 } },
+        forceTcp: { description: 'Ask this route\'s upstreams over TCP only.', type: 'boolean' },
+        policy: { description: 'Overrides forward.policy for this route.', enum: ['sequential', 'random', 'round_robin', 'fastest'] },
+      },
+    },
+  },
   records: { description: 'Path of records.json, relative to this file.', type: 'string', minLength: 1 },
   zones: {
     description: 'RFC 1035 master files served by the zones stage: a path (relative to this file), or {file, origin, labels}.',

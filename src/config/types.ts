@@ -33,6 +33,25 @@ export interface UpstreamTls {
   caFile: string | null;
 }
 
+/** How a route picks the upstream it asks first (the others follow on failure). */
+export type UpstreamPolicy = 'sequential' | 'random' | 'round_robin' | 'fastest';
+
+/**
+ * One entry of `routes` (src/config/routes.ts): questions at or below `zone` go to its own
+ * upstreams; the top-level `upstreams` are the route for the root, which is not listed here.
+ */
+export interface RouteConfig {
+  /** Canonical (lower case, no trailing dot); '' for the root. */
+  readonly zone: string;
+  readonly upstreams: readonly UpstreamConfig[];
+  /** Lines whose clients the route serves; null: every client. */
+  readonly labels: readonly string[] | null;
+  /** Every attempt over TCP (NodeLocal DNSCache's force_tcp to the cluster DNS). */
+  readonly forceTcp: boolean;
+  /** Overrides the forward stage's policy for this route; null: the stage's. */
+  readonly policy: UpstreamPolicy | null;
+}
+
 export type RecordType = 'A' | 'AAAA' | 'CNAME' | 'MX' | 'TXT' | 'NS' | 'SRV' | 'PTR' | 'CAA' | 'SOA';
 
 export interface RecordEntry {
@@ -75,6 +94,8 @@ export interface PipelineFacts {
   readonly labelledZone?: { readonly origin: string; readonly file: string; readonly labels: readonly string[] } | null;
   /** The first rewrite rule that carries labels (as written, `*.` included), or null. */
   readonly labelledRewrite?: { readonly from: string; readonly labels: readonly string[] } | null;
+  /** The first route of `routes` that carries labels (its zone as written), or null / absent. */
+  readonly labelledRoute?: { readonly zone: string; readonly labels: readonly string[] } | null;
 }
 
 /**
@@ -137,6 +158,8 @@ export interface RuntimeConfig {
   file: string | null;
   listen: ListenAddress[];
   upstreams: UpstreamConfig[];
+  /** `routes`, in the order written: per-zone (and per-line) upstreams beside the top-level ones. */
+  routes: RouteConfig[];
   /** The stages in order, each with its options. */
   pipeline: PipelineEntry[];
   /** What the stages' requirements were checked against (checked again when built). */

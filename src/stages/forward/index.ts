@@ -1,11 +1,12 @@
-// forward stage: sends the query upstream (UDP, TCP on TC), fails over within a deadline, and
-// accepts only replies that match ID, source, and question; SERVFAIL when every upstream failed.
-// It also probes each upstream for a forwarding loop back to this server (CoreDNS's loop idea).
+// forward stage: picks the route of the query (longest zone, the client's lines), sends the query to
+// its upstreams by the route's policy (UDP, TCP on TC), fails over within a deadline, and accepts
+// only replies that match ID, source, and question; SERVFAIL when every upstream failed or is down.
+// Upstreams that keep failing are marked down and probed back; each is probed for a forwarding loop.
 
 import { performance } from 'node:perf_hooks';
-import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode } from '../../lib/dns/constants.js';
+import { DEFAULT_EDNS_SIZE, Flag, HEADER_SIZE, QClass, QType, Rcode, typeFromName } from '../../lib/dns/constants.js';
 import { sameQuestion, scanMessage, type MessageScan } from '../../lib/dns/message.js';
-import { keyToWire } from '../../lib/dns/name.js';
+import { keyToWire, normalizeName } from '../../lib/dns/name.js';
 import { formatHostPort, formatIp } from '../../lib/net/address.js';
 import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, ecsOptionSize, readReplyEcs, subnetKey, truncateSubnet, writeEcsOption } from '../../lib/dns/ecs.js';
@@ -13,11 +14,13 @@ import { scrubReply } from '../../lib/dns/scrub.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
 import { sameUpstream, StreamExchange } from './stream.js';
 import { randomU16 } from './random.js';
-import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type UdpUpstream, type Waiter } from './udp.js';
-import type { UpstreamConfig } from '../../config/types.js';
+import { DEFAULT_UDP_OPTIONS, UdpExchange, type Failure, type Waiter } from './udp.js';
+import type { RouteConfig, RuntimeConfig, UpstreamConfig } from '../../config/types.js';
 import type { QueryContext } from '../../core/context.js';
-import type { Stage, StageDefinition, StageEnv } from '../../core/stage.js';
+import type { Stage, StageDefinition, StageEnv, StageMetric } from '../../core/stage.js';
 import { forwardOptions, type ForwardOptions } from './options.js';
+import { RouteTable, routeName, type Route } from './routes.js';
+import { abandonWaiting, firstIndex, isUp, LATENCY_BUCKETS, linkWaiting, newUpstreamState, orderAt, recordAnswer, smooth, unlinkWaiting, type UpstreamState, type Waiting } from './upstreams.js';
 
 /** Which upstream gave the answer and how long its last attempt took: for the query log and explain. */
 export interface UpstreamAnswer {
@@ -29,29 +32,10 @@ export interface UpstreamAnswer {
 declare module '../../core/context.js' {
   interface Slots {
     upstream: UpstreamAnswer;
+    /** The route forward chose (its name: zone, then @labels); set only when tracing, for explain. */
+    route: string;
   }
 }
-
-interface UpstreamState {
-  config: UpstreamConfig;
-  consecutiveFailures: number;
-  downUntil: number;
-  /** Its UDP socket pool (connected to it: ICMP errors fail an attempt at once). */
-  lane: UdpUpstream;
-  /** A loop probe sent to it came back to us as a client query: queries to it fail at once. */
-  looped: boolean;
-  /** HOST:PORT as logs show it, made once rather than per answer. */
-  address: string;
-  /** For /metrics (forward's metrics()): attempts sent, usable answers and their summed latency, failed attempts. */
-  sent: number;
-  answered: number;
-  answerMs: number;
-  failures: number;
-}
-
-/** After this many failed attempts in a row (not ICMP unreachable: see step) an upstream is tried last for DOWN_MS. */
-const FAILURES_BEFORE_DOWN = 3;
-const DOWN_MS = 5_000;
 
 /**
  * Loop probes ask HINFO for `<random>.linedns-loop.invalid`: .invalid (RFC 6761) is never
@@ -129,35 +113,75 @@ interface Probe {
   seen: boolean;
 }
 
+/** Questions a probe of an upstream marked down asks: built once per config. */
+function probeQuestion(name: string, type: string): Buffer {
+  const key = normalizeName(name);
+  const wire = keyToWire(key === '' ? '.' : key);
+  const q = Buffer.alloc(HEADER_SIZE + wire.length + 4);
+  q.writeUInt16BE(Flag.RD, 2);
+  q.writeUInt16BE(1, 4);
+  wire.copy(q, HEADER_SIZE);
+  q.writeUInt16BE(typeFromName(type) ?? QType.NS, HEADER_SIZE + wire.length);
+  q.writeUInt16BE(QClass.IN, HEADER_SIZE + wire.length + 2);
+  return q;
+}
+
 function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<ForwardOptions> {
   let cfg = options;
   const udp = new UdpExchange(env.metrics, { ...DEFAULT_UDP_OPTIONS, portsPerUpstream: cfg.sourcePorts }, env.logger);
   const streams = new StreamExchange(env.metrics, env.logger);
-  const fresh = (config: UpstreamConfig): UpstreamState => ({
-    config,
-    consecutiveFailures: 0,
-    downUntil: 0,
-    lane: udp.upstream(config.host, config.port),
-    looped: false,
-    address: formatHostPort(config.host, config.port),
-    sent: 0,
-    answered: 0,
-    answerMs: 0,
-    failures: 0,
-  });
-  let upstreams: UpstreamState[] = env.config.upstreams.map(fresh);
+  const fresh = (config: UpstreamConfig): UpstreamState => newUpstreamState(config, formatHostPort(config.host, config.port), udp.upstream(config.host, config.port));
+  /**
+   * The routes of `config`, each with its own upstream states (health and counters are per route:
+   * a route's failures say nothing of another's zone); states of `before` with the same route,
+   * address and protocol are kept, so a reload keeps down marks and counters.
+   */
+  function buildRoutes(config: RuntimeConfig, before: RouteTable | null): RouteTable {
+    // Kept by route and upstream as sameUpstream compares them (address, protocol, TLS settings).
+    const kept = new Map<string, UpstreamState[]>();
+    if (before !== null) for (const r of before.all()) kept.set(r.name, [...r.upstreams]);
+    const make = (zone: string, labels: readonly string[] | null, ups: readonly UpstreamConfig[], rc: RouteConfig | null): Route => {
+      const name = routeName(zone, labels);
+      return {
+        zone,
+        labels: labels === null ? null : new Set(labels),
+        name,
+        upstreams: ups.map((c) => kept.get(name)?.find((u) => sameUpstream(u.config, c)) ?? fresh(c)),
+        forceTcp: rc?.forceTcp ?? false,
+        policy: rc?.policy ?? cfg.policy,
+        turn: 0,
+      };
+    };
+    const table = new RouteTable(
+      make('', null, config.upstreams, null),
+      config.routes.map((rc) => make(rc.zone, rc.labels, rc.upstreams, rc)),
+    );
+    if (before !== null) {
+      const lanes = new Set(table.all().flatMap((r) => r.upstreams.map((u) => u.lane)));
+      for (const r of before.all()) for (const u of r.upstreams) if (!lanes.has(u.lane)) udp.drop(u.lane);
+    }
+    return table;
+  }
+  let table = buildRoutes(env.config, null);
+  /** Every upstream state of every route, for the loops over them all (probes, metrics). */
+  let states: { route: Route; u: UpstreamState }[] = table.all().flatMap((route) => route.upstreams.map((u) => ({ route, u })));
+  let probeWire = probeQuestion(cfg.health.probeName, cfg.health.probeType);
   const m = env.metrics;
   const forwarded = m.counter('forward_queries_total', 'queries sent upstream');
   const timeouts = m.counter('forward_timeouts_total', 'upstream attempts that timed out or failed');
   const servfails = m.counter('forward_servfail_total', 'queries answered SERVFAIL: every upstream failed');
+  const allDown = m.counter('forward_route_down_total', 'queries answered SERVFAIL at once: every upstream of their route was marked down');
   const overloaded = m.counter('forward_overload_total', 'queries refused SERVFAIL: too many outstanding upstream queries');
   const tcpRetries = m.counter('forward_tcp_retries_total', 'replies with TC retried over TCP');
   const scrubbed = m.counter('forward_scrubbed_records_total', 'out-of-bailiwick records removed from upstream replies');
   const loops = m.counter('forward_loop_queries_total', 'loop probes of ours that came back as client queries: answered SERVFAIL');
+  const marksDown = m.counter('forward_upstream_down_total', 'times an upstream was marked down');
   let outstanding = 0;
   /** Probes in flight by name; looked up per miss only while it is not empty. */
   const probes = new Map<string, Probe>();
   let recheck: NodeJS.Timeout | null = null;
+  /** Probes upstreams marked down; runs only while one is. */
+  let prober: NodeJS.Timeout | null = null;
   let closed = false;
 
   /**
@@ -194,10 +218,10 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
   }
 
   function scheduleRecheck(): void {
-    if (recheck !== null || closed || !upstreams.some((u) => u.looped)) return;
+    if (recheck !== null || closed || !states.some((s) => s.u.looped)) return;
     recheck = setTimeout(() => {
       recheck = null;
-      probeLoops(upstreams.filter((u) => u.looped));
+      probeLoops(states.filter((s) => s.u.looped).map((s) => s.u));
     }, LOOP_RECHECK_MS);
     recheck.unref();
   }
@@ -217,6 +241,68 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     }
     ctx.note(`forward: loop probe came back through ${u.address}`);
     ctx.respondError('forward', Rcode.SERVFAIL);
+  }
+
+  function routeOf(u: UpstreamState): Route | undefined {
+    return states.find((s) => s.u === u)?.route;
+  }
+
+  /** `u` failed maxFails attempts in a row: no client query goes to it until a probe gets an answer. */
+  function markDown(u: UpstreamState, why: string, last: Failure): void {
+    u.down = true;
+    u.downWhy = why;
+    marksDown.value++;
+    env.logger.warn({ upstream: u.address, route: routeOf(u)?.name ?? '?', why, last }, 'upstream marked down: no client query goes to it while another upstream of its route is up; probing it');
+    startProber();
+    // The queries sent before the mark would each still wait out their timeout: on to the next.
+    abandonWaiting(u);
+  }
+
+  function markUp(u: UpstreamState, how: string): void {
+    u.down = false;
+    u.consecutiveFailures = 0;
+    env.logger.info({ upstream: u.address, route: routeOf(u)?.name ?? '?', was: u.downWhy, how }, 'upstream back up');
+    u.downWhy = '';
+  }
+
+  function startProber(): void {
+    if (prober !== null || closed) return;
+    prober = setInterval(probeDown, cfg.health.checkInterval);
+    prober.unref();
+  }
+
+  function stopProber(): void {
+    if (prober !== null) clearInterval(prober);
+    prober = null;
+  }
+
+  /** One round: each upstream marked down and not being probed gets the probe question. */
+  function probeDown(): void {
+    let any = false;
+    for (const { u, route } of states) {
+      if (!u.down) continue;
+      any = true;
+      if (!u.probing) probeOne(u, route);
+    }
+    if (!any) stopProber();
+  }
+
+  /** Any well-formed reply to the probe question (whatever its rcode) shows the upstream is back. */
+  function probeOne(u: UpstreamState, route: Route): void {
+    u.probing = true;
+    const query = Buffer.from(probeWire);
+    const qEnd = query.length;
+    const accept = (reply: Buffer): MessageScan | null => {
+      const scan = scanMessage(reply);
+      return typeof scan === 'object' && (scan.flags & Flag.QR) !== 0 && sameQuestion(query, qEnd, reply, scan.questionEnd) ? scan : null;
+    };
+    const done = (scan: MessageScan | null): void => {
+      u.probing = false;
+      if (scan !== null && u.down && !closed) markUp(u, 'answered a probe');
+    };
+    const timeout = Math.min(cfg.timeout, Math.max(cfg.health.checkInterval, 100));
+    if (u.config.protocol !== 'udp' || route.forceTcp) streams.send(u.config, query, timeout, { accept, done });
+    else udp.send(u.lane, query, timeout, { accept, done });
   }
 
   /**
@@ -263,22 +349,37 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     return subnet === null ? null : truncateSubnet(subnet, prefixes);
   }
 
-  function ordered(now: number): UpstreamState[] {
-    for (let i = 0; i < upstreams.length; i++) {
-      if (upstreams[i]!.downUntil > now) return [...upstreams.filter((u) => u.downUntil <= now), ...upstreams.filter((u) => u.downUntil > now)];
+  /** The upstreams `route` would ask now, in order, for explain and the mock answerer (not the query path). */
+  function wouldAsk(route: Route): UpstreamState[] {
+    const n = route.upstreams.length;
+    const first = n === 0 ? 0 : firstIndex(route.policy, route.upstreams, route.turn, 0);
+    const out: UpstreamState[] = [];
+    for (let k = 0; k < n; k++) {
+      const u = route.upstreams[orderAt(route.policy, n, first, k)]!;
+      if (isUp(u)) out.push(u);
     }
-    return upstreams;
+    return out;
   }
 
   /**
-   * One forwarded query: the upstreams in order, and per upstream up to three attempts (UDP or
-   * TCP; TC -> TCP; EDNS refused -> once more without OPT). Driven by callbacks, not async
-   * functions: a miss then costs one promise (the one handed back to the pipeline), not five.
+   * One forwarded query: its route's upstreams in the order of the route's policy, skipping those
+   * marked down or looping, and per upstream up to three attempts (UDP or TCP; TC -> TCP; EDNS
+   * refused -> once more without OPT). Driven by callbacks, not async functions: a miss then
+   * costs one promise (the one handed back to the pipeline), not five; the order is computed
+   * step by step from `first` rather than kept in an array.
    */
-  class Job implements Waiter<Accepted> {
-    private readonly order: UpstreamState[];
+  class Job implements Waiter<Accepted>, Waiting {
     private readonly deadline: number;
-    private index = -1;
+    private readonly first: number;
+    prevWaiting: Waiting | null = null;
+    nextWaiting: Waiting | null = null;
+    /** Handed on to another Job by abandon(): the callbacks of its last attempt are ignored. */
+    private abandoned = false;
+    /** Position in the route's order (-1 before the first); `at` the upstream's index there. */
+    private k = -1;
+    private at = 0;
+    /** Upstreams actually asked: none means every one was down or looping. */
+    private asked = 0;
     private attempt = 0;
     private withEdns = true;
     private useTcp = false;
@@ -290,38 +391,91 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
 
     constructor(
       private readonly ctx: QueryContext,
+      private readonly route: Route,
       private readonly resolve: () => void,
       private readonly reject: (err: unknown) => void,
+      from: Job | null = null,
     ) {
-      const start = performance.now();
-      this.deadline = start + cfg.deadline;
-      this.order = ordered(start);
+      if (from !== null) {
+        this.deadline = from.deadline;
+        this.first = from.first;
+        this.k = from.k;
+        this.at = from.at;
+        this.asked = from.asked;
+        this.sentAt = from.sentAt;
+        this.subnet = from.subnet;
+        return;
+      }
+      this.deadline = performance.now() + cfg.deadline;
+      const r = route;
+      this.first = firstIndex(r.policy, r.upstreams, r.policy === 'round_robin' ? r.turn++ : 0, r.policy === 'random' ? randomU16() : 0);
     }
 
-    /** Moves to the next upstream, or answers SERVFAIL when none is left. */
+    /**
+     * The upstream this query waits for was marked down (markDown). The pending attempt still
+     * holds this object as its waiter, so the query goes on in a new Job (allocated only here,
+     * never on the usual path) and this one ignores whatever that attempt still reports.
+     */
+    abandon(): void {
+      this.abandoned = true;
+      const u = this.route.upstreams[this.at]!;
+      timeouts.value++;
+      u.failures++;
+      this.ctx.note(`forward: ${u.address} was marked down while this query waited for it; trying the next upstream`);
+      new Job(this.ctx, this.route, this.resolve, this.reject, this).start();
+    }
+
+    /** Moves to the next upstream that is up, or answers SERVFAIL when none is left. */
     private nextUpstream(): void {
+      const list = this.route.upstreams;
       for (;;) {
-        if (++this.index >= this.order.length) {
+        if (++this.k >= list.length) {
           servfails.value++;
+          if (this.asked === 0) {
+            allDown.value++;
+            this.ctx.note(`forward: every upstream of route ${this.route.name} is marked down or loops back: SERVFAIL at once`);
+          }
           this.ctx.respondError('forward', Rcode.SERVFAIL);
           this.finish();
           return;
         }
-        const u = this.order[this.index]!;
-        if (!u.looped) break;
-        this.ctx.note(`forward: ${u.address} loops back here; skipped`);
+        const i = orderAt(this.route.policy, list.length, this.first, this.k);
+        const u = list[i]!;
+        if (u.looped) {
+          this.ctx.note(`forward: ${u.address} loops back here; skipped`);
+          continue;
+        }
+        if (u.down) {
+          if (this.ctx.tracing) this.ctx.note(`forward: ${u.address} is marked down (${u.downWhy}); skipped`);
+          continue;
+        }
+        this.at = i;
+        break;
       }
+      this.asked++;
       this.attempt = 0;
       this.withEdns = true;
+      const u = list[this.at]!;
       // A "tls" upstream is never asked over UDP (nor plain TCP): its answers must be authenticated.
-      this.useTcp = this.order[this.index]!.config.protocol !== 'udp';
+      this.useTcp = u.config.protocol !== 'udp' || this.route.forceTcp;
+      if (this.ctx.tracing) this.ctx.note(`forward: asking ${u.address}${this.useTcp ? ` over ${u.config.protocol === 'tls' ? 'TLS' : 'TCP'}` : ''} (policy ${this.route.policy})`);
       this.send();
     }
 
     private send(): void {
-      const u = this.order[this.index]!.config;
+      const state = this.route.upstreams[this.at]!;
+      const u = state.config;
       const remaining = this.deadline - performance.now();
-      if (this.attempt++ >= 3 || remaining <= 0) {
+      if (remaining <= 0) {
+        // The query's time is up, not the upstream's fault: no failure counted against it (and
+        // none against each upstream after it), which would mark healthy ones down.
+        servfails.value++;
+        this.ctx.note(`forward: deadline passed before ${state.address} could be asked`);
+        this.ctx.respondError('forward', Rcode.SERVFAIL);
+        this.finish();
+        return;
+      }
+      if (this.attempt++ >= 3) {
         this.failed();
         return;
       }
@@ -336,12 +490,14 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       this.query = query;
       const timeout = Math.min(cfg.timeout, remaining);
       this.sentAt = performance.now();
-      this.order[this.index]!.sent++;
+      state.sent++;
+      linkWaiting(state, this);
       if (this.useTcp) streams.send(u, query, timeout, this);
-      else udp.send(this.order[this.index]!.lane, query, timeout, this);
+      else udp.send(state.lane, query, timeout, this);
     }
 
     accept(reply: Buffer): Accepted | null {
+      if (this.abandoned) return null;
       return judge(this.query!, this.ctx.query!, reply, this.cased, this.ctx.raw, this.withEdns ? this.subnet! : null);
     }
 
@@ -355,6 +511,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
 
     /** Called by the exchange (UDP or stream): a throw here must fail this query, not the socket. */
     done(got: Accepted | null, failure?: Failure): void {
+      if (this.abandoned) return;
+      unlinkWaiting(this.route.upstreams[this.at]!, this);
       try {
         this.step(got, failure);
       } catch (err) {
@@ -373,12 +531,12 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     }
 
     private step(got: Accepted | null, failure: Failure | undefined): void {
-      const u = this.order[this.index]!;
+      const u = this.route.upstreams[this.at]!;
       const ctx = this.ctx;
       // An ICMP unreachable can be forged off-path by anyone who hits the socket's address and
-      // port pair (no DNS ID needed): were it counted, three forgeries would put a healthy
-      // upstream last for DOWN_MS. A really dead one costs a millisecond per query this way.
-      if (got === null) return this.failed(failure !== 'unreachable');
+      // port pair (no DNS ID needed): were it counted, maxFails forgeries would mark a healthy
+      // upstream down. A really dead one costs a millisecond per query this way.
+      if (got === null) return this.failed(failure !== 'unreachable', failure);
       if (got.scan.flags & Flag.TC) {
         if (this.useTcp) return this.failed();
         tcpRetries.value++;
@@ -391,7 +549,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         return this.send();
       }
       u.consecutiveFailures = 0;
-      u.downUntil = 0;
+      // Sent before it was marked down, answered after: it is back, whatever the prober knows yet.
+      if (u.down) markUp(u, 'answered a query');
       const rcode = got.scan.rcode;
       if ((rcode === Rcode.REFUSED || rcode === Rcode.FORMERR) && this.withEdns && this.subnet) {
         // Some servers refuse queries with a Client Subnet: the query goes on without one, for
@@ -415,8 +574,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       ctx.set('cacheable', { local: false, template: t, response, subnet: this.scoped(got.scope) });
       const ms = performance.now() - this.sentAt;
       ctx.set('upstream', { address: u.address, ms });
-      u.answered++;
-      u.answerMs += ms;
+      recordAnswer(u, ms);
       this.finish();
     }
 
@@ -436,15 +594,21 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     }
 
     /** This upstream gave no usable answer: count it against it (unless told not to) and try the next. */
-    private failed(countIt = true): void {
-      const u = this.order[this.index]!;
+    private failed(countIt = true, failure: Failure = 'unusable'): void {
+      const u = this.route.upstreams[this.at]!;
       timeouts.value++;
       u.failures++;
       this.ctx.note(`forward: ${u.address} gave no usable answer`);
-      if (countIt && ++u.consecutiveFailures >= FAILURES_BEFORE_DOWN) u.downUntil = performance.now() + DOWN_MS;
+      if (countIt) {
+        // The fastest policy must learn that a failing upstream is slow, not untried.
+        smooth(u, performance.now() - this.sentAt);
+        if (++u.consecutiveFailures >= cfg.health.maxFails && !u.down) markDown(u, `${u.consecutiveFailures} failures in a row`, failure);
+      }
       this.nextUpstream();
     }
   }
+
+  const upstreamLabels = (route: Route, u: UpstreamState): Record<string, string> => ({ upstream: u.address, protocol: u.config.protocol, route: route.name });
 
   return {
     name: 'forward',
@@ -453,8 +617,13 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         const probe = probes.get(ctx.query!.name);
         if (probe !== undefined) return loopMet(ctx, probe);
       }
+      const route = table.match(ctx);
+      if (ctx.tracing) {
+        ctx.set('route', route.name);
+        if (route === table.root) ctx.note(`forward: route . (the top-level upstreams)${table.routed ? ': no zone of "routes" matches for this client' : ''}`);
+      }
       if (ctx.upstreamAnswerer !== null) {
-        const reply = ctx.upstreamAnswerer(ctx, ordered(performance.now()).map((u) => u.address));
+        const reply = ctx.upstreamAnswerer(ctx, wouldAsk(route).map((u) => u.address));
         if (reply !== null) {
           // Not marked cacheable: a made-up answer must never outlive the run that asked for it.
           ctx.note('forward: answered by the upstream answerer (mock), nothing sent');
@@ -463,57 +632,70 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         }
       }
       if (ctx.offline) {
-        const order = ordered(performance.now()).map((u) => `${u.address}/${u.config.protocol}`);
-        ctx.note(`forward: offline: would ask ${order.length === 0 ? 'no upstream (SERVFAIL)' : order.join(', then ')}`);
+        const order = wouldAsk(route).map((u) => `${u.address}/${u.config.protocol === 'tcp' || route.forceTcp ? 'tcp' : 'udp'}`);
+        ctx.note(`forward: offline: would ask ${order.length === 0 ? `no upstream of route ${route.name} (all marked down or looping: SERVFAIL)` : order.join(', then ')}`);
         ctx.dropReason = 'offline: not forwarded';
         return;
       }
-      if (outstanding >= cfg.maxOutstanding || upstreams.length === 0) {
+      if (outstanding >= cfg.maxOutstanding || route.upstreams.length === 0) {
         overloaded.value++;
         ctx.respondError('forward', Rcode.SERVFAIL);
         return;
       }
       outstanding++;
       forwarded.value++;
-      return new Promise<void>((resolve, reject) => new Job(ctx, resolve, reject).start());
+      return new Promise<void>((resolve, reject) => new Job(ctx, route, resolve, reject).start());
     },
     started() {
-      probeLoops(upstreams);
+      probeLoops(states.map((s) => s.u));
     },
     reload(config, o) {
       cfg = o;
       udp.setPortsPerUpstream(cfg.sourcePorts);
-      const before = upstreams;
-      upstreams = config.upstreams.map((c) => before.find((u) => sameUpstream(u.config, c)) ?? fresh(c));
-      for (const u of before) if (!upstreams.some((n) => n.lane === u.lane)) udp.drop(u.lane);
-      streams.retain(upstreams.map((u) => u.config));
+      table = buildRoutes(config, table);
+      states = table.all().flatMap((route) => route.upstreams.map((u) => ({ route, u })));
+      probeWire = probeQuestion(cfg.health.probeName, cfg.health.probeType);
+      // The interval may have changed; upstreams still down are probed at the new one.
+      stopProber();
+      if (states.some((s) => s.u.down)) startProber();
+      streams.retain(states.map((s) => s.u.config));
       // A reload may have made or broken a loop anywhere: every upstream is probed again.
-      probeLoops(upstreams);
+      probeLoops(states.map((s) => s.u));
     },
-    // For /readyz: ready while at least one upstream is neither marked down nor looping back.
+    // For /readyz: ready while every route has an upstream neither marked down nor looping back.
     health() {
-      if (upstreams.length === 0) return { ok: false, reason: 'forward: no upstream configured' };
-      const now = performance.now();
-      const bad = upstreams.map((u) => (u.looped ? `${u.address} loops back to linedns` : u.downUntil > now ? `${u.address} down (${u.consecutiveFailures} failures in a row)` : null));
-      if (bad.some((b) => b === null)) return { ok: true };
-      return { ok: false, reason: `forward: no upstream healthy: ${bad.join('; ')}` };
+      if (table.root.upstreams.length === 0) return { ok: false, reason: 'forward: no upstream configured' };
+      const why = (u: UpstreamState): string | null => (u.looped ? `${u.address} loops back to linedns` : u.down ? `${u.address} down (${u.downWhy})` : null);
+      const bad: string[] = [];
+      for (const r of table.all()) {
+        const list = r.upstreams.map(why);
+        if (list.some((b) => b === null)) continue;
+        bad.push(r === table.root ? `no upstream healthy: ${list.join('; ')}` : `no upstream of route ${r.name} healthy: ${list.join('; ')}`);
+      }
+      return bad.length === 0 ? { ok: true } : { ok: false, reason: `forward: ${bad.join('; ')}` };
     },
-    // For /metrics, per upstream of the running config (a rebuilt pipeline starts them at 0).
-    metrics() {
-      const now = performance.now();
-      const per = (f: (u: UpstreamState) => number): { labels: Record<string, string>; value: number }[] =>
-        upstreams.map((u) => ({ labels: { upstream: u.address, protocol: u.config.protocol }, value: f(u) }));
+    // For /metrics, per upstream of each route of the running config (a rebuilt pipeline starts them at 0).
+    metrics(): StageMetric[] {
+      const per = (f: (u: UpstreamState) => number): { labels: Record<string, string>; value: number }[] => states.map((s) => ({ labels: upstreamLabels(s.route, s.u), value: f(s.u) }));
       return [
         { name: 'upstream_queries_total', help: 'attempts sent to this upstream (retries included)', type: 'counter', samples: per((u) => u.sent) },
         { name: 'upstream_answers_total', help: 'usable answers from this upstream', type: 'counter', samples: per((u) => u.answered) },
         { name: 'upstream_answer_seconds_total', help: 'summed latency of the usable answers (divide by upstream_answers_total for the mean)', type: 'counter', samples: per((u) => u.answerMs / 1000) },
         { name: 'upstream_failures_total', help: 'attempts that gave no usable answer (timeout, unusable reply, error)', type: 'counter', samples: per((u) => u.failures) },
-        { name: 'upstream_up', help: '0 while the upstream is marked down or loops back to linedns', type: 'gauge', samples: per((u) => (u.looped || u.downUntil > now ? 0 : 1)) },
+        { name: 'upstream_up', help: '0 while the upstream is marked down or loops back to linedns', type: 'gauge', aggregate: 'min', samples: per((u) => (isUp(u) ? 1 : 0)) },
+        {
+          name: 'upstream_answer_duration_seconds',
+          help: 'latency of the usable answers from this upstream (from the last attempt sent)',
+          type: 'histogram',
+          buckets: LATENCY_BUCKETS,
+          samples: states.map((s) => ({ labels: upstreamLabels(s.route, s.u), counts: [...s.u.buckets], sum: s.u.answerMs / 1000 })),
+        },
       ];
     },
     close() {
       closed = true;
       if (recheck !== null) clearTimeout(recheck);
+      stopProber();
       udp.close();
       streams.close();
     },
@@ -522,12 +704,21 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
 
 export const forwardStage: StageDefinition<ForwardOptions> = {
   name: 'forward',
-  summary: 'asks the upstreams (random source port and ID per query, failover, reply checks, scrubbing); SERVFAIL when all fail',
+  summary: "asks the route's upstreams (longest zone, client's lines) by its policy (random source port and ID per query, failover, down marks and probes, reply checks, scrubbing); SERVFAIL when all fail",
   options: forwardOptions,
-  requires: [{ name: 'query', where: 'before', reason: 'it forwards the decoded question' }],
-  provides: ['cacheable', 'upstream'],
+  requires: [
+    { name: 'query', where: 'before', reason: 'it forwards the decoded question' },
+    {
+      name: 'view',
+      where: 'anywhere',
+      reason: (facts) =>
+        `the route for ${JSON.stringify(facts.labelledRoute?.zone)} serves ${(facts.labelledRoute?.labels ?? []).map((l) => JSON.stringify(l)).join(', ')} only, and only a stage that knows the client's lines can tell who is in them; without one no client would ever take it`,
+      when: (_o, facts) => facts.labelledRoute != null,
+    },
+  ],
+  provides: ['cacheable', 'upstream', 'route', 'variesByView'],
   // A repeat the memo answers was answered by the cache or local data, never by an upstream.
   memoSafe: true,
-  dataKeys: ['upstreams'],
+  dataKeys: ['upstreams', 'routes'],
   create: createForwardStage,
 };

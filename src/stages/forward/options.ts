@@ -3,6 +3,20 @@
 
 import type { OptionsSpec } from '../../core/stage.js';
 import type { SubnetPrefixes } from '../../lib/dns/ecs.js';
+import { typeFromName } from '../../lib/dns/constants.js';
+import { checkPresentationName } from '../../lib/dns/name.js';
+import type { UpstreamPolicy } from '../../config/types.js';
+
+/** Marking upstreams down and probing them back (CoreDNS forward's max_fails and health_check). */
+export interface HealthOptions {
+  /** Failed attempts in a row (timeouts, unusable replies) before an upstream is marked down. */
+  readonly maxFails: number;
+  /** Milliseconds between probes of an upstream marked down. */
+  readonly checkInterval: number;
+  /** The question a probe asks: any well-formed reply marks the upstream up again. */
+  readonly probeName: string;
+  readonly probeType: string;
+}
 
 export interface ForwardOptions {
   /** Milliseconds to wait for one upstream. */
@@ -19,10 +33,15 @@ export interface ForwardOptions {
    * prefixes; answers are then cached per the scope the upstream gives.
    */
   readonly clientSubnet: 'off' | SubnetPrefixes;
+  /** Which upstream of a route is asked first; a route's own `policy` overrides it. */
+  readonly policy: UpstreamPolicy;
+  readonly health: HealthOptions;
 }
 
 /** RFC 7871 section 11.1: longer prefixes than these tell the upstreams who the client is. */
 export const PRIVATE_SUBNET_PREFIXES: SubnetPrefixes = { ipv4: 24, ipv6: 56 };
+
+export const DEFAULT_HEALTH: HealthOptions = { maxFails: 3, checkInterval: 500, probeName: '.', probeType: 'NS' };
 
 /** Source ports per upstream: 1024 x 65,536 IDs = 2^26 tries for an off-path forger (docs/security.md). */
 export const DEFAULT_SOURCE_PORTS = 1024;
@@ -59,10 +78,30 @@ export const forwardOptions: OptionsSpec<ForwardOptions> = {
           },
         ],
       },
+      policy: {
+        description: 'Which upstream of a route is asked first: in order ("sequential", failover), "random", "round_robin", or "fastest" (smoothed latency; untried ones first). The others follow on failure.',
+        enum: ['sequential', 'random', 'round_robin', 'fastest'],
+        default: 'sequential',
+      },
+      health: {
+        description: 'Upstreams marked down after maxFails failed attempts in a row get no client query while another upstream of their route is up, and are probed every checkInterval ms until they answer.',
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          maxFails: { description: 'Failed attempts in a row (timeouts, unusable replies; not ICMP errors) before an upstream is marked down.', type: 'integer', minimum: 1, maximum: 1000, default: DEFAULT_HEALTH.maxFails },
+          checkInterval: { description: 'Milliseconds between probes of an upstream marked down.', type: 'integer', minimum: 50, maximum: 600000, default: DEFAULT_HEALTH.checkInterval },
+          probeName: { description: 'The name a probe asks for ("." by default, as CoreDNS).', type: 'string', minLength: 1, default: DEFAULT_HEALTH.probeName },
+          probeType: { description: 'The type a probe asks for (NS by default).', type: 'string', pattern: '^([A-Za-z][A-Za-z0-9]*|TYPE[0-9]+)$', default: DEFAULT_HEALTH.probeType },
+        },
+        default: DEFAULT_HEALTH,
+      },
     },
   },
   topLevel: { forward: '.' },
   check(o, report) {
+    const why = checkPresentationName(o.health.probeName, false);
+    if (why !== null) report(['health', 'probeName'], 'LDNS_SCHEMA_PATTERN', `${JSON.stringify(o.health.probeName)} ${why}; expected a domain name, e.g. "." or "health.example"`);
+    if (typeFromName(o.health.probeType) === undefined) report(['health', 'probeType'], 'LDNS_SCHEMA_PATTERN', `${JSON.stringify(o.health.probeType)} is not a record type; expected e.g. NS, A or TYPE65`);
     if (o.sourcePorts < DEFAULT_SOURCE_PORTS) {
       report(
         ['sourcePorts'],
