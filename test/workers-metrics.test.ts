@@ -80,7 +80,7 @@ test('--workers 2 with admin: the primary sums both workers\' metrics and cache 
     assert.equal(sample(m, 'linedns_cache_entries'), 2, 'one entry in each worker\'s cache');
     assert.equal(sample(m, 'linedns_reply_duration_seconds_count{transport="tcp"}'), tcp);
     assert.equal(sample(m, 'linedns_reply_duration_seconds_bucket{transport="tcp",le="+Inf"}'), tcp);
-    assert.equal(sample(m, 'linedns_upstream_queries_total{upstream="' + up.address + '",protocol="udp"}'), 2);
+    assert.equal(sample(m, 'linedns_upstream_queries_total{upstream="' + up.address + '",protocol="udp",route="."}'), 2);
     // The primary's own: the config, reloads, readiness; each family once.
     assert.equal(sample(m, 'linedns_ready'), 1);
     assert.equal(sample(m, 'linedns_workers'), 2);
