@@ -3,7 +3,6 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadConfig } from '../src/app/config.js';
 import { configHash } from '../src/app/server.js';
@@ -11,38 +10,12 @@ import { ConfigError } from '../src/config/load.js';
 import { buildQuery, query, tcpExchange, udpExchange } from './helpers/client.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { http, sample } from './helpers/http.js';
 import { pino } from 'pino';
 import { SocketErrorLog } from '../src/lib/net/listen.js';
 
 const T = { timeout: 30_000 };
 
-interface Reply {
-  status: number;
-  body: string;
-}
-
-function http(port: number, path: string, opts: { method?: string; from?: string } = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: opts.method ?? 'GET', localAddress: opts.from, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** The value of one sample of Prometheus text (`name` with its labels, if any, as printed). */
-function sample(text: string, name: string): number | undefined {
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    if (line.slice(0, i) === name) return Number(line.slice(i + 1));
-  }
-  return undefined;
-}
 
 async function withAdmin(config: Record<string, unknown>, body: (ld: Running, up: TestUpstream, admin: number) => Promise<void>, records?: unknown[]): Promise<void> {
   const up = await TestUpstream.start(simpleHandler());

@@ -3,38 +3,17 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { answerData, buildQuery, decode, query, tcpExchange } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 import { portOf, serve, until, type Served } from './helpers/serve.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { http, sample } from './helpers/http.js';
 import { supportsReusePort } from '../src/app/workers.js';
 
 const T = { timeout: 60_000 };
 
-function http(port: number, path: string, method = 'GET'): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method, agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (body += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-function sample(text: string, name: string): number | undefined {
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#')) continue;
-    const i = line.lastIndexOf(' ');
-    if (line.slice(0, i) === name) return Number(line.slice(i + 1));
-  }
-  return undefined;
-}
 
 /** The admin port the primary logged. */
 function adminPort(s: Served): number {
@@ -95,7 +74,7 @@ test('--workers 2 with admin: the primary sums both workers\' metrics and cache 
     const caches = JSON.parse((await http(admin, '/cache')).body) as { cache: { entries: number; misses: number } };
     assert.equal(caches.cache.entries, 2);
     assert.equal(caches.cache.misses, 2);
-    const flushed = JSON.parse((await http(admin, '/cache/flush', 'POST')).body) as { flushed: { cache: number } };
+    const flushed = JSON.parse((await http(admin, '/cache/flush', { method: 'POST' })).body) as { flushed: { cache: number } };
     assert.equal(flushed.flushed.cache, 2, 'the flush reached both workers');
     assert.equal(sample((await http(admin, '/metrics')).body, 'linedns_cache_entries'), 0);
 
