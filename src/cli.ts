@@ -5,7 +5,9 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
-import { ConfigError, formatIssue, type CliCode, type ConfigOverrides } from './config/load.js';
+import { ConfigError, formatIssue, sourcePlan, type CliCode, type ConfigOverrides } from './config/load.js';
+import { loadForStart, type SourceSet } from './app/sources.js';
+import { Metrics } from './lib/metrics.js';
 import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
 import { formatAddress, LineDnsServer } from './app/server.js';
@@ -94,16 +96,32 @@ function load(file: string | null, overrides: ConfigOverrides) {
   }
 }
 
+/**
+ * serve's configuration: URL sources fetched (or their last good copies), and its own golden
+ * tests passed; exits 1 with the errors otherwise.
+ */
+async function loadToServe(file: string | null, overrides: ConfigOverrides, logger: Logger, metrics: Metrics): Promise<{ config: RuntimeConfig; sources: SourceSet }> {
+  try {
+    const { config, warnings, sources } = await loadForStart(file, overrides, logger, metrics);
+    for (const w of warnings) logger.warn(formatIssue(w));
+    return { config, sources };
+  } catch (err) {
+    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatIssue(i)}\n`);
+    else process.stderr.write(`linedns: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
 async function serve(file: string | null, overrides: ConfigOverrides): Promise<void> {
   if (cluster.isWorker) return serveWorker();
-  const { config, warnings } = load(file, overrides);
-  const logger = createLogger(config.logLevel);
-  for (const w of warnings) logger.warn(formatIssue(w));
+  const logger = createLogger(sourcePlan(file, overrides).logLevel);
+  const metrics = new Metrics();
+  const { config, sources } = await loadToServe(file, overrides, logger, metrics);
   if (config.workers > 1) {
-    runPrimary({ config, overrides, logger, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
+    runPrimary({ config, overrides, logger, sources, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
     return;
   }
-  const server = await startOrExit(config, logger, overrides);
+  const server = await startOrExit(config, logger, overrides, metrics, sources);
   handleSignals(server, logger);
   // A file watch and SIGHUP ask for the same reload; after one, the files to watch may differ.
   const watcher = new ConfigWatcher(() => void reload());
@@ -131,7 +149,7 @@ async function serveWorker(): Promise<void> {
   const config = await configFromPrimary((next) => {
     if (server === undefined) early = next;
     else applying = applying.then(() => server!.applyReloaded(next));
-  });
+  }, () => server?.reloadRefused());
   logger = createLogger(config.logLevel);
   server = await startOrExit(config, logger, {});
   if (early) applying = applying.then(() => server!.applyReloaded(early!));
@@ -139,9 +157,9 @@ async function serveWorker(): Promise<void> {
   process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
 }
 
-async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides): Promise<LineDnsServer> {
+async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides, metrics?: Metrics, sources?: SourceSet): Promise<LineDnsServer> {
   try {
-    return await LineDnsServer.start(config, { logger, overrides });
+    return await LineDnsServer.start(config, { logger, overrides, ...(metrics ? { metrics } : {}), ...(sources ? { sources } : {}) });
   } catch (err) {
     logger.fatal({ err: (err as Error).message }, 'cannot start');
     process.exit(1);

@@ -35,7 +35,8 @@ test('reloads: good, good, bad (trailing comma), good, good: each good one appli
       writeFileSync(join(files.dir, 'records.json'), step.text);
       const before = lines.length;
       assert.equal(await server.reloadFromFile(), step.ok, `step ${i}`);
-      const logged = lines.slice(before).map((l) => l.msg);
+      // Other lines may come with it (the cache says what it dropped): one of the two answers must.
+      const logged = lines.slice(before).map((l) => l.msg).filter((m) => m === 'configuration reloaded' || m.startsWith('reload failed'));
       assert.deepEqual(logged, [step.ok ? 'configuration reloaded' : 'reload failed; keeping the last good configuration'], `step ${i}`);
       assert.deepEqual(answerData(await query(server.port, { name: 'r.test' })), [step.ip], `step ${i}`);
     }

@@ -4,15 +4,24 @@
 import cluster from 'node:cluster';
 import type { Logger } from 'pino';
 import type { ConfigOverrides } from '../config/load.js';
-import { reloadConfig } from './config.js';
 import { ConfigWatcher } from './watch.js';
-import { goldenGate } from './golden.js';
+import { reloadWithSources, SourceSet } from './sources.js';
+import { configHash } from './server.js';
+import { Metrics } from '../lib/metrics.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */
 export interface ConfigMessage {
   type: 'linedns-config';
   config: RuntimeConfig;
+}
+
+/**
+ * Primary to worker: a reload was refused (invalid, or its golden tests failed), so nothing was
+ * sent; each worker counts it in config_reload_failures_total, which its /metrics shows.
+ */
+export interface ReloadRefusedMessage {
+  type: 'linedns-reload-refused';
 }
 
 /** Worker to primary. */
@@ -39,6 +48,8 @@ export interface PrimaryOptions {
   overrides: ConfigOverrides;
   logger: Logger;
   onReady: (addresses: string[]) => void;
+  /** The URL sources the config was loaded from (loadForStart): the primary polls them. */
+  sources?: SourceSet;
 }
 
 function isWorkerMessage(msg: unknown): msg is WorkerMessage {
@@ -47,7 +58,7 @@ function isWorkerMessage(msg: unknown): msg is WorkerMessage {
 }
 
 /** Runs in the primary: forks `config.workers` workers; exits once they all have after SIGTERM. */
-export function runPrimary({ config: initial, overrides, logger, onReady }: PrimaryOptions): void {
+export function runPrimary({ config: initial, overrides, logger, onReady, sources: given }: PrimaryOptions): void {
   // The last good configuration: what every worker, first or replacement, is given. Workers never
   // read the files, so a file broken on disk cannot reach a worker that restarts.
   let config = initial;
@@ -109,12 +120,21 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   // Reloads run one after another: the golden tests are async, and a later SIGHUP (or file
   // change) must not send its config before an earlier one's.
   let reloading = Promise.resolve();
+  const sources = given ?? new SourceSet(initial.sources, logger, new Metrics());
+  if (given === undefined) sources.configure(initial.sourceUrls, initial.sources);
   const reload = (): void => {
     reloading = reloading.then(async () => {
-      const next = reloadConfig(config.file, overrides, logger);
-      if (next === null || !(await goldenGate(next, logger))) return;
+      const running = configHash(config);
+      const loaded = await reloadWithSources(config.file, overrides, logger, sources, (c) => configHash(c) === running);
+      if (loaded === null) {
+        // Not sent: the workers keep serving the last good one, and count the refusal.
+        for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-reload-refused' } satisfies ReloadRefusedMessage);
+        return;
+      }
+      const next = loaded.config;
       if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
       config = next;
+      sources.accepted(loaded.documents);
       for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config } satisfies ConfigMessage);
       logger.info({ records: config.records.length, lines: Object.keys(config.smartLine).length }, 'configuration reloaded; sent to the workers');
       if (config.watch) watcher.follow(config);
@@ -125,13 +145,15 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   const watcher = new ConfigWatcher(reload);
   if (config.watch) watcher.follow(config);
   process.on('SIGHUP', reload);
+  // A new document at a URL source reloads as SIGHUP does; the workers never fetch.
+  sources.start(reload);
 }
 
 /**
  * Runs in a worker: asks the primary for the configuration and resolves with it; each later
  * one (a reload in the primary) goes to `onReload`.
  */
-export function configFromPrimary(onReload: (config: RuntimeConfig) => void): Promise<RuntimeConfig> {
+export function configFromPrimary(onReload: (config: RuntimeConfig) => void, onRefused?: () => void): Promise<RuntimeConfig> {
   return new Promise((resolve) => {
     let first = true;
     const timer = setTimeout(() => {
@@ -139,7 +161,9 @@ export function configFromPrimary(onReload: (config: RuntimeConfig) => void): Pr
       process.exit(1);
     }, CONFIG_WAIT_MS);
     process.on('message', (msg: unknown) => {
-      if ((msg as { type?: unknown } | null)?.type !== 'linedns-config') return;
+      const type = (msg as { type?: unknown } | null)?.type;
+      if (type === 'linedns-reload-refused') return onRefused?.();
+      if (type !== 'linedns-config') return;
       const { config } = msg as ConfigMessage;
       if (!first) return onReload(config);
       first = false;
