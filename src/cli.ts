@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
 import { ConfigError, formatIssue, sourcePlan, type CliCode, type ConfigOverrides } from './config/load.js';
-import { loadForStart, type SourceSet } from './app/sources.js';
+import { fetchForCheck, loadForStart, type SourceSet } from './app/sources.js';
+import type { SourceDocuments } from './config/sources.js';
 import { Metrics } from './lib/metrics.js';
 import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
@@ -84,9 +85,9 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
   return o;
 }
 
-function load(file: string | null, overrides: ConfigOverrides) {
+function load(file: string | null, overrides: ConfigOverrides, documents?: SourceDocuments) {
   try {
-    return loadConfig(file, overrides);
+    return loadConfig(file, overrides, documents);
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) process.stderr.write(`${formatIssue(i)}\n`);
@@ -178,8 +179,9 @@ function handleSignals(server: LineDnsServer, logger: Logger): void {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function check(file: string | null, overrides: ConfigOverrides): void {
-  const { config, warnings } = load(file, overrides);
+async function check(file: string | null, overrides: ConfigOverrides): Promise<void> {
+  // URL sources are fetched as serve would fetch them, and validated the same way.
+  const { config, warnings } = load(file, overrides, await fetchForCheck(file, overrides, createLogger('silent')));
   for (const w of warnings) process.stderr.write(`${formatIssue(w)}\n`);
   process.stdout.write(
     `${config.file ?? '(defaults)'}: valid: ${config.records.length} records, ${Object.keys(config.smartLine).length} lines, ` +
@@ -197,7 +199,7 @@ async function explainCommand(file: string | null, overrides: ConfigOverrides, r
     if (err instanceof ExplainError) fail('LDNS_CLI_BAD_VALUE', err.message);
     throw err;
   }
-  const { config } = load(file, overrides);
+  const { config } = load(file, overrides, await fetchForCheck(file, overrides, createLogger('silent')));
   const e = await explain(config, request);
   process.stdout.write(json ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(e));
   process.exit(0);

@@ -14,6 +14,18 @@ import { Metrics } from '../src/lib/metrics.js';
 import { answerData, query } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 import { Repository } from './helpers/repository.js';
+import { configFiles } from '../src/app/watch.js';
+import { execFile } from 'node:child_process';
+
+const CLI = new URL('../src/cli.js', import.meta.url).pathname;
+
+function cli(args: string[]): Promise<{ status: number; text: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, text: stdout + stderr });
+    });
+  });
+}
 
 type Line = { msg: string; errors?: string[]; source?: string };
 function capturingLogger(): { logger: pino.Logger; lines: Line[] } {
@@ -176,6 +188,7 @@ describe('URL sources', { timeout: 60_000 }, () => {
     const { server } = await serve(r, logger);
     try {
       assert.deepEqual(server.config.sourceUrls.length, 4);
+      assert.deepEqual(configFiles(server.config), [r.configFile], 'URLs are polled, not watched');
       assert.deepEqual(answerData(await query(server.port, { name: 'www.z.test' })), ['192.0.2.50']);
       assert.deepEqual(answerData(await query(server.port, { name: 'in.test' })), ['10.0.0.1']);
       assert.deepEqual(answerData(await query(server.port, { name: 'alias.test' })), ['192.0.2.50']);
@@ -229,6 +242,28 @@ describe('URL sources', { timeout: 60_000 }, () => {
     } finally {
       await server.close();
       await repo.close();
+    }
+  });
+
+  test('linedns check fetches URL sources and validates them; a repository that is down is an error there', async () => {
+    const repo = await Repository.start();
+    try {
+      repo.put('/records.json', records('192.0.2.40'));
+      const r = rig(repo);
+      const ok = await cli(['check', r.configFile]);
+      assert.equal(ok.status, 0, ok.text);
+      assert.match(ok.text, /valid: 1 records/);
+      assert.deepEqual(readdirSync(r.stateDir), [], 'check saves nothing');
+      repo.put('/records.json', '[{ "name": "r.test", "type": "A", "rdata": "192.0.2.300" }]');
+      const bad = await cli(['check', r.configFile]);
+      assert.equal(bad.status, 1);
+      assert.match(bad.text, new RegExp(`${repo.url('/records.json').replace(/[.]/g, '\\.')}:1:\\d+: error: \\$\\[0\\]\\.rdata`));
+      await repo.down();
+      const down = await cli(['check', r.configFile]);
+      assert.equal(down.status, 1);
+      assert.match(down.text, /LDNS_FILE_UNREADABLE/);
+    } finally {
+      await repo.close().catch(() => undefined);
     }
   });
 });

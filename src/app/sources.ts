@@ -8,7 +8,7 @@ import type { Logger } from 'pino';
 import type { SourceDocument, SourceDocuments } from '../config/sources.js';
 import type { RuntimeConfig, SourcesConfig } from '../config/types.js';
 import { failureLines, sourcePlan, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
-import type { Metrics } from '../lib/metrics.js';
+import { Metrics } from '../lib/metrics.js';
 import { loadConfig, reloadConfig } from './config.js';
 import { goldenGate } from './golden.js';
 
@@ -110,6 +110,16 @@ export class SourceSet {
     for (const url of this.urls) {
       const s = this.states.get(url)!;
       out.set(url, s.good !== null ? { bytes: s.good.bytes } : { error: `${s.failure ?? 'the fetched document was refused'}, and no last good copy in ${this.options.dir}` });
+    }
+    return out;
+  }
+
+  /** documents(), but a URL whose last fetch failed is that failure, whatever copy is on disk. */
+  fetchedDocuments(): SourceDocuments {
+    const out = new Map(this.documents());
+    for (const url of this.urls) {
+      const failure = this.states.get(url)!.failure;
+      if (failure !== null) out.set(url, { error: failure });
     }
     return out;
   }
@@ -372,6 +382,19 @@ export async function reloadWithSources(file: string | null, overrides: ConfigOv
   if (fallback === null || !(await goldenGate(fallback, silent(logger)))) return null;
   sources.refused(documents);
   return same(fallback) ? null : { config: fallback, documents: good };
+}
+
+/**
+ * `linedns check` and `explain`: the URL sources fetched once (nothing saved). A URL that cannot
+ * be fetched is an error there even when a last good copy exists: check says what a start would
+ * meet, and a 304 for that copy is the repository's word that it is current.
+ */
+export async function fetchForCheck(file: string | null, overrides: ConfigOverrides, logger: Logger): Promise<SourceDocuments> {
+  const plan = sourcePlan(file, overrides);
+  const sources = new SourceSet(plan.sources, logger, new Metrics());
+  sources.configure(plan.urls, plan.sources);
+  await sources.fetchNew();
+  return sources.fetchedDocuments();
 }
 
 /** The fallback's own errors would repeat the ones just logged. */
