@@ -266,4 +266,26 @@ describe('URL sources', { timeout: 60_000 }, () => {
       await repo.close().catch(() => undefined);
     }
   });
+
+  test('a repository that accepts and never answers: the fetch times out (sources.timeout), counted, the copy kept', async () => {
+    const repo = await Repository.start();
+    try {
+      repo.put('/records.json', records('192.0.2.60'));
+      const r = rig(repo, { sources: { dir: mkdtempSync(join(tmpdir(), 'linedns-state-')), interval: 3600, timeout: 1 } });
+      const { logger, lines } = capturingLogger();
+      const { server, metrics } = await serve(r, logger);
+      try {
+        repo.hang = true;
+        assert.equal(await poll(server), null);
+        assert.equal(metrics.get('source_fetch_failures_total'), 1);
+        const warned = lines.find((l) => l.msg.startsWith('source: fetch failed')) as (Line & { reason?: string }) | undefined;
+        assert.equal(warned?.reason, 'no answer within 1000 ms');
+        assert.deepEqual(await answer(server), ['192.0.2.60']);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      await repo.close();
+    }
+  });
 });

@@ -16,6 +16,8 @@ export class Repository {
   private version = 0;
   /** Answer every request with this status instead (500: the repository is broken). */
   failWith: number | null = null;
+  /** Accept requests and never answer them (a hung repository), until `down()`. */
+  hang = false;
 
   private constructor(private server: Server, public port: number) {}
 
@@ -28,6 +30,10 @@ export class Repository {
   private async listen(port: number): Promise<void> {
     this.server = createServer((req, res) => {
       const path = req.url ?? '/';
+      if (this.hang) {
+        this.requests.push({ path, headers: req.headers, status: 0 });
+        return;
+      }
       const doc = this.docs.get(path);
       let status: number;
       if (this.failWith !== null) status = this.failWith;
