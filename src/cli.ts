@@ -14,7 +14,7 @@ import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logg
 import { formatAddress, LineDnsServer } from './app/server.js';
 import type { ExplainRequest } from './app/explain.js';
 import { testCommand } from './app/golden.js';
-import { configFromPrimary, runPrimary, type WorkerMessage } from './app/workers.js';
+import { configFromPrimary, runPrimary, type PrimaryCounter, type WorkerMessage } from './app/workers.js';
 import { ConfigWatcher } from './app/watch.js';
 import type { RuntimeConfig } from './config/types.js';
 
@@ -144,16 +144,19 @@ async function serveWorker(): Promise<void> {
   let logger: Logger | undefined;
   let early: RuntimeConfig | undefined;
   let applying = Promise.resolve(true);
+  // Counted before the server exists (failures the primary met at start) are added once it does.
+  const earlyCounts: Array<[PrimaryCounter, number]> = [];
   // The primary reloads and sends the result; a worker must not die of a SIGHUP sent to the
   // whole process group, not even while it waits for its first configuration.
   process.on('SIGHUP', () => logger?.debug('SIGHUP ignored in a worker: the primary reloads the configuration'));
   const config = await configFromPrimary((next) => {
     if (server === undefined) early = next;
     else applying = applying.then(() => server!.applyReloaded(next));
-  }, () => server?.reloadRefused());
+  }, (counter, by) => (server === undefined ? earlyCounts.push([counter, by]) : server.countFromPrimary(counter, by)));
   logger = createLogger(config.logLevel);
   server = await startOrExit(config, logger, {});
   if (early) applying = applying.then(() => server!.applyReloaded(early!));
+  for (const [counter, by] of earlyCounts) server.countFromPrimary(counter, by);
   handleSignals(server, logger);
   process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
 }

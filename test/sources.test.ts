@@ -16,6 +16,7 @@ import { writeConfig } from './helpers/server.js';
 import { Repository } from './helpers/repository.js';
 import { configFiles } from '../src/app/watch.js';
 import { execFile } from 'node:child_process';
+import { portOf, serve as serveCli, until } from './helpers/serve.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 
@@ -286,6 +287,34 @@ describe('URL sources', { timeout: 60_000 }, () => {
       }
     } finally {
       await repo.close();
+    }
+  });
+
+  test('--workers: the primary fetches and polls; its failures show in the workers\' /metrics; a new document reaches every worker', async () => {
+    const repo = await Repository.start();
+    repo.put('/records.json', records('192.0.2.70'));
+    const r = rig(repo, { sources: { dir: mkdtempSync(join(tmpdir(), 'linedns-state-')), interval: 1, jitter: 0 }, admin: '127.0.0.1:0', watch: false });
+    // A first start leaves the last good copy; then the repository goes down.
+    await (await serve(r, capturingLogger().logger)).server.close();
+    await repo.down();
+    const s = await serveCli(['--config', r.configFile, '--workers', '2']);
+    try {
+      const port = portOf(s);
+      const log = (): Array<{ msg: string; admin?: string }> => s.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string });
+      assert.deepEqual(answerData(await query(port, { name: 'r.test' })), ['192.0.2.70'], 'served from the copy');
+      const admin = log().find((l) => l.msg === 'admin endpoint listening')!.admin!;
+      const failures = async (): Promise<number> => Number(/linedns_source_fetch_failures_total (\d+)/.exec(await (await fetch(`${admin}/metrics`)).text())?.[1] ?? -1);
+      assert.ok((await failures()) >= 1, 'the failure at start, counted by the primary, shows in a worker');
+      await repo.up();
+      repo.put('/records.json', records('192.0.2.71'));
+      await until(async () => log().some((l) => l.msg === 'configuration reloaded; sent to the workers'), 10_000);
+      await until(async () => log().filter((l) => l.msg === 'configuration reloaded').length === 2, 10_000);
+      for (let i = 0; i < 6; i++) assert.deepEqual(answerData(await query(port, { name: 'r.test' })), ['192.0.2.71']);
+      s.child.kill('SIGTERM');
+      assert.equal(await s.exit, 0);
+    } finally {
+      s.child.kill('SIGKILL');
+      await repo.close().catch(() => undefined);
     }
   });
 });

@@ -293,9 +293,12 @@ export class LineDnsServer implements AdminSource {
     return ok;
   }
 
-  /** Counts a reload refused elsewhere: by the --workers primary, which never sends it here. */
-  reloadRefused(): void {
-    this.failures.value++;
+  /**
+   * Counts what failed in the --workers primary, which loads and fetches for this worker: a
+   * reload it refused (and so never sent), a URL source that failed.
+   */
+  countFromPrimary(counter: 'config_reload_failures_total' | 'source_fetch_failures_total', by: number): void {
+    this.metrics.counter(counter).value += by;
   }
 
   /**

@@ -57,11 +57,13 @@ export class SourceSet {
   private timer: NodeJS.Timeout | null = null;
   private onChange: (() => void) | null = null;
   private polling: Promise<void> | null = null;
+  /** Told of each failure counted (the --workers primary passes them on to its workers). */
+  onFailure: (() => void) | null = null;
 
   constructor(
     private options: SourcesConfig,
     private readonly logger: Logger,
-    private readonly metrics: Metrics,
+    readonly metrics: Metrics,
   ) {
     metrics.counter('source_fetch_failures_total', 'fetches of URL sources that failed (error status, timeout, too large) or served a document that was refused');
   }
@@ -242,6 +244,7 @@ export class SourceSet {
 
   private failed(url: string, s: SourceState, why: string): void {
     this.metrics.counter('source_fetch_failures_total').value++;
+    this.onFailure?.();
     const now = Date.now();
     // The same failure every poll would flood the log: the first, then one a minute.
     if (s.failure !== why || now - s.loggedAt >= FAILURE_LOG_MS) {

@@ -16,12 +16,18 @@ export interface ConfigMessage {
   config: RuntimeConfig;
 }
 
+/** The primary's counters that its workers' /metrics show (the workers never load nor fetch). */
+export type PrimaryCounter = 'config_reload_failures_total' | 'source_fetch_failures_total';
+
 /**
- * Primary to worker: a reload was refused (invalid, or its golden tests failed), so nothing was
- * sent; each worker counts it in config_reload_failures_total, which its /metrics shows.
+ * Primary to worker: something only the primary does failed `by` times more: a reload refused
+ * (invalid, or its golden tests failed: nothing was sent), a URL source that failed. Each worker
+ * adds it to its own counter, which its /metrics shows.
  */
-export interface ReloadRefusedMessage {
-  type: 'linedns-reload-refused';
+export interface CountedMessage {
+  type: 'linedns-counted';
+  counter: PrimaryCounter;
+  by: number;
 }
 
 /** Worker to primary. */
@@ -63,6 +69,8 @@ export function runPrimary({ config: initial, overrides, logger, onReady, source
   // read the files, so a file broken on disk cannot reach a worker that restarts.
   let config = initial;
   const workers = initial.workers;
+  // Made before the first fork: a worker asking for its config is told the failures so far.
+  const sources = given ?? new SourceSet(initial.sources, logger, new Metrics());
   let stopping = false;
   let announced = false;
   let delay = 0;
@@ -80,6 +88,9 @@ export function runPrimary({ config: initial, overrides, logger, onReady, source
     if (!isWorkerMessage(msg)) return;
     if (msg.type === 'linedns-want-config') {
       worker.send({ type: 'linedns-config', config } satisfies ConfigMessage);
+      // What failed before this worker was forked (a repository down at start) shows in its /metrics too.
+      const failed = sources.metrics.get('source_fetch_failures_total');
+      if (failed > 0) worker.send({ type: 'linedns-counted', counter: 'source_fetch_failures_total', by: failed } satisfies CountedMessage);
       return;
     }
     ready.add(worker.id);
@@ -120,15 +131,18 @@ export function runPrimary({ config: initial, overrides, logger, onReady, source
   // Reloads run one after another: the golden tests are async, and a later SIGHUP (or file
   // change) must not send its config before an earlier one's.
   let reloading = Promise.resolve();
-  const sources = given ?? new SourceSet(initial.sources, logger, new Metrics());
+  const counted = (counter: PrimaryCounter): void => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-counted', counter, by: 1 } satisfies CountedMessage);
+  };
   if (given === undefined) sources.configure(initial.sourceUrls, initial.sources);
+  sources.onFailure = () => counted('source_fetch_failures_total');
   const reload = (): void => {
     reloading = reloading.then(async () => {
       const running = configHash(config);
       const loaded = await reloadWithSources(config.file, overrides, logger, sources, (c) => configHash(c) === running);
       if (loaded === null) {
         // Not sent: the workers keep serving the last good one, and count the refusal.
-        for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-reload-refused' } satisfies ReloadRefusedMessage);
+        counted('config_reload_failures_total');
         return;
       }
       const next = loaded.config;
@@ -153,7 +167,7 @@ export function runPrimary({ config: initial, overrides, logger, onReady, source
  * Runs in a worker: asks the primary for the configuration and resolves with it; each later
  * one (a reload in the primary) goes to `onReload`.
  */
-export function configFromPrimary(onReload: (config: RuntimeConfig) => void, onRefused?: () => void): Promise<RuntimeConfig> {
+export function configFromPrimary(onReload: (config: RuntimeConfig) => void, onCounted?: (counter: PrimaryCounter, by: number) => void): Promise<RuntimeConfig> {
   return new Promise((resolve) => {
     let first = true;
     const timer = setTimeout(() => {
@@ -162,7 +176,10 @@ export function configFromPrimary(onReload: (config: RuntimeConfig) => void, onR
     }, CONFIG_WAIT_MS);
     process.on('message', (msg: unknown) => {
       const type = (msg as { type?: unknown } | null)?.type;
-      if (type === 'linedns-reload-refused') return onRefused?.();
+      if (type === 'linedns-counted') {
+        const m = msg as CountedMessage;
+        return onCounted?.(m.counter, m.by);
+      }
       if (type !== 'linedns-config') return;
       const { config } = msg as ConfigMessage;
       if (!first) return onReload(config);
