@@ -230,7 +230,7 @@ test('at start with a URL source: fetched documents whose tests fail are not ser
     const metrics = new Metrics();
     const { config, sources } = await loadForStart(files.configFile, {}, logger, metrics);
     assert.equal(config.records[0]!.rdata, '192.0.2.1', 'the last good copy');
-    assert.deepEqual(lines.map((l) => l.msg), ['source: new document fetched', 'golden tests failed; not serving this configuration', 'source: the documents fetched at start were refused; starting from the last good copies', 'source: fetch failed; keeping the last good copy']);
+    assert.deepEqual(lines.map((l) => l.msg), ['source: new document fetched', 'golden tests failed; not serving this configuration', 'source: the documents fetched at start were refused; starting from the last good copies', 'source: document refused; keeping the last good copy']);
     // Started on it, a reload from the same repository is refused by the gate too (304 now: no reload at all).
     const server = await LineDnsServer.start(config, { logger, metrics, sources });
     try {

@@ -163,7 +163,7 @@ export class SourceSet {
       if (s.fresh === null || d === undefined || !('bytes' in d) || d.bytes !== s.fresh.bytes) continue;
       s.refused = s.fresh.bytes;
       s.fresh = null;
-      this.failed(url, s, 'the document it served was refused (see the reload errors)');
+      this.failed(url, s, 'the document it served was refused (see the reload errors)', true);
     }
   }
 
@@ -242,14 +242,15 @@ export class SourceSet {
     return 'new';
   }
 
-  private failed(url: string, s: SourceState, why: string): void {
+  private failed(url: string, s: SourceState, why: string, refused = false): void {
     this.metrics.counter('source_fetch_failures_total').value++;
     this.onFailure?.();
     const now = Date.now();
     // The same failure every poll would flood the log: the first, then one a minute.
     if (s.failure !== why || now - s.loggedAt >= FAILURE_LOG_MS) {
       s.loggedAt = now;
-      this.logger.warn({ source: url, reason: why, lastGood: s.good !== null }, s.good !== null ? 'source: fetch failed; keeping the last good copy' : 'source: fetch failed; no last good copy');
+      const what = refused ? 'source: document refused' : 'source: fetch failed';
+      this.logger.warn({ source: url, reason: why, lastGood: s.good !== null }, `${what}; ${s.good !== null ? 'keeping the last good copy' : 'no last good copy'}`);
     }
     s.failure = why;
   }

@@ -3,7 +3,7 @@
 
 import { dirname, resolve } from 'node:path';
 import { badCidrs, formatHostPort } from '../lib/net/address.js';
-import type { Logger, LogLevel } from '../lib/logger.js';
+import { LOG_LEVELS, type Logger, type LogLevel } from '../lib/logger.js';
 import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } from './addresses.js';
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
@@ -173,7 +173,7 @@ export function sourcePlan(file: string | null, overrides: ConfigOverrides = {})
   const named = [overrides.records ?? str(raw.records), overrides.smartLine ?? str(raw.smartLine), ...zoneFiles, str(raw.rewriteFrom)];
   const urls = [...new Set(named.filter((p): p is string => p !== null && isSourceUrl(p)))];
   const level = raw.logLevel;
-  const logLevel = overrides.logLevel ?? (typeof level === 'string' && ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(level) ? (level as LogLevel) : 'info');
+  const logLevel = overrides.logLevel ?? ((LOG_LEVELS as readonly unknown[]).includes(level) ? (level as LogLevel) : 'info');
   return { urls, sources: sourcesConfig(raw.sources, path), logLevel };
 }
 
