@@ -42,6 +42,16 @@ describe('purgeFor: the names a reload may change', () => {
     assert.ok(p.names.has('old.test') && p.names.has('new.test'));
   });
 
+  test('an entry inserted or removed amid others: only its owner (the entries around it are compared, not their positions)', () => {
+    const list = [a('one.test', '192.0.2.1'), a('two.test', '192.0.2.2'), a('three.test', '192.0.2.3')];
+    const ins = purgeFor(inputs({ records: list }), inputs({ records: [list[0]!, a('new.test', '192.0.2.9'), list[1]!, list[2]!] }));
+    assert.deepEqual(sorted(ins.names), ['9.2.0.192.in-addr.arpa', 'new.test', 'test']);
+    const del = purgeFor(inputs({ records: list }), inputs({ records: [list[0]!, list[2]!] }));
+    assert.deepEqual(sorted(del.names), ['2.2.0.192.in-addr.arpa', 'test', 'two.test']);
+    const moved = purgeFor(inputs({ records: list }), inputs({ records: [list[2]!, list[0]!, list[1]!] }));
+    assert.equal(moved.names.size + moved.subtrees.size, 0, 'other owners in another order: each owner\'s own entries are the same');
+  });
+
   test('a changed wildcard drops everything under its domain; an owner under a wildcard domain, its subtree', () => {
     const p = purgeFor(inputs({ records: [a('*.apps.test', '192.0.2.1')] }), inputs({ records: [a('*.apps.test', '192.0.2.2')] }));
     assert.deepEqual(sorted(p.subtrees), ['apps.test']);

@@ -58,6 +58,30 @@ function byOwner(records: readonly RecordEntry[]): Map<string, RecordEntry[]> {
   return out;
 }
 
+function sameEntry(a: RecordEntry, b: RecordEntry): boolean {
+  if (a.name !== b.name || a.type !== b.type || a.ttl !== b.ttl || a.action !== b.action) return false;
+  if ((a.labels ?? []).join('\n') !== (b.labels ?? []).join('\n')) return false;
+  return a.rdata === b.rdata || JSON.stringify(a.rdata) === JSON.stringify(b.rdata);
+}
+
+/**
+ * The owners whose entries may differ: those of the entries between the longest common prefix
+ * and suffix of the two lists. A reload usually edits a few entries of a long file, so this
+ * compares each entry once, field by field, instead of grouping and serialising them all; an
+ * owner outside that middle has the very same entries on both sides.
+ */
+function changedOwners(prev: readonly RecordEntry[], next: readonly RecordEntry[]): Set<string> {
+  let head = 0;
+  const max = Math.min(prev.length, next.length);
+  while (head < max && sameEntry(prev[head]!, next[head]!)) head++;
+  let tail = 0;
+  while (tail < max - head && sameEntry(prev[prev.length - 1 - tail]!, next[next.length - 1 - tail]!)) tail++;
+  const owners = new Set<string>();
+  for (let i = head; i < prev.length - tail; i++) owners.add(normalizeName(prev[i]!.name));
+  for (let i = head; i < next.length - tail; i++) owners.add(normalizeName(next[i]!.name));
+  return owners;
+}
+
 function ruleKey(r: RewriteRule): string {
   return r.suffix ? `*.${r.from}` : r.from;
 }
@@ -76,12 +100,15 @@ export function purgeFor(prev: PurgeInputs, next: PurgeInputs): Purge {
   const stages = (c: PurgeInputs): string => JSON.stringify(c.pipeline.map((e) => e.stage));
   if (stages(prev) !== stages(next)) return { all: true, names, subtrees };
 
-  const before = byOwner(prev.records);
-  const after = byOwner(next.records);
+  const changed = changedOwners(prev.records, next.records);
+  // Only the owners that changed, or that labels touch, need their entries gathered.
+  const relevant = (c: PurgeInputs): RecordEntry[] => c.records.filter((e) => (e.labels && e.labels.length > 0) || changed.has(normalizeName(e.name)));
+  const before = byOwner(relevant(prev));
+  const after = byOwner(relevant(next));
   // Domains that hold a wildcard, before or after: a new owner under one of them changes which
   // names the wildcard covers (RFC 4592 closest encloser), so its whole subtree goes.
   const wildDomains = new Set<string>();
-  for (const owner of [...before.keys(), ...after.keys()]) if (owner.startsWith('*.')) wildDomains.add(owner.slice(2));
+  for (const c of [prev, next]) for (const e of c.records) if (e.name.startsWith('*.')) wildDomains.add(normalizeName(e.name).slice(2));
   const underWildcard = (owner: string): boolean => {
     for (let n = parentOf(owner); n !== null; n = parentOf(n)) if (wildDomains.has(n)) return true;
     return false;
@@ -104,8 +131,10 @@ export function purgeFor(prev: PurgeInputs, next: PurgeInputs): Purge {
     }
   };
 
-  for (const owner of new Set([...before.keys(), ...after.keys()])) {
-    if (JSON.stringify(before.get(owner) ?? null) !== JSON.stringify(after.get(owner) ?? null)) ownerChanged(owner);
+  for (const owner of changed) {
+    const b = before.get(owner) ?? [];
+    const a = after.get(owner) ?? [];
+    if (b.length !== a.length || b.some((e, i) => !sameEntry(e, a[i]!))) ownerChanged(owner);
   }
 
   // Zones by apex: a view added, removed or changed drops the apex's subtree.
