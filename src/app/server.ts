@@ -110,12 +110,9 @@ export class LineDnsServer implements AdminSource {
     sources: SourceSet | undefined,
   ) {
     this.configHash = configHash(config);
-    if (sources === undefined) {
-      // Started from a config loaded elsewhere: the copies on disk are what it was loaded from.
-      sources = new SourceSet(config.sources, logger, metrics);
-      sources.configure(config.sourceUrls, config.sources);
-    }
-    this.sources = sources;
+    // Without one (a --workers worker, an embedding): a reload fetches what it needs, and a
+    // worker, whose primary loads for it, never reads a copy on disk.
+    this.sources = sources ?? new SourceSet(config.sources, logger, metrics);
     // Made now so that /metrics shows them (at 0) before the first reload.
     metrics.counter('config_reloads_total', 'successful reloads');
     metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
