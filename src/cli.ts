@@ -5,7 +5,10 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import cluster from 'node:cluster';
-import { ConfigError, formatIssue, type CliCode, type ConfigOverrides } from './config/load.js';
+import { ConfigError, formatIssue, sourcePlan, type CliCode, type ConfigOverrides } from './config/load.js';
+import { fetchForCheck, loadForStart, type SourceSet } from './app/sources.js';
+import type { SourceDocuments } from './config/sources.js';
+import { Metrics } from './lib/metrics.js';
 import { loadConfig } from './app/config.js';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from './lib/logger.js';
 import { formatAddress, LineDnsServer } from './app/server.js';
@@ -83,9 +86,9 @@ function overridesFrom(values: ReturnType<typeof parse>['values']): ConfigOverri
   return o;
 }
 
-function load(file: string | null, overrides: ConfigOverrides) {
+function load(file: string | null, overrides: ConfigOverrides, documents?: SourceDocuments) {
   try {
-    return loadConfig(file, overrides);
+    return loadConfig(file, overrides, documents);
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) process.stderr.write(`${formatIssue(i)}\n`);
@@ -95,16 +98,32 @@ function load(file: string | null, overrides: ConfigOverrides) {
   }
 }
 
+/**
+ * serve's configuration: URL sources fetched (or their last good copies), and its own golden
+ * tests passed; exits 1 with the errors otherwise.
+ */
+async function loadToServe(file: string | null, overrides: ConfigOverrides, logger: Logger, metrics: Metrics): Promise<{ config: RuntimeConfig; sources: SourceSet }> {
+  try {
+    const { config, warnings, sources } = await loadForStart(file, overrides, logger, metrics);
+    for (const w of warnings) logger.warn(formatIssue(w));
+    return { config, sources };
+  } catch (err) {
+    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatIssue(i)}\n`);
+    else process.stderr.write(`linedns: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
+}
+
 async function serve(file: string | null, overrides: ConfigOverrides): Promise<void> {
   if (cluster.isWorker) return serveWorker();
-  const { config, warnings } = load(file, overrides);
-  const logger = createLogger(config.logLevel);
-  for (const w of warnings) logger.warn(formatIssue(w));
+  const logger = createLogger(sourcePlan(file, overrides).logLevel);
+  const metrics = new Metrics();
+  const { config, sources } = await loadToServe(file, overrides, logger, metrics);
   if (config.workers > 1) {
-    runPrimary({ config, overrides, logger, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
+    runPrimary({ config, overrides, logger, sources, onReady: (addresses) => logger.info({ addresses, workers: config.workers }, `linedns ready on ${addresses.join(' ')}`) });
     return;
   }
-  const server = await startOrExit(config, logger, overrides);
+  const server = await startOrExit(config, logger, overrides, { metrics, sources });
   handleSignals(server, logger);
   // A file watch and SIGHUP ask for the same reload; after one, the files to watch may differ.
   const watcher = new ConfigWatcher(() => void reload());
@@ -141,7 +160,7 @@ async function serveWorker(): Promise<void> {
   process.send?.({ type: 'linedns-ready', addresses: server.addresses.map(formatAddress) } satisfies WorkerMessage);
 }
 
-async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides, role: { worker?: boolean; reusePort?: boolean } = {}): Promise<LineDnsServer> {
+async function startOrExit(config: RuntimeConfig, logger: Logger, overrides: ConfigOverrides, role: { worker?: boolean; reusePort?: boolean; metrics?: Metrics; sources?: SourceSet } = {}): Promise<LineDnsServer> {
   try {
     return await LineDnsServer.start(config, { logger, overrides, ...role });
   } catch (err) {
@@ -162,8 +181,9 @@ function handleSignals(server: LineDnsServer, logger: Logger): void {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-function check(file: string | null, overrides: ConfigOverrides): void {
-  const { config, warnings } = load(file, overrides);
+async function check(file: string | null, overrides: ConfigOverrides): Promise<void> {
+  // URL sources are fetched as serve would fetch them, and validated the same way.
+  const { config, warnings } = load(file, overrides, await fetchForCheck(file, overrides, createLogger('silent')));
   for (const w of warnings) process.stderr.write(`${formatIssue(w)}\n`);
   process.stdout.write(
     `${config.file ?? '(defaults)'}: valid: ${config.records.length} records, ${Object.keys(config.smartLine).length} lines, ` +
@@ -181,7 +201,7 @@ async function explainCommand(file: string | null, overrides: ConfigOverrides, r
     if (err instanceof ExplainError) fail('LDNS_CLI_BAD_VALUE', err.message);
     throw err;
   }
-  const { config } = load(file, overrides);
+  const { config } = load(file, overrides, await fetchForCheck(file, overrides, createLogger('silent')));
   const e = await explain(config, request);
   process.stdout.write(json ? `${JSON.stringify(e, null, 2)}\n` : formatExplanation(e));
   process.exit(0);

@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { loadConfig } from '../src/app/config.js';
@@ -12,6 +13,10 @@ import { LineDnsServer } from '../src/app/server.js';
 import { answerData, query } from './helpers/client.js';
 import { writeConfig, type TestFiles } from './helpers/server.js';
 import { simpleHandler, TestUpstream } from './helpers/upstream.js';
+import { Repository } from './helpers/repository.js';
+import { portOf, serve, until } from './helpers/serve.js';
+import { loadForStart } from '../src/app/sources.js';
+import { Metrics } from '../src/lib/metrics.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
@@ -193,4 +198,108 @@ test("docs/operations.md's golden queries example runs as shown", async () => {
   const shown = blocks.get('output')!.split('\n').filter((l) => !l.startsWith('$ ')).join('\n');
   assert.equal(res.stdout, shown, res.stderr);
   assert.equal(res.status, 1);
+});
+
+const R_TEST_GOLDEN = { tests: [{ client: '127.0.0.1', name: 'r.test', expect: { rcode: 'NOERROR', answers: ['192.0.2.1'] } }] };
+
+test('at start: a config whose own golden tests fail is not served (serve exits 1 and says why)', async () => {
+  const files = writeConfig({ config: { upstreams: ['127.0.0.1:9'], tests: 'golden.json' }, records: [{ name: 'r.test', type: 'A', rdata: '192.0.2.9' }], extra: { 'golden.json': JSON.stringify(R_TEST_GOLDEN) } });
+  const out = await new Promise<{ status: number; text: string }>((resolve) => {
+    execFile(process.execPath, [CLI, 'serve', '--config', files.configFile], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, text: stdout + stderr });
+    });
+  });
+  assert.equal(out.status, 1);
+  assert.match(out.text, /golden tests failed; not serving this configuration/);
+  assert.match(out.text, /r\.test A from 127\.0\.0\.1: answers: missing 192\.0\.2\.1/);
+  assert.match(out.text, /linedns: the golden tests of .*golden\.json failed/);
+  assert.doesNotMatch(out.text, /linedns ready/);
+});
+
+test('at start with a URL source: fetched documents whose tests fail are not served; the last good copy (which passed) is', async () => {
+  const repo = await Repository.start();
+  try {
+    repo.put('/records.json', JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.1' }]));
+    const state = mkdtempSync(join(tmpdir(), 'linedns-state-'));
+    const files = writeConfig({ config: { upstreams: ['127.0.0.1:9'], tests: 'golden.json', records: repo.url('/records.json'), sources: { dir: state, interval: 3600 } }, extra: { 'golden.json': JSON.stringify(R_TEST_GOLDEN) } });
+    const first = await loadForStart(files.configFile, {}, capturingLogger().logger, new Metrics());
+    assert.equal(first.config.records[0]!.rdata, '192.0.2.1');
+    // The repository now serves data the tests reject.
+    repo.put('/records.json', JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.2' }]));
+    const { logger, lines } = capturingLogger();
+    const metrics = new Metrics();
+    const { config, sources } = await loadForStart(files.configFile, {}, logger, metrics);
+    assert.equal(config.records[0]!.rdata, '192.0.2.1', 'the last good copy');
+    assert.deepEqual(lines.map((l) => l.msg), ['source: new document fetched', 'golden tests failed; not serving this configuration', 'source: the documents fetched at start were refused; starting from the last good copies', 'source: document refused; keeping the last good copy']);
+    // Started on it, a reload from the same repository is refused by the gate too (304 now: no reload at all).
+    const server = await LineDnsServer.start(config, { logger, metrics, sources });
+    try {
+      assert.equal(await server.sources.fetchAll(), false);
+      assert.deepEqual(answerData(await query(server.port, { name: 'r.test' })), ['192.0.2.1']);
+      // A document that passes is applied by the next poll.
+      repo.put('/records.json', JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.1', ttl: 60 }]));
+      assert.equal(await server.sources.fetchAll(), true);
+      assert.equal(await server.reloadFromFile(), true);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await repo.close();
+  }
+});
+
+test('a URL reload whose golden tests fail is not applied: counted, the last good copy kept', async () => {
+  const repo = await Repository.start();
+  try {
+    repo.put('/records.json', JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.1' }]));
+    const state = mkdtempSync(join(tmpdir(), 'linedns-state-'));
+    const files = writeConfig({ config: { upstreams: ['127.0.0.1:9'], tests: 'golden.json', records: repo.url('/records.json'), sources: { dir: state, interval: 3600 } }, extra: { 'golden.json': JSON.stringify(R_TEST_GOLDEN) } });
+    const { logger, lines } = capturingLogger();
+    const metrics = new Metrics();
+    const { config, sources } = await loadForStart(files.configFile, {}, logger, metrics);
+    const server = await LineDnsServer.start(config, { logger, metrics, sources });
+    try {
+      repo.put('/records.json', JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.2' }]));
+      assert.equal(await server.sources.fetchAll(), true);
+      assert.equal(await server.reloadFromFile(), false);
+      assert.equal(metrics.get('config_reload_failures_total'), 1);
+      assert.equal(metrics.get('source_fetch_failures_total'), 1, 'the refused document counts as a failure of its source');
+      assert.ok(lines.some((l) => l.msg === 'reload failed; keeping the last good configuration' && l.reason === 'golden tests failed'));
+      assert.deepEqual(answerData(await query(server.port, { name: 'r.test' })), ['192.0.2.1']);
+      const body = readdirSync(state).find((f) => f.endsWith('.body'))!;
+      assert.match(readFileSync(join(state, body), 'utf8'), /192\.0\.2\.1/);
+    } finally {
+      await server.close();
+    }
+  } finally {
+    await repo.close();
+  }
+});
+
+test('--workers: the primary runs the gate; a failing reload is not sent to the workers, and their /metrics count it', async () => {
+  const up = await TestUpstream.start(simpleHandler());
+  const files = writeConfig({
+    config: { upstreams: [up.address], tests: 'golden.json', watch: false, admin: '127.0.0.1:0' },
+    records: [{ name: 'r.test', type: 'A', rdata: '192.0.2.1' }],
+    extra: { 'golden.json': JSON.stringify(R_TEST_GOLDEN) },
+  });
+  const s = await serve(['--config', files.configFile, '--workers', '2']);
+  try {
+    const port = portOf(s);
+    const log = (): Array<{ msg: string; admin?: string; reason?: string }> => s.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { msg: string });
+    writeFileSync(join(files.dir, 'records.json'), JSON.stringify([{ name: 'r.test', type: 'A', rdata: '192.0.2.2' }]));
+    s.child.kill('SIGHUP');
+    await until(async () => log().some((l) => l.msg === 'reload failed; keeping the last good configuration' && l.reason === 'golden tests failed'), 10_000);
+    assert.equal(log().filter((l) => l.msg === 'configuration reloaded').length, 0, 'no worker was sent the refused config');
+    for (let i = 0; i < 6; i++) assert.deepEqual(answerData(await query(port, { name: 'r.test' })), ['192.0.2.1']);
+    const admin = log().find((l) => l.msg === 'admin endpoint listening')!.admin!;
+    // Each worker counts the refusal the primary told it of: whichever answers says 1.
+    await until(async () => /linedns_config_reload_failures_total 1\b/.test(await (await fetch(`${admin}/metrics`)).text()), 10_000);
+    for (let i = 0; i < 4; i++) assert.match(await (await fetch(`${admin}/metrics`)).text(), /linedns_config_reload_failures_total 1\b/);
+    s.child.kill('SIGTERM');
+    assert.equal(await s.exit, 0);
+  } finally {
+    s.child.kill('SIGKILL');
+    await up.close();
+  }
 });

@@ -99,8 +99,8 @@ function histogramSamples(name: string, buckets: readonly number[], labels: Labe
   return out;
 }
 
-/** Counters the --workers primary counts itself (it reloads): the workers' own are left out of the sum. */
-const PRIMARY_COUNTERS = new Set(['config_reloads_total', 'config_reload_failures_total']);
+/** Counters the --workers primary counts itself (it reloads and fetches URL sources): the workers' own are left out of the sum. */
+const PRIMARY_COUNTERS = new Set(['config_reloads_total', 'config_reload_failures_total', 'source_fetch_failures_total']);
 
 /**
  * One server's metrics as a prom-client registry: lib/metrics' counters, the replies counted by

@@ -2,16 +2,16 @@
 // so callers need not know that stage options and requirements come from the registry.
 
 import type { Logger } from 'pino';
-import { loadConfig as load, reloadConfig as reload, linednsSchema, type ConfigIssue, type ConfigOverrides } from '../config/load.js';
+import { loadConfig as load, reloadConfig as reload, linednsSchema, type ConfigIssue, type ConfigOverrides, type SourceDocuments } from '../config/load.js';
 import type { RuntimeConfig } from '../config/types.js';
 import { BUILTIN_BY_NAME } from '../stages/index.js';
 
-export function loadConfig(file: string | null, overrides: ConfigOverrides = {}): { config: RuntimeConfig; warnings: ConfigIssue[] } {
-  return load(BUILTIN_BY_NAME, file, overrides);
+export function loadConfig(file: string | null, overrides: ConfigOverrides = {}, documents?: SourceDocuments): { config: RuntimeConfig; warnings: ConfigIssue[] } {
+  return load(BUILTIN_BY_NAME, file, overrides, documents);
 }
 
-export function reloadConfig(file: string | null, overrides: ConfigOverrides, logger: Logger): RuntimeConfig | null {
-  return reload(BUILTIN_BY_NAME, file, overrides, logger);
+export function reloadConfig(file: string | null, overrides: ConfigOverrides, logger: Logger, documents?: SourceDocuments): RuntimeConfig | null {
+  return reload(BUILTIN_BY_NAME, file, overrides, logger, documents);
 }
 
 /** linedns.json's JSON Schema with the built-in stages' options (schemas/linedns.schema.json). */

@@ -102,14 +102,14 @@ export function formatResults(results: readonly GoldenResult[]): string {
  * Whether a reloaded config passes its own golden tests (offline, from its mock): true without
  * `tests`. On a failure, logs each failing test and its diff.
  */
-export async function goldenGate(config: RuntimeConfig, logger: Logger): Promise<boolean> {
+export async function goldenGate(config: RuntimeConfig, logger: Logger, when: 'reload' | 'start' = 'reload'): Promise<boolean> {
   if (config.tests === null) return true;
   const failed = (await runGolden(config, config.tests)).filter((r) => !r.ok);
   if (failed.length === 0) return true;
-  // The same message as an invalid config's, so each SIGHUP still gets one of the two documented lines.
+  // On reload, the same message as an invalid config's, so each SIGHUP still gets one of the two documented lines.
   logger.error(
     { reason: 'golden tests failed', tests: config.tests.file, errors: failed.map((r) => `${title(r.test)}: ${r.diff.join('; ')}`) },
-    'reload failed; keeping the last good configuration',
+    when === 'reload' ? 'reload failed; keeping the last good configuration' : 'golden tests failed; not serving this configuration',
   );
   return false;
 }

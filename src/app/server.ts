@@ -4,8 +4,7 @@
 import type { Logger } from 'pino';
 import { formatHostPort } from '../lib/net/address.js';
 import { failureLines, type ConfigOverrides } from '../config/load.js';
-import { reloadConfig } from './config.js';
-import { goldenGate } from './golden.js';
+import { reloadWithSources, SourceSet } from './sources.js';
 import type { PipelineEntry, RuntimeConfig } from '../config/types.js';
 import { Metrics, QueryStats, type Counter } from '../lib/metrics.js';
 import { buildStages, memoSafeWith, type BuiltStage } from '../stages/index.js';
@@ -42,6 +41,8 @@ export interface StartOptions {
   worker?: boolean;
   /** Bind every listen socket with reusePort (Node >= 22.12, a --workers worker): see workers.ts. */
   reusePort?: boolean;
+  /** The URL sources the config was loaded from (loadForStart); polled while the server runs. */
+  sources?: SourceSet;
 }
 
 async function bindPair(host: string, port: number, server: LineDnsServer): Promise<[UdpTransport, TcpTransport]> {
@@ -106,6 +107,8 @@ export class LineDnsServer implements AdminSource {
   /** TCP connection caps hold across all listen addresses (per process with --workers). */
   readonly tcpCounts = new TcpConnectionCounts();
   private reloading: Promise<boolean> | null = null;
+  /** URL sources: polled, and brought up to date by each reload. */
+  readonly sources: SourceSet;
   private reloadAgain: Promise<boolean> | null = null;
   /** Socket errors of every listener, logged at most once per 10 s per kind. */
   readonly socketErrors: SocketErrorLog;
@@ -119,17 +122,21 @@ export class LineDnsServer implements AdminSource {
     private readonly overrides: ConfigOverrides,
     readonly worker: boolean,
     readonly reusePort: boolean,
+    sources: SourceSet | undefined,
   ) {
     this.configHash = configHash(config);
     this.socketErrors = new SocketErrorLog(logger);
     this.countReplies(config.admin !== null);
+    // Without one (a --workers worker, an embedding): a reload fetches what it needs, and a
+    // worker, whose primary loads for it, never reads a copy on disk.
+    this.sources = sources ?? new SourceSet(config.sources, logger, metrics);
     // Made now so that /metrics shows them (at 0) before the first reload.
     metrics.counter('config_reloads_total', 'successful reloads');
     metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
   }
 
   static async start(config: RuntimeConfig, opts: StartOptions): Promise<LineDnsServer> {
-    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {}, opts.worker === true, opts.reusePort === true);
+    const server = new LineDnsServer(config, opts.logger, opts.metrics ?? new Metrics(), opts.overrides ?? {}, opts.worker === true, opts.reusePort === true, opts.sources);
     ({ engine: server.engine, built: server.built } = await buildEngine(config.pipeline, server.env(config)));
     try {
       for (const l of config.listen) {
@@ -155,6 +162,9 @@ export class LineDnsServer implements AdminSource {
       throw err;
     }
     for (const s of server.engine.stages) s.started?.();
+    // A new document at a URL source reloads as SIGHUP does (and through the same golden gate).
+    // Only for sources handed in: a --workers worker gets its configuration from the primary.
+    if (opts.sources !== undefined) server.sources.start(() => void server.reloadFromFile());
     return server;
   }
 
@@ -284,13 +294,16 @@ export class LineDnsServer implements AdminSource {
   }
 
   private async reloadOnce(): Promise<boolean> {
-    const next = reloadConfig(this.config.file, this.overrides, this.logger);
+    const running = this.configHash;
+    const loaded = await reloadWithSources(this.config.file, this.overrides, this.logger, this.sources, (c) => configHash(c) === running);
     // A config whose golden tests fail is refused like an invalid one (the gate logs why).
-    if (next === null || !(await goldenGate(next, this.logger))) {
+    if (loaded === null) {
       this.failures.value++;
       return false;
     }
-    return this.applyReloaded(next);
+    const ok = await this.applyReloaded(loaded.config);
+    if (ok) this.sources.accepted(loaded.documents);
+    return ok;
   }
 
   /**
@@ -320,6 +333,7 @@ export class LineDnsServer implements AdminSource {
 
   async close(): Promise<void> {
     this.closing = true;
+    this.sources.stop();
     const admin = this.admin;
     this.admin = null;
     await admin?.close();

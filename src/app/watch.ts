@@ -1,17 +1,33 @@
 // Reload on change: watches the directories of the config files (the way editors and Kubernetes
 // replace files) and asks for a reload once a burst of changes has settled, as SIGHUP does.
 
-import { watch, type FSWatcher } from 'node:fs';
+import { realpathSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { RuntimeConfig } from '../config/types.js';
+import { isSourceUrl } from '../config/sources.js';
+
+function realTarget(path: string): string | null {
+  try {
+    return realpathSync(path);
+  } catch {
+    return null;
+  }
+}
 
 /** Changes closer together than this are one edit (an editor writes, renames, chmods). */
 export const SETTLE_MS = 200;
 
-/** Every file a configuration was read from: linedns.json and the files it names. */
+/**
+ * Every file a configuration was read from: linedns.json, the files it names (URL sources are
+ * polled instead), and the resolv.conf its upstreams came from, so that a new nameserver there
+ * (DHCP, systemd-resolved, a VPN) is followed as an edit of linedns.json would be.
+ */
 export function configFiles(config: RuntimeConfig): string[] {
-  const files = [config.file, config.recordsFile, config.smartLineFile, config.rewriteFile, ...config.zones.map((z) => z.file)];
-  return [...new Set(files.filter((f): f is string => f !== null))];
+  const files = [config.file, config.recordsFile, config.smartLineFile, config.rewriteFile, ...config.zones.map((z) => z.file), config.resolvConf];
+  // /etc/resolv.conf is often a symlink (systemd-resolved, resolvconf): its target's directory is
+  // where the rewrites happen.
+  if (config.resolvConf !== null) files.push(realTarget(config.resolvConf));
+  return [...new Set(files.filter((f): f is string => f !== null && !isSourceUrl(f)))];
 }
 
 /**

@@ -12,9 +12,8 @@ import { configHash } from './server.js';
 import { Metrics } from '../lib/metrics.js';
 import type { StageHealth } from '../core/stage.js';
 import type { ConfigOverrides } from '../config/load.js';
-import { reloadConfig } from './config.js';
 import { ConfigWatcher } from './watch.js';
-import { goldenGate } from './golden.js';
+import { reloadWithSources, SourceSet } from './sources.js';
 import type { RuntimeConfig } from '../config/types.js';
 
 /** Primary to worker: the configuration to serve (at start, and again after each reload). */
@@ -81,6 +80,8 @@ export interface PrimaryOptions {
   overrides: ConfigOverrides;
   logger: Logger;
   onReady: (addresses: string[]) => void;
+  /** The URL sources the config was loaded from (loadForStart): the primary polls them. */
+  sources?: SourceSet;
 }
 
 function isAdminReply(msg: unknown): msg is AdminReply {
@@ -163,7 +164,7 @@ function isWorkerMessage(msg: unknown): msg is WorkerMessage {
 }
 
 /** Runs in the primary: forks `config.workers` workers; exits once they all have after SIGTERM. */
-export function runPrimary({ config: initial, overrides, logger, onReady }: PrimaryOptions): void {
+export function runPrimary({ config: initial, overrides, logger, onReady, sources: given }: PrimaryOptions): void {
   // The last good configuration: what every worker, first or replacement, is given. Workers never
   // read the files, so a file broken on disk cannot reach a worker that restarts.
   let config = initial;
@@ -175,7 +176,10 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   const ready = new Set<number>();
   const timers = new Set<NodeJS.Timeout>();
   // Counted here: the primary is the one that loads and refuses configurations.
-  const metrics = new Metrics();
+  // The primary's own counters (reloads, URL source failures), shown beside the workers' sum.
+  // The workers never load nor fetch, so these are counted here alone.
+  const sources = given ?? new SourceSet(initial.sources, logger, new Metrics());
+  const metrics = sources.metrics;
   const reloads = metrics.counter('config_reloads_total', 'successful reloads');
   const reloadFailures = metrics.counter('config_reload_failures_total', 'reloads refused: invalid config');
   let hash = configHash(config);
@@ -303,15 +307,20 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   // Reloads run one after another: the golden tests are async, and a later SIGHUP (or file
   // change) must not send its config before an earlier one's.
   let reloading = Promise.resolve();
+  if (given === undefined) sources.configure(initial.sourceUrls, initial.sources);
   const reload = (): void => {
     reloading = reloading.then(async () => {
-      const next = reloadConfig(config.file, overrides, logger);
-      if (next === null || !(await goldenGate(next, logger))) {
+      const running = configHash(config);
+      const loaded = await reloadWithSources(config.file, overrides, logger, sources, (c) => configHash(c) === running);
+      if (loaded === null) {
+        // Not sent: the workers keep serving the last good one.
         reloadFailures.value++;
         return;
       }
+      const next = loaded.config;
       if (next.workers !== workers) logger.warn({ workers: next.workers, running: workers }, 'the number of workers changed: restart linedns to apply it');
       config = next;
+      sources.accepted(loaded.documents);
       for (const w of Object.values(cluster.workers ?? {})) w?.send({ type: 'linedns-config', config: forWorkers(config) } satisfies ConfigMessage);
       reloads.value++;
       hash = configHash(config);
@@ -327,6 +336,8 @@ export function runPrimary({ config: initial, overrides, logger, onReady }: Prim
   const watcher = new ConfigWatcher(reload);
   if (config.watch) watcher.follow(config);
   process.on('SIGHUP', reload);
+  // A new document at a URL source reloads as SIGHUP does; the workers never fetch.
+  sources.start(reload);
 }
 
 /**

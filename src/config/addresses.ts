@@ -52,11 +52,12 @@ export function upstreamsFrom(
   report: Reporter,
   sources: number[] = [],
   resolvAt: Array<ResolvConfNameserver | null> = [],
+  resolvConfPath = '/etc/resolv.conf',
 ): UpstreamConfig[] {
   const out: UpstreamConfig[] = [];
   list.forEach((item, i) => {
     if (item === 'resolv.conf') {
-      for (const ns of resolvConfNameservers()) {
+      for (const ns of resolvConfNameservers(resolvConfPath)) {
         out.push({ host: canonicalIp(ns.address), port: 53, protocol: 'udp' });
         sources.push(i);
         resolvAt[out.length - 1] = ns;

@@ -3,7 +3,7 @@
 
 import { dirname, resolve } from 'node:path';
 import { badCidrs, formatHostPort } from '../lib/net/address.js';
-import type { Logger, LogLevel } from '../lib/logger.js';
+import { LOG_LEVELS, type Logger, type LogLevel } from '../lib/logger.js';
 import { isWildcard, parseHostPort, upstreamsFrom, WILDCARD_WHY, withValue } from './addresses.js';
 import { ConfigError, Reporter, failureLines, formatIssue, show, sortIssues, type ConfigIssue, type LoadedFile } from './issues.js';
 import { loadPipeline, type StageCatalog } from './pipeline.js';
@@ -16,12 +16,16 @@ import type { ResolvConfNameserver } from './resolvconf.js';
 import { composeLinednsSchema } from './schema.js';
 import { fileSchema, fileValidator, validatorFor, type FileSchemaName } from './schemas.js';
 import { readJson, validateSchema, type SchemaCheck } from './validate.js';
-import type { AdminConfig, GoldenFile, ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, UpstreamConfig } from './types.js';
+import type { AdminConfig, GoldenFile, ListenAddress, PipelineFacts, RecordEntry, RuntimeConfig, SourcesConfig, UpstreamConfig } from './types.js';
+import { isSourceUrl, type SourceDocuments } from './sources.js';
+import { JsonDocument } from './json.js';
+import { readFileSync } from 'node:fs';
 
 export { DEFAULT_PIPELINE, type StageCatalog } from './pipeline.js';
 export { ConfigError, failureLines, formatIssue, type ConfigIssue } from './issues.js';
 export { CLI_CODES, CONFIG_CODES, type CliCode, type ConfigCode } from './codes.js';
 export { parseHostPort } from './addresses.js';
+export { isSourceUrl, type SourceDocument, type SourceDocuments } from './sources.js';
 
 export const DEFAULT_LISTEN = ['127.0.0.1:5300', '[::1]:5300'];
 
@@ -72,9 +76,9 @@ function deepFreeze<T>(value: T): T {
  * Loads `file` again for a reload (SIGHUP, in a single process or a --workers primary), logging
  * its warnings; when it is invalid, logs every error and returns null: the running one stays.
  */
-export function reloadConfig(catalog: StageCatalog, file: string | null, overrides: ConfigOverrides, logger: Logger): RuntimeConfig | null {
+export function reloadConfig(catalog: StageCatalog, file: string | null, overrides: ConfigOverrides, logger: Logger, documents?: SourceDocuments): RuntimeConfig | null {
   try {
-    const { config, warnings } = loadConfig(catalog, file, overrides);
+    const { config, warnings } = loadConfig(catalog, file, overrides, documents);
     for (const w of warnings) logger.warn(formatIssue(w));
     return config;
   } catch (err) {
@@ -119,14 +123,66 @@ function loadAdmin(value: unknown, flag: string | undefined, main: LoadedFile | 
 }
 
 function relativeTo(base: string | null, p: string): string {
-  return resolve(base ? dirname(base) : process.cwd(), p);
+  return isSourceUrl(p) ? p : resolve(base ? dirname(base) : process.cwd(), p);
+}
+
+/** A path from a flag: a URL as written, a file from the working directory. */
+function fromFlag(p: string): string {
+  return isSourceUrl(p) ? p : resolve(p);
+}
+
+export const DEFAULT_SOURCES_DIR = '/var/lib/linedns/sources';
+export const DEFAULT_RESOLV_CONF = '/etc/resolv.conf';
+
+/** `sources` with its defaults; `dir` relative to linedns.json. */
+function sourcesConfig(value: unknown, base: string | null): SourcesConfig {
+  const o = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {};
+  const num = (v: unknown, d: number): number => (typeof v === 'number' && Number.isFinite(v) ? v : d);
+  return {
+    intervalMs: num(o.interval, 30) * 1000,
+    jitter: num(o.jitter, 0.2),
+    dir: typeof o.dir === 'string' ? relativeTo(base, o.dir) : DEFAULT_SOURCES_DIR,
+    timeoutMs: num(o.timeout, 10) * 1000,
+    maxBytes: num(o.maxSize, 64 * 1024 * 1024),
+  };
+}
+
+/** What must be fetched before linedns.json can be loaded: its URL sources and how to poll them. */
+export interface SourcePlan {
+  urls: string[];
+  sources: SourcesConfig;
+  logLevel: LogLevel;
+}
+
+/**
+ * Reads linedns.json only for its URL sources (records, smartLine, zones, rewriteFrom) and its
+ * `sources` and `logLevel`, tolerating any error: loadConfig reports those, with the rest.
+ */
+export function sourcePlan(file: string | null, overrides: ConfigOverrides = {}): SourcePlan {
+  const path = file ? resolve(file) : null;
+  let raw: Record<string, unknown> = {};
+  if (path !== null) {
+    try {
+      const doc = JsonDocument.fromBytes(readFileSync(path));
+      if (!Array.isArray(doc) && typeof doc.value === 'object' && doc.value !== null && !Array.isArray(doc.value)) raw = doc.value as Record<string, unknown>;
+    } catch {
+      // Unreadable: loadConfig says so.
+    }
+  }
+  const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+  const zoneFiles = Array.isArray(raw.zones) ? raw.zones.map((z: unknown) => (typeof z === 'string' ? z : str((z as { file?: unknown } | null)?.file))) : [];
+  const named = [overrides.records ?? str(raw.records), overrides.smartLine ?? str(raw.smartLine), ...zoneFiles, str(raw.rewriteFrom)];
+  const urls = [...new Set(named.filter((p): p is string => p !== null && isSourceUrl(p)))];
+  const level = raw.logLevel;
+  const logLevel = overrides.logLevel ?? ((LOG_LEVELS as readonly unknown[]).includes(level) ? (level as LogLevel) : 'info');
+  return { urls, sources: sourcesConfig(raw.sources, path), logLevel };
 }
 
 /**
  * Loads and validates everything. Throws ConfigError listing every error (and warning) found;
  * otherwise returns the config and the warnings.
  */
-export function loadConfig(catalog: StageCatalog, file: string | null, overrides: ConfigOverrides = {}): { config: RuntimeConfig; warnings: ConfigIssue[] } {
+export function loadConfig(catalog: StageCatalog, file: string | null, overrides: ConfigOverrides = {}, documents?: SourceDocuments): { config: RuntimeConfig; warnings: ConfigIssue[] } {
   const report = new Reporter();
   const path = file ? resolve(file) : null;
   let raw: Record<string, unknown> = {};
@@ -160,8 +216,10 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
   let upstreams: UpstreamConfig[];
   const sources: number[] = [];
   const resolvAt: Array<ResolvConfNameserver | null> = [];
-  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources, resolvAt);
-  else upstreams = upstreamsFrom(Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf'], main, ['upstreams'], report, sources, resolvAt);
+  const resolvConfPath = str(raw.resolvConf) ? relativeTo(path, str(raw.resolvConf)!) : DEFAULT_RESOLV_CONF;
+  const upstreamList = overrides.upstreams ?? (Array.isArray(raw.upstreams) ? (raw.upstreams as unknown[]) : ['resolv.conf']);
+  if (overrides.upstreams) upstreams = upstreamsFrom(overrides.upstreams, null, [], report, sources, resolvAt, resolvConfPath);
+  else upstreams = upstreamsFrom(upstreamList, main, ['upstreams'], report, sources, resolvAt, resolvConfPath);
   // Forwarding to itself would loop every query until its deadline: refuse it before it runs.
   upstreams.forEach((u, k) => {
     const own = listen.find((l) => l.host === u.host && l.port === u.port);
@@ -171,17 +229,17 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     const i = sources[k]!;
     if (overrides.upstreams) report.syntax('--upstream', 0, 0, 'LDNS_UPSTREAM_SELF', msg);
     else if (main && Array.isArray(raw.upstreams)) report.at(main, ['upstreams', i], 'LDNS_UPSTREAM_SELF', msg);
-    else report.syntax('/etc/resolv.conf', resolvAt[k]?.line ?? 0, resolvAt[k]?.column ?? 0, 'LDNS_UPSTREAM_SELF', msg);
+    else report.syntax(resolvConfPath, resolvAt[k]?.line ?? 0, resolvAt[k]?.column ?? 0, 'LDNS_UPSTREAM_SELF', msg);
   });
 
   // smart-line.json, then records.json (which is checked against the lines)
-  const smartLinePath = overrides.smartLine ? resolve(overrides.smartLine) : str(raw.smartLine) ? relativeTo(path, str(raw.smartLine)!) : null;
+  const smartLinePath = overrides.smartLine ? fromFlag(overrides.smartLine) : str(raw.smartLine) ? relativeTo(path, str(raw.smartLine)!) : null;
   let smartLine: Record<string, string[]> = {};
   let lineNames: Set<string> | null = null;
   // A path from the file (not a flag) is where an unreadable file is reported.
   const namedAt = (key: string): { f: LoadedFile; path: string[] } | undefined => (main && raw[key] !== undefined ? { f: main, path: [key] } : undefined);
   if (smartLinePath) {
-    const f = readJson(smartLinePath, report, overrides.smartLine ? undefined : namedAt('smartLine'));
+    const f = readJson(smartLinePath, report, overrides.smartLine ? undefined : namedAt('smartLine'), documents);
     if (f) {
       const valid = validateSchema(f, fileCheck('smart-line'), report);
       const lines = obj(f.value);
@@ -195,10 +253,10 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
       if (valid) smartLine = lines as Record<string, string[]>;
     }
   }
-  const recordsPath = overrides.records ? resolve(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;
+  const recordsPath = overrides.records ? fromFlag(overrides.records) : str(raw.records) ? relativeTo(path, str(raw.records)!) : null;
   let records: RecordEntry[] = [];
   if (recordsPath) {
-    const f = readJson(recordsPath, report, overrides.records ? undefined : namedAt('records'));
+    const f = readJson(recordsPath, report, overrides.records ? undefined : namedAt('records'), documents);
     if (f) {
       const valid = validateSchema(f, fileCheck('records'), report);
       if (Array.isArray(f.value)) {
@@ -208,9 +266,9 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     }
   }
 
-  const { zones, labelledZone } = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report);
+  const { zones, labelledZone } = loadZones(raw, main, (p) => relativeTo(path, p), lineNames, report, documents);
   const rewriteFile = str(raw.rewriteFrom) ? relativeTo(path, str(raw.rewriteFrom)!) : null;
-  const rewrite = loadRewrite(raw, main, rewriteFile, lineNames ?? new Set(), report);
+  const rewrite = loadRewrite(raw, main, rewriteFile, lineNames ?? new Set(), report, documents);
 
   const { routes, labelledRoute } = loadRoutes(raw, main, lineNames, listen, report);
 
@@ -264,6 +322,9 @@ export function loadConfig(catalog: StageCatalog, file: string | null, overrides
     tests,
     testsFile,
     admin,
+    sourceUrls: [...new Set([recordsPath, smartLinePath, ...zones.map((z) => z.file), rewriteFile].filter((p): p is string => p !== null && isSourceUrl(p)))],
+    sources: sourcesConfig(raw.sources, path),
+    resolvConf: upstreamList.includes('resolv.conf') ? resolvConfPath : null,
   };
   return { config: deepFreeze(config), warnings: sortIssues(report.issues) };
 }

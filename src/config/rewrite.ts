@@ -5,6 +5,7 @@ import { checkPresentationName, isSubdomain, normalizeName } from '../lib/dns/na
 import type { PathSegment } from './json.js';
 import { Reporter, show, type LoadedFile } from './issues.js';
 import { readJson } from './validate.js';
+import type { SourceDocuments } from './sources.js';
 import type { RewriteRule } from './types.js';
 
 /** Where a rule was written, to report a later rule against it. */
@@ -56,7 +57,7 @@ function chains(a: RewriteRule, b: RewriteRule): boolean {
  * resolved to `fromPath`), reports every problem, and returns the rules that are sound. `lines`:
  * the lines of smart-line.json (labels naming none are warned about, as records.json's are).
  */
-export function loadRewrite(raw: Record<string, unknown>, main: LoadedFile | null, fromPath: string | null, lines: ReadonlySet<string>, report: Reporter): RewriteRule[] {
+export function loadRewrite(raw: Record<string, unknown>, main: LoadedFile | null, fromPath: string | null, lines: ReadonlySet<string>, report: Reporter, documents?: SourceDocuments): RewriteRule[] {
   const found: Checked[] = [];
   const side = (f: LoadedFile, at: readonly PathSegment[], text: unknown, key = false): { name: string; suffix: boolean } | null => {
     if (typeof text !== 'string') return null; // the schema reported it
@@ -97,7 +98,7 @@ export function loadRewrite(raw: Record<string, unknown>, main: LoadedFile | nul
   });
 
   if (fromPath !== null) {
-    const f = readJson(fromPath, report);
+    const f = readJson(fromPath, report, undefined, documents);
     if (f !== null) {
       if (typeof f.value !== 'object' || f.value === null || Array.isArray(f.value)) {
         report.at(f, [], 'LDNS_REWRITE_FORM', 'expected an object of exact names, {"FROM": "TO", ...}');

@@ -55,9 +55,9 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
       },
     },
   },
-  records: { description: 'Path of records.json, relative to this file.', type: 'string', minLength: 1 },
+  records: { description: 'Path of records.json, relative to this file, or an http(s) URL (polled, see "sources").', type: 'string', minLength: 1 },
   zones: {
-    description: 'RFC 1035 master files served by the zones stage: a path (relative to this file), or {file, origin, labels}.',
+    description: 'RFC 1035 master files served by the zones stage: a path (relative to this file) or an http(s) URL, or {file, origin, labels}.',
     type: 'array',
     items: {
       oneOf: [
@@ -75,7 +75,7 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
       ],
     },
   },
-  smartLine: { description: 'Path of smart-line.json, relative to this file.', type: 'string', minLength: 1 },
+  smartLine: { description: 'Path of smart-line.json, relative to this file, or an http(s) URL.', type: 'string', minLength: 1 },
   rewrite: {
     description: 'Resolve names as others (the rewrite stage): {"from": "www.example.org", "to": "foo.novalocal"}, "*.a" -> "*.b" for a subtree, "labels" for some lines only.',
     type: 'array',
@@ -91,7 +91,7 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
     },
   },
   tests: { description: 'Path of a golden queries file (schemas/tests.schema.json), relative to this file: a reload whose tests fail is not applied.', type: 'string', minLength: 1 },
-  rewriteFrom: { description: 'Path of a JSON file of exact rewrite rules, {"FROM": "TO", ...}, relative to this file.', type: 'string', minLength: 1 },
+  rewriteFrom: { description: 'Path of a JSON file of exact rewrite rules, {"FROM": "TO", ...}, relative to this file, or an http(s) URL.', type: 'string', minLength: 1 },
   smartLineUnmatched: {
     description: 'What a client in no line sees: every record ("all", Pipy\'s behaviour) or only unlabelled ones.',
     enum: ['all', 'unlabelled'],
@@ -108,6 +108,19 @@ const SERVER_KEYS: Record<string, JsonSchema> = {
       maxPipelined: { type: 'integer', minimum: 1, maximum: 100000 },
     },
   },
+  sources: {
+    description: 'How URL sources are polled: every "interval" seconds (jitter: a fraction of it, random per wait), one fetch at most "timeout" seconds and "maxSize" bytes; the last good copy of each is kept in "dir".',
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      interval: { type: 'integer', minimum: 1, maximum: 86400 },
+      jitter: { type: 'number', minimum: 0, maximum: 1 },
+      dir: { type: 'string', minLength: 1 },
+      timeout: { type: 'integer', minimum: 1, maximum: 600 },
+      maxSize: { type: 'integer', minimum: 1024, maximum: 1073741824 },
+    },
+  },
+  resolvConf: { description: 'The resolv.conf that "resolv.conf" in upstreams reads (and follows: a change reloads).', type: 'string', minLength: 1 },
   maxUdpSize: { type: 'integer', minimum: 512, maximum: 65535 },
   unanswered: {
     description: 'What a query no stage answered gets: REFUSED, NXDOMAIN (as the Twisted query logger answered everything) or SERVFAIL.',

@@ -153,6 +153,20 @@ export interface AdminConfig {
   readonly allow: readonly string[];
 }
 
+/** `sources`: how URL sources (records, smartLine, zones, rewriteFrom as http(s) URLs) are polled. */
+export interface SourcesConfig {
+  /** Between two polls of every URL, before jitter. */
+  readonly intervalMs: number;
+  /** Each wait is intervalMs times a random factor in [1 - jitter, 1 + jitter], so a fleet spreads out. */
+  readonly jitter: number;
+  /** Absolute path of the directory holding the last good copy of each URL's document. */
+  readonly dir: string;
+  /** One fetch (headers and body) at most. */
+  readonly timeoutMs: number;
+  /** A body larger than this is refused (a fetch failure). */
+  readonly maxBytes: number;
+}
+
 export interface RuntimeConfig {
   /** Absolute path of linedns.json, or null when running on defaults. */
   file: string | null;
@@ -189,4 +203,9 @@ export interface RuntimeConfig {
   testsFile: string | null;
   /** The admin endpoint, or null: off (the default). */
   admin: AdminConfig | null;
+  /** The http(s) URLs among records, smartLine, zones and rewriteFrom, in that order. */
+  sourceUrls: string[];
+  sources: SourcesConfig;
+  /** The resolv.conf the upstreams were read from (followed on change); null when none was. */
+  resolvConf: string | null;
 }

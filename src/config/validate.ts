@@ -6,6 +6,7 @@ import { JsonDocument, formatPath, pointerToPath, type PathSegment } from './jso
 import { schemaAt, type ErrorObject, type ValidateFunction } from './schemas.js';
 import { Reporter, show, suggest, type LoadedFile } from './issues.js';
 import { severityOf, type ConfigCode } from './codes.js';
+import { isSourceUrl, sourceBytes, type SourceDocuments } from './sources.js';
 
 export function valueAt(root: unknown, path: readonly PathSegment[]): unknown {
   let cur = root;
@@ -96,9 +97,18 @@ function patternHint(pointer: string): string {
  * file that cannot be read is reported there, where the fix usually is, rather than at 0:0 of a
  * file that may not exist.
  */
-export function readJson(path: string, report: Reporter, namedAt?: { f: LoadedFile; path: readonly PathSegment[] }): LoadedFile | null {
+export function readJson(path: string, report: Reporter, namedAt?: { f: LoadedFile; path: readonly PathSegment[] }, documents?: SourceDocuments): LoadedFile | null {
   let bytes: Buffer;
-  try {
+  if (isSourceUrl(path)) {
+    // Fetched beforehand (src/app/sources.ts); positions in it are reported as URL:line:col.
+    const got = sourceBytes(path, documents);
+    if (typeof got === 'string') {
+      if (namedAt) report.at(namedAt.f, namedAt.path, 'LDNS_FILE_UNREADABLE', `cannot read ${path}: ${got}`);
+      else report.syntax(path, 0, 0, 'LDNS_FILE_UNREADABLE', `cannot read the URL: ${got}`);
+      return null;
+    }
+    bytes = got;
+  } else try {
     bytes = readFileSync(path);
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? String(err);

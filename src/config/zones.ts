@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { QType, typeName } from '../lib/dns/constants.js';
 import { checkPresentationName, isSubdomain, normalizeName, readName } from '../lib/dns/name.js';
-import { parseZoneFile, type ZoneRecord } from '../lib/dns/zonefile.js';
+import { parseZoneFile, parseZoneText, type ZoneRecord } from '../lib/dns/zonefile.js';
+import { isSourceUrl, sourceBytes, type SourceDocuments } from './sources.js';
 import { show, type LoadedFile, type Reporter } from './issues.js';
 import type { PipelineFacts, ZoneConfig } from './types.js';
 import type { ConfigCode } from './codes.js';
@@ -57,7 +58,7 @@ function isOneName(rdata: Buffer): boolean {
  * checks below there too, and a bad entry (origin, unreadable file) at linedns.json's entry.
  * `lines` are smart-line.json's lines, for a warning on labels naming none (null: no file).
  */
-export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null, resolvePath: (p: string) => string, lines: ReadonlySet<string> | null, report: Reporter): { zones: ZoneConfig[]; labelledZone: PipelineFacts['labelledZone'] } {
+export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null, resolvePath: (p: string) => string, lines: ReadonlySet<string> | null, report: Reporter, documents?: SourceDocuments): { zones: ZoneConfig[]; labelledZone: PipelineFacts['labelledZone'] } {
   const zones: ZoneConfig[] = [];
   // The first labelled entry, loaded or not: the pipeline's requirements are checked in the same
   // run even when the file has errors, so one `linedns check` lists both.
@@ -81,7 +82,15 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
     const path = resolvePath(e.file);
     if (e.labels !== null) labelledZone ??= { origin: origin ?? e.file, file: path, labels: e.labels };
     // Said at the entry in linedns.json, where the mistake is; the parser would say it at 0:0.
-    try {
+    let fetched: Buffer | null = null;
+    if (isSourceUrl(path)) {
+      const got = sourceBytes(path, documents);
+      if (typeof got === 'string') {
+        report.at(main, at, 'LDNS_FILE_UNREADABLE', `cannot read zone ${path}: ${got}`);
+        return;
+      }
+      fetched = got;
+    } else try {
       if (!statSync(path).isFile()) throw new Error('not a regular file');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
@@ -89,7 +98,9 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
       report.at(main, at, 'LDNS_FILE_UNREADABLE', `cannot read zone file ${path}: ${why}; expected an RFC 1035 master file, relative to this file`);
       return;
     }
-    const parsed = parseZoneFile(path, origin === null ? {} : { origin });
+    const options = origin === null ? {} : { origin };
+    // A zone from a URL is one document: an $INCLUDE there would name a file of this host.
+    const parsed = fetched === null ? parseZoneFile(path, options) : parseZoneText(fetched, path, { ...options, maxIncludeDepth: 0 });
     for (const z of parsed.errors) report.syntax(z.file, z.line, z.column, 'LDNS_ZONE_SYNTAX', z.message);
     const firstSoa = parsed.records.find((r) => r.type === QType.SOA);
     const apex = origin ?? firstSoa?.name ?? null;

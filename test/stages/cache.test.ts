@@ -214,13 +214,18 @@ test('a reload that changes the stages starts a new, empty cache, and cache_entr
   });
 });
 
-test('a reload that changes the lines clears the cache, upstream answers included', T, async () => {
-  await withRig({ config: { answerMemo: false }, smartLine: { internal: ['127.0.0.2/32'] } }, async (rig) => {
+test('a reload that changes the lines drops the names with labelled data, upstream answers included; others stay', T, async () => {
+  const records = [{ name: 'split.example', type: 'A', rdata: '10.0.0.1', labels: ['internal'] }];
+  await withRig({ config: { answerMemo: false, smartLineUnmatched: 'unlabelled' }, smartLine: { internal: ['127.0.0.2/32'] }, records }, async (rig) => {
     assert.equal((await ask(rig.ld.port, 'public.example', '127.0.0.1')).records.length, 1);
+    // Hidden from this client: the upstream answer is kept for its view.
+    assert.equal((await ask(rig.ld.port, 'split.example', '127.0.0.1')).records.length, 1);
+    assert.equal(rig.up.requests.length, 2);
     writeFileSync(join(rig.ld.dir, 'smart-line.json'), JSON.stringify({ internal: ['127.0.0.3/32'] }));
     assert.equal(await rig.ld.server.reloadFromFile(), true);
-    assert.equal(rig.metric('cache_entries'), 0);
+    assert.equal(rig.metric('cache_entries'), 1, 'split.example dropped, public.example kept');
     await ask(rig.ld.port, 'public.example', '127.0.0.1');
-    assert.equal(rig.up.requests.length, 2);
+    await ask(rig.ld.port, 'split.example', '127.0.0.1');
+    assert.equal(rig.up.requests.length, 3, 'only split.example asked again');
   });
 });

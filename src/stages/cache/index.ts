@@ -17,6 +17,7 @@ import type { QueryContext } from '../../core/context.js';
 import type { RuntimeConfig } from '../../config/types.js';
 import type { Next, Stage, StageDefinition, StageEnv } from '../../core/stage.js';
 import { cacheOptions, type CacheOptions } from './options.js';
+import { purgeFor, purges } from './purge.js';
 
 /**
  * The answer behind `ctx.response`, left by the stage that made it so the cache can keep it:
@@ -124,21 +125,6 @@ function viewOf(ctx: QueryContext): number {
 }
 
 /**
- * What decides which answers a client may see: when it changes, an answer stored before may be
- * wrong now (an upstream answer kept shared for a name that became local), so a reload clears
- * the cache. Compared on reload only. Stage options are not in it: an entry kept per view is
- * keyed by the view's interned list of lines, which names the same lines whatever classified
- * the client (a new trustEcsFrom, a new classifier), and an upstream or an allow list changes
- * no stored answer.
- */
-function viewInputs(config: RuntimeConfig): string {
-  // Zones by their digest: their records are too many (and hold buffers) to compare as JSON.
-  const zones = config.zones.map((z) => [z.file, z.origin, z.labels, z.digest]);
-  // The rewrite rules too: an answer kept for X was Y's data under the rules of its time.
-  return JSON.stringify([config.pipeline.map((e) => e.stage), config.records, config.smartLine, config.smartLineUnmatched, zones, config.rewrite]);
-}
-
-/**
  * The cache is keyed by the lower-cased name (a string the decode stage already built and the
  * records stage already hashed), then by `variant()`, then by view; class IN only. Upstream
  * queries carry no client subnet or cookie, so the view is the only client-specific part: an
@@ -221,7 +207,8 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
   // replaces held.
   entries.value = 0;
 
-  let inputs = viewInputs(env.config);
+  // What the stored answers were made from: a reload drops those its new data may change.
+  let current: RuntimeConfig = env.config;
 
   function store(ctx: QueryContext, code: number): void {
     const q = ctx.query!;
@@ -473,17 +460,23 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       const old = lru;
       cfg = options;
       lru = newLru(cfg.maxEntries);
-      // Local data or lines changed: what was stored, shared or per view, may be wrong now.
-      const now = viewInputs(config);
+      // Only the names whose answers the new local data or lines may change (purge.ts).
+      const purge = purgeFor(current, config);
+      current = config;
       // maxEntries 0 turns the cache off: nothing is kept (the LRU's size is at least 1).
-      if (now !== inputs || cfg.maxEntries === 0) {
-        inputs = now;
+      if (purge.all || cfg.maxEntries === 0) {
+        if (old.calculatedSize > 0) env.logger.info({ dropped: old.calculatedSize, kept: 0 }, 'cache: reload dropped every entry');
         entries.value = 0;
         return;
       }
       // Keep what is still valid; a smaller maxEntries keeps the most recently used.
-      for (const [k, v] of [...old.entries()].reverse()) lru.set(k, v);
+      let dropped = 0;
+      for (const [k, v] of [...old.entries()].reverse()) {
+        if (purges(purge, k)) dropped += chainLength(v);
+        else lru.set(k, v);
+      }
       entries.value = lru.calculatedSize;
+      if (dropped > 0) env.logger.info({ dropped, kept: lru.calculatedSize, names: purge.names.size, subtrees: purge.subtrees.size }, 'cache: reload dropped the answers its new local data may change');
     },
     // For the admin endpoint (/cache, POST /cache/flush): off the query path.
     admin: {
