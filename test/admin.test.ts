@@ -203,7 +203,7 @@ test('admin: clients outside allow get 403; a reload changes allow and re-binds 
   });
 });
 
-test('admin: /readyz is 200 until every upstream is marked down, then 503 with the reason', T, async () => {
+test('admin: /readyz is 200 until every upstream is marked down, then 503 with the reason, and 200 again once a probe gets an answer', T, async () => {
   await withAdmin({}, async (ld, up, port) => {
     assert.deepEqual(await http(port, '/readyz'), { status: 200, body: 'ok\n' });
     // The upstream stops answering: three failed attempts in a row mark it down (forward's rule).
@@ -218,6 +218,15 @@ test('admin: /readyz is 200 until every upstream is marked down, then 503 with t
     assert.equal(sample(m, `linedns_upstream_failures_total{upstream="127.0.0.1:${up.port}",protocol="udp",route="."}`), 3);
     // The process itself is fine.
     assert.equal((await http(port, '/healthz')).status, 200);
+    // It answers again: the background probe (". NS" every forward.health.checkInterval) marks it up.
+    up.handler = simpleHandler();
+    let back = await http(port, '/readyz');
+    for (let i = 0; i < 50 && back.status !== 200; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      back = await http(port, '/readyz');
+    }
+    assert.deepEqual(back, { status: 200, body: 'ok\n' });
+    assert.equal(sample((await http(port, '/metrics')).body, `linedns_upstream_up{upstream="127.0.0.1:${up.port}",protocol="udp",route="."}`), 1);
   });
 });
 
