@@ -157,10 +157,12 @@ export function simpleHandler(address = '203.0.113.1', ttl = 300): UpstreamHandl
 }
 
 export function soa(zone: string, ttl: number, minimum = ttl): dnsPacket.Answer {
+  // The root's SOA names ns. and hostmaster.: "ns.." would make dns-packet miscount RDLENGTH.
+  const under = zone === '.' || zone === '' ? '' : `.${zone}`;
   return {
     name: zone,
     type: 'SOA',
     ttl,
-    data: { mname: `ns.${zone}`, rname: `hostmaster.${zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
+    data: { mname: `ns${under}`, rname: `hostmaster${under}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum },
   } as dnsPacket.Answer;
 }
