@@ -2,10 +2,9 @@
 // is made here with the openssl CLI: verification by servername and CA, key pins, reuse, no UDP.
 
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { after, before, describe, test } from 'node:test';
@@ -15,31 +14,9 @@ import { freePort } from './helpers/ports.js';
 import { loadConfig } from '../src/app/config.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { numberedAnswer, StreamUpstream } from './helpers/stream-upstream.js';
+import { makeCert, type Cert } from './helpers/certs.js';
 
 const run = promisify(execFile);
-
-interface Cert {
-  dir: string;
-  key: string;
-  cert: string;
-  /** Path of cert.pem: self-signed, so it is its own CA. */
-  caFile: string;
-  /** "sha256/BASE64" of its SubjectPublicKeyInfo, as openssl computes it. */
-  pin: string;
-}
-
-function makeCert(name: string): Cert {
-  const dir = mkdtempSync(join(tmpdir(), 'linedns-dot-'));
-  const keyFile = join(dir, 'key.pem');
-  const caFile = join(dir, 'cert.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-keyout', keyFile, '-out', caFile, '-days', '2', '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`,
-  ], { stdio: 'ignore' });
-  const spki = execFileSync('openssl', ['pkey', '-in', keyFile, '-pubout', '-outform', 'der']);
-  const digest = execFileSync('openssl', ['dgst', '-sha256', '-binary'], { input: spki });
-  return { dir, key: readFileSync(keyFile, 'utf8'), cert: readFileSync(caFile, 'utf8'), caFile, pin: `sha256/${digest.toString('base64')}` };
-}
 
 describe('DNS over TLS upstream', { timeout: 60_000 }, () => {
   let cert: Cert;

@@ -14,6 +14,7 @@ import { Metrics } from '../src/lib/metrics.js';
 import { answerData, query } from './helpers/client.js';
 import { writeConfig } from './helpers/server.js';
 import { Repository } from './helpers/repository.js';
+import { makeCert } from './helpers/certs.js';
 import { configFiles } from '../src/app/watch.js';
 import { execFile } from 'node:child_process';
 import { portOf, serve as serveCli, until } from './helpers/serve.js';
@@ -290,7 +291,7 @@ describe('URL sources', { timeout: 60_000 }, () => {
     }
   });
 
-  test('--workers: the primary fetches and polls; its failures show in the workers\' /metrics; a new document reaches every worker', async () => {
+  test('--workers: the primary fetches and polls, and counts its failures in its /metrics; a new document reaches every worker', async () => {
     const repo = await Repository.start();
     repo.put('/records.json', records('192.0.2.70'));
     const r = rig(repo, { sources: { dir: mkdtempSync(join(tmpdir(), 'linedns-state-')), interval: 1, jitter: 0 }, admin: '127.0.0.1:0', watch: false });
@@ -304,7 +305,7 @@ describe('URL sources', { timeout: 60_000 }, () => {
       assert.deepEqual(answerData(await query(port, { name: 'r.test' })), ['192.0.2.70'], 'served from the copy');
       const admin = log().find((l) => l.msg === 'admin endpoint listening')!.admin!;
       const failures = async (): Promise<number> => Number(/linedns_source_fetch_failures_total (\d+)/.exec(await (await fetch(`${admin}/metrics`)).text())?.[1] ?? -1);
-      assert.ok((await failures()) >= 1, 'the failure at start, counted by the primary, shows in a worker');
+      assert.ok((await failures()) >= 1, 'the failure at start, counted by the primary, shows in its /metrics');
       await repo.up();
       repo.put('/records.json', records('192.0.2.71'));
       await until(async () => log().some((l) => l.msg === 'configuration reloaded; sent to the workers'), 10_000);
@@ -315,6 +316,30 @@ describe('URL sources', { timeout: 60_000 }, () => {
     } finally {
       s.child.kill('SIGKILL');
       await repo.close().catch(() => undefined);
+    }
+  });
+
+  test('https: a repository whose certificate Node trusts (a public CA, or NODE_EXTRA_CA_CERTS for a private one) is fetched as http is; an untrusted one is a fetch failure', async () => {
+    const cert = makeCert('127.0.0.1', 'IP:127.0.0.1');
+    const repo = await Repository.start(0, { key: cert.key, cert: cert.cert });
+    repo.put('/records.json', records('192.0.2.9'));
+    const r = rig(repo);
+    try {
+      // Not trusted, and no copy on disk yet: serve refuses to start and says why.
+      const refused = await cli(['serve', '--config', r.configFile]);
+      assert.equal(refused.status, 1, refused.text);
+      assert.match(refused.text, /certificate/i);
+      // A private CA given to Node the documented way.
+      const s = await serveCli(['--config', r.configFile], { NODE_EXTRA_CA_CERTS: cert.caFile });
+      try {
+        assert.deepEqual(answerData(await query(portOf(s), { name: 'r.test' })), ['192.0.2.9']);
+        assert.equal(repo.requests.filter((q) => q.status === 200).length, 1);
+      } finally {
+        s.child.kill('SIGTERM');
+        await s.exit;
+      }
+    } finally {
+      await repo.close();
     }
   });
 });

@@ -1,7 +1,14 @@
-// A central repository on loopback for URL-source tests: node:http on port 0 serving documents
-// by path with an ETag, answering If-None-Match with 304, or failing on demand (500, down).
+// A central repository on loopback for URL-source tests: node:http (or https) on port 0 serving
+// documents by path with an ETag, answering If-None-Match with 304, or failing on demand (500, down).
 
-import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+
+/** A certificate and key (PEM) to serve https with. */
+export interface RepoTls {
+  key: string;
+  cert: string;
+}
 
 export interface RepoRequest {
   path: string;
@@ -19,16 +26,21 @@ export class Repository {
   /** Accept requests and never answer them (a hung repository), until `down()`. */
   hang = false;
 
-  private constructor(private server: Server, public port: number) {}
+  private constructor(
+    private server: Server,
+    public port: number,
+    private readonly tls: RepoTls | null,
+  ) {}
 
-  static async start(port = 0): Promise<Repository> {
-    const repo = new Repository(createServer(), port);
+  /** With `tls`, an https repository (the certificate must be one the client trusts). */
+  static async start(port = 0, tls: RepoTls | null = null): Promise<Repository> {
+    const repo = new Repository(createServer(), port, tls);
     await repo.listen(port);
     return repo;
   }
 
   private async listen(port: number): Promise<void> {
-    this.server = createServer((req, res) => {
+    const handler = (req: IncomingMessage, res: ServerResponse): void => {
       const path = req.url ?? '/';
       if (this.hang) {
         this.requests.push({ path, headers: req.headers, status: 0 });
@@ -44,7 +56,8 @@ export class Repository {
       if (status === 200) res.writeHead(200, { etag: doc!.etag, 'content-type': 'application/json' }).end(doc!.body);
       else if (status === 304) res.writeHead(304, { etag: doc!.etag }).end();
       else res.writeHead(status).end('broken');
-    });
+    };
+    this.server = this.tls === null ? createServer(handler) : createHttpsServer(this.tls, handler);
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
       this.server.listen(port, '127.0.0.1', () => resolve());
@@ -53,7 +66,7 @@ export class Repository {
   }
 
   url(path: string): string {
-    return `http://127.0.0.1:${this.port}${path}`;
+    return `${this.tls === null ? 'http' : 'https'}://127.0.0.1:${this.port}${path}`;
   }
 
   put(path: string, body: string): void {

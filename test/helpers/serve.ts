@@ -13,9 +13,9 @@ export interface Served {
   exit: Promise<number | null>;
 }
 
-/** Spawns `linedns serve ...args` and resolves on its ready line (bounded by 10 s). */
-export function serve(args: string[]): Promise<Served> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns `linedns serve ...args` (with `env` added to the environment) and resolves on its ready line (bounded by 10 s). */
+export function serve(args: string[], env: Record<string, string> = {}): Promise<Served> {
+  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const lines: string[] = [];
   const exit = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
   return new Promise((resolve, reject) => {
