@@ -142,7 +142,7 @@ const ROWS: Row[] = [
   { code: 'LDNS_ZONE_SOA', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': '$ORIGIN z.test.\nwww 60 IN A 192.0.2.1\n' } }, at: 'z.zone:1:1 $' },
   { code: 'LDNS_ZONE_OUT_OF_ZONE', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}www.other.test. 60 IN A 192.0.2.1\n` } }, at: 'z.zone:5:1 $' },
   { code: 'LDNS_ZONE_CNAME', severity: 'error', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}www 60 IN CNAME a.z.test.\nwww 60 IN A 192.0.2.1\n` } }, at: 'z.zone:6:1 $' },
-  { code: 'LDNS_ZONE_DNAME', severity: 'warning', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}old 60 IN DNAME new.z.test.\n` } }, at: 'z.zone:5:1 $' },
+  { code: 'LDNS_ZONE_DNAME', severity: 'warning', files: { config: { upstreams: UP, pipeline: ZP, zones: ['z.zone'] }, extra: { 'z.zone': `${ZONE}old 60 IN DNAME new.z.test.\nwww.old 60 IN A 192.0.2.1\n` } }, at: 'z.zone:6:1 $' },
   {
     code: 'LDNS_ZONE_UNKNOWN_LABEL',
     severity: 'warning',

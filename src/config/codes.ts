@@ -76,7 +76,7 @@ export const CONFIG_CODES = {
   LDNS_ZONE_SOA: { severity: 'error', summary: 'A zone has no SOA at its apex, a second one, one below the apex, or a short one.' },
   LDNS_ZONE_OUT_OF_ZONE: { severity: 'error', summary: 'A zone file holds a name outside its origin.' },
   LDNS_ZONE_CNAME: { severity: 'error', summary: 'A zone has a CNAME beside other data at one owner, two CNAMEs, or a CNAME whose data is not a name.' },
-  LDNS_ZONE_DNAME: { severity: 'warning', summary: 'A zone holds a DNAME, which is served but not followed.' },
+  LDNS_ZONE_DNAME: { severity: 'warning', summary: 'A zone holds data below a DNAME, which redirects every name under its owner: that data is never served.' },
   LDNS_ZONE_UNKNOWN_LABEL: { severity: 'warning', summary: 'A zone label names no line of smart-line.json.' },
 
   // Golden queries (the tests file of `linedns test` and of `"tests"`)

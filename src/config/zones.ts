@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { QType, typeName } from '../lib/dns/constants.js';
-import { checkPresentationName, isSubdomain, normalizeName, readName } from '../lib/dns/name.js';
+import { checkPresentationName, isSubdomain, normalizeName, parentName, readName } from '../lib/dns/name.js';
 import { parseZoneFile, parseZoneText, type ZoneRecord } from '../lib/dns/zonefile.js';
 import { isSourceUrl, sourceBytes, type SourceDocuments } from './sources.js';
 import { show, type LoadedFile, type Reporter } from './issues.js';
@@ -111,9 +111,12 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
       return;
     }
     const before = report.issues.length;
-    const dname = checkZone(apex, parsed.records, path, report);
+    const occluded = checkZone(apex, parsed.records, path, report);
     // A warning has no place in the zone file's own positions (the Reporter's are errors there).
-    if (dname !== null) report.syntax(dname.file, dname.line, dname.column, 'LDNS_ZONE_DNAME', 'DNAME is served as a record, but names below it are not rewritten (the zones stage does no DNAME substitution)');
+    if (occluded !== null) {
+      const { record: r, dname } = occluded;
+      report.syntax(r.file, r.line, r.column, 'LDNS_ZONE_DNAME', `"${r.name}" is below the DNAME at "${dname.name}" (${dname.line}:${dname.column}), which redirects every name under it: this data is never served (RFC 6672 2.4)`);
+    }
     if (parsed.errors.length > 0 || report.issues.slice(before).some((x) => x.severity === 'error')) return;
     e.labels?.forEach((l, j) => {
       if (lines !== null && !lines.has(l)) report.at(main, ['zones', i, 'labels', j], 'LDNS_ZONE_UNKNOWN_LABEL', `label "${l}" is not a line in smart-line.json: no client will see this zone`);
@@ -134,14 +137,17 @@ export function loadZones(raw: Record<string, unknown>, main: LoadedFile | null,
   return { zones, labelledZone };
 }
 
-/** The zone-level rules, each error at the record that breaks it; returns the first DNAME, if any. */
-function checkZone(apex: string, records: readonly ZoneRecord[], file: string, report: Reporter): ZoneRecord | null {
+/**
+ * The zone-level rules, each error at the record that breaks it; returns the first record a DNAME
+ * occludes (data below a DNAME's owner, which substitution makes unreachable), if any.
+ */
+function checkZone(apex: string, records: readonly ZoneRecord[], file: string, report: Reporter): { record: ZoneRecord; dname: ZoneRecord } | null {
   const err = (r: ZoneRecord, code: ConfigCode, message: string): void => report.syntax(r.file, r.line, r.column, code, message);
   let soa: ZoneRecord | null = null;
   /** Per owner: its first CNAME and its first record of another type. */
   const cnames = new Map<string, ZoneRecord>();
   const others = new Map<string, ZoneRecord>();
-  let dname: ZoneRecord | null = null;
+  const dnames = new Map<string, ZoneRecord>();
   for (const r of records) {
     if (!isSubdomain(r.name, apex)) {
       err(r, 'LDNS_ZONE_OUT_OF_ZONE', `"${r.name}" is outside the zone "${apex}": expected names at or below the origin (a relative name, or an absolute one ending in "${apex}.")`);
@@ -170,10 +176,17 @@ function checkZone(apex: string, records: readonly ZoneRecord[], file: string, r
       const c = cnames.get(r.name);
       if (c !== undefined) err(r, 'LDNS_ZONE_CNAME', `${typeName(r.type)} data at "${r.name}", which has a CNAME at ${c.line}:${c.column}: expected a CNAME alone at its owner (RFC 1034 3.6.2)`);
     }
-    if (r.type === QType.DNAME && dname === null) dname = r;
+    if (r.type === QType.DNAME && !dnames.has(r.name)) dnames.set(r.name, r);
   }
   if (soa === null && !records.some((r) => r.type === QType.SOA && r.name === apex)) {
     report.syntax(file, 1, 1, 'LDNS_ZONE_SOA', `no SOA record at the apex "${apex}": expected one, e.g. ${SOA_EXAMPLE}`);
   }
-  return dname;
+  if (dnames.size === 0) return null;
+  for (const r of records) {
+    for (let n = parentName(r.name); n !== null && isSubdomain(n, apex); n = parentName(n)) {
+      const dname = dnames.get(n);
+      if (dname !== undefined) return { record: r, dname };
+    }
+  }
+  return null;
 }

@@ -1,6 +1,6 @@
 // The zones stage on real loopback sockets: AA and the SOA of negative answers, RFC 4592
 // wildcards, CNAMEs, delegations and other names going on to a TestUpstream, views by line,
-// loader errors at file:line:col, reload; and the same 30 questions asked of nsd and of linedns.
+// loader errors at file:line:col, reload; and the same 34 questions asked of nsd and of linedns.
 
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -60,6 +60,8 @@ hidden   CNAME missing
 txt      TXT   "v=spf1 -all" "two"
 loop1    CNAME loop2
 loop2    CNAME loop1
+olddom   DNAME example.
+ext      300 DNAME other.test.
 `;
 
 const PIPELINE = ['decode', 'cache', 'records', 'zones', 'smartline', 'forward'];
@@ -165,6 +167,28 @@ describe('answers from a zone', T, () => {
       assert.deepEqual(section(await ask(p, 'www.example', CNAME), 0), ['www.example 5 600'], 'asked for the CNAME itself');
       const loop = await ask(p, 'loop1.example', A);
       assert.deepEqual([loop.rcode, section(loop, 0)], [0, ['loop1.example 5 3600', 'loop2.example 5 3600']], 'a loop stops at the first repeat');
+    });
+  });
+
+  test('DNAME (RFC 6672): the DNAME and a synthesized CNAME, followed inside the zone; the owner itself is not redirected; too long a result is YXDOMAIN', async () => {
+    const long = `${'l'.repeat(60)}.${'m'.repeat(60)}.${'n'.repeat(60)}.`;
+    const zone = `${EXAMPLE_ZONE}far DNAME ${long}\n`;
+    await withZones({ 'example.zone': zone }, { zones: ['example.zone'] }, async (rig) => {
+      const p = rig.ld.port;
+      const a = await ask(p, 'host1.olddom.example', A);
+      assert.equal(a.rcode, 0);
+      assert.ok(a.flags & AA);
+      assert.deepEqual(section(a, 0), ['host1.example 1 3600', 'host1.olddom.example 5 3600', 'olddom.example 39 3600']);
+      // Out of the zone: the chain stops at the synthesized CNAME, whose TTL is the DNAME's.
+      assert.deepEqual(section(await ask(p, 'a.b.ext.example', A), 0), ['a.b.ext.example 5 300', 'ext.example 39 300']);
+      // The owner keeps its own data: NODATA for A.
+      const owner = await ask(p, 'olddom.example', A);
+      assert.deepEqual([owner.rcode, section(owner, 0), section(owner, 1)], [0, [], ['example 6 300']]);
+      // 63 + 1 + 183 + 1 octets and more: beyond 255 once substituted.
+      const tooLong = await ask(p, `${'x'.repeat(63)}.${'y'.repeat(10)}.far.example`, A);
+      assert.equal(tooLong.rcode, 6, 'YXDOMAIN');
+      assert.deepEqual(section(tooLong, 0), ['far.example 39 3600']);
+      assert.equal(rig.up.requests.length, 0);
     });
   });
 
@@ -374,7 +398,7 @@ describe('reload', T, () => {
 
 const NSD = findBinary('nsd');
 
-/** The 30 questions, with what linedns does differently by design (compared: nothing or less). */
+/** The 34 questions, with what linedns does differently by design (compared: nothing or less). */
 const QUESTIONS: { name: string; type: string; differs?: 'delegation' }[] = [
   { name: 'example', type: 'SOA' },
   { name: 'example', type: 'NS' },
@@ -404,6 +428,10 @@ const QUESTIONS: { name: string; type: string; differs?: 'delegation' }[] = [
   { name: 'dangling.example', type: 'A' },
   { name: 'hidden.example', type: 'A' },
   { name: 'subdel.example', type: 'DS' },
+  { name: 'host1.olddom.example', type: 'A' },
+  { name: 'x.y.ext.example', type: 'AAAA' },
+  { name: 'olddom.example', type: 'DNAME' },
+  { name: 'olddom.example', type: 'A' },
   { name: 'host.subdel.example', type: 'A', differs: 'delegation' },
   { name: 'subdel.example', type: 'NS', differs: 'delegation' },
 ];
@@ -429,7 +457,7 @@ function seen(buf: Buffer): Seen {
 
 describe('the same questions of nsd and linedns', { ...T, skip: NSD === null ? 'nsd not installed (Debian: apt-get install nsd)' : false }, () => {
   test(`${QUESTIONS.length} questions: rcode, AA, answer and authority match nsd's (minimal-responses), except where linedns differs by design`, async () => {
-    assert.equal(QUESTIONS.length, 30);
+    assert.equal(QUESTIONS.length, 34);
     // minimal-responses: nsd then leaves the zone's NS out of the authority of positive answers,
     // as linedns does (the NS RRset of the apex is no part of an answer: RFC 2181 6.1).
     const nsd = await startNsd([{ origin: 'example', text: EXAMPLE_ZONE }], ['minimal-responses: yes']);
@@ -454,7 +482,7 @@ describe('the same questions of nsd and linedns', { ...T, skip: NSD === null ? '
           assert.deepEqual(l, n, what);
           same++;
         }
-        assert.equal(same, 28);
+        assert.equal(same, 32);
       });
     } finally {
       await nsd.stop();

@@ -2,7 +2,7 @@
 // its SOA; lookup by RFC 1034 4.3.2 with RFC 4592 wildcards; and the choice of zone per view.
 
 import { QType, Rcode } from '../../lib/dns/constants.js';
-import { isSubdomain, parentName, readName } from '../../lib/dns/name.js';
+import { isSubdomain, keyToWire, parentName, readName } from '../../lib/dns/name.js';
 import type { LineSet } from '../../core/views.js';
 import type { ZoneConfig } from '../../config/types.js';
 
@@ -28,8 +28,10 @@ export type ZoneResult =
 
 /** DS (RFC 4034): asked at a cut, it is the parent's. Not in constants.ts, which lists the types linedns writes. */
 const TYPE_DS = 43;
-/** CNAMEs followed in one answer at most (a loop is stopped earlier, on the first repeat). */
+/** CNAMEs (and DNAMEs) followed in one answer at most (a loop is stopped earlier, on the first repeat). */
 const MAX_CHAIN = 8;
+/** YXDOMAIN: a DNAME substitution made a name too long (RFC 6672 2.2). Not in constants.ts's Rcode. */
+const RCODE_YXDOMAIN = 6;
 
 /**
  * The records of one owner, all types together: most owners hold one or two records, and one
@@ -62,6 +64,8 @@ export class Zone {
   private readonly existing = new Set<string>();
   /** Owners of NS records below the apex: the zone's cuts. */
   private readonly cuts = new Set<string>();
+  /** DNAME records by owner (RFC 6672): every name below an owner is redirected. */
+  private readonly dnames = new Map<string, ZoneRR>();
   private readonly soa: Placed;
   readonly size: number;
 
@@ -77,6 +81,7 @@ export class Zone {
         for (let n: string | null = r.name; n !== null && !this.existing.has(n); n = n === origin ? null : parentName(n)) this.existing.add(n);
       }
       if (r.type === QType.NS && r.name !== origin) this.cuts.add(r.name);
+      if (r.type === QType.DNAME && !this.dnames.has(r.name)) this.dnames.set(r.name, rr);
     }
     const node = this.names.get(origin);
     const soa = node === undefined ? undefined : ofType(node, QType.SOA)[0];
@@ -107,6 +112,15 @@ export class Zone {
     return undefined;
   }
 
+  /** The DNAME owner closest above `name` (strictly: a DNAME does not apply to its own owner), or null. */
+  private dnameAbove(name: string): string | null {
+    if (this.dnames.size === 0) return null;
+    for (let n = parentName(name); n !== null; n = n === this.origin ? null : parentName(n)) {
+      if (this.dnames.has(n)) return n;
+    }
+    return null;
+  }
+
   private answer(rcode: number, answers: Placed[], negative: boolean): ZoneResult {
     return { kind: 'answer', rcode, answers, authority: negative ? [this.soa] : [] };
   }
@@ -124,6 +138,28 @@ export class Zone {
       if (cut !== null) {
         if (step === 0) return { kind: 'delegated', cut };
         break;
+      }
+      const redirect = this.dnameAbove(name);
+      if (redirect !== null) {
+        // RFC 6672 3.2: the DNAME, then a CNAME synthesized from it (the DNAME's TTL), then on
+        // with the new name, in this zone if it is here.
+        const dname = this.dnames.get(redirect)!;
+        answers.push({ owner: redirect, type: QType.DNAME, ttl: dname.ttl, rdata: dname.rdata });
+        const target = readName(dname.rdata, 0, false)!.name;
+        const prefix = name.slice(0, name.length - redirect.length - (redirect === '.' ? 0 : 1));
+        const next = target === '.' ? prefix : `${prefix}.${target}`;
+        let wire: Buffer;
+        try {
+          wire = keyToWire(next);
+        } catch {
+          // Longer than 255 octets once substituted: YXDOMAIN with the DNAME alone (RFC 6672 2.2).
+          return this.answer(RCODE_YXDOMAIN, answers, false);
+        }
+        answers.push({ owner: name, type: QType.CNAME, ttl: dname.ttl, rdata: wire });
+        seen.add(name);
+        if (seen.has(next)) break;
+        name = next;
+        continue;
       }
       let node = this.names.get(name);
       if (node === undefined) {
