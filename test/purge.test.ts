@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { purgeFor, purges, type PurgeInputs } from '../src/stages/cache/purge.js';
-import type { RecordEntry, RewriteRule, ZoneConfig } from '../src/config/types.js';
+import type { RecordEntry, RewriteRule, RouteConfig, ZoneConfig } from '../src/config/types.js';
 import { simpleHandler } from './helpers/upstream.js';
 import { withUpstream } from './helpers/server.js';
 import { answerData, query } from './helpers/client.js';
@@ -14,12 +14,13 @@ import { answerData, query } from './helpers/client.js';
 const PIPELINE = [{ stage: 'cache', options: {} }, { stage: 'records', options: {} }, { stage: 'forward', options: {} }];
 
 function inputs(over: Partial<PurgeInputs> = {}): PurgeInputs {
-  return { pipeline: PIPELINE, records: [], zones: [], smartLine: {}, smartLineUnmatched: 'all', rewrite: [], ...over };
+  return { pipeline: PIPELINE, records: [], zones: [], smartLine: {}, smartLineUnmatched: 'all', rewrite: [], routes: [], ...over };
 }
 const a = (name: string, rdata: string, labels?: string[]): RecordEntry => ({ name, type: 'A', rdata, ...(labels ? { labels } : {}) });
 const zone = (origin: string, digest: string, labels: string[] | null = null): ZoneConfig => ({ file: `/z/${origin}`, origin, labels, records: [], digest });
 const rule = (from: string, to: string, suffix = false, labels: string[] | null = null): RewriteRule => ({ from, to, suffix, labels });
 const sorted = (s: ReadonlySet<string>): string[] => [...s].sort();
+const route = (zone: string, upstream: string, labels: string[] | null = null): RouteConfig => ({ zone, upstreams: [{ host: upstream, port: 53, protocol: 'udp' }], labels, forceTcp: false, policy: null });
 
 describe('purgeFor: the names a reload may change', () => {
   test('no change: nothing', () => {
@@ -91,6 +92,23 @@ describe('purgeFor: the names a reload may change', () => {
     assert.ok(p.names.has('alias.test'), 'CNAME owner');
     assert.ok(p.names.has('from.test'), 'exact rewrite');
     assert.ok(p.names.has('x.s.test'), 'suffix rewrite maps the name');
+  });
+
+  test('a route added, removed or changed (its lines, its upstreams): its zone\'s subtree; the top-level upstreams are not compared', () => {
+    const corp = route('corp.example', '10.0.0.53', ['office']);
+    assert.deepEqual(sorted(purgeFor(inputs(), inputs({ routes: [corp] })).subtrees), ['corp.example']);
+    assert.deepEqual(sorted(purgeFor(inputs({ routes: [corp] }), inputs()).subtrees), ['corp.example']);
+    // Guests taken off the internal resolver: what they were answered from it goes.
+    const narrower = purgeFor(inputs({ routes: [route('corp.example', '10.0.0.53', ['office', 'guest'])] }), inputs({ routes: [corp] }));
+    assert.deepEqual(sorted(narrower.subtrees), ['corp.example']);
+    assert.equal(purges(narrower, 'intranet.corp.example'), true);
+    assert.equal(purges(narrower, 'www.example'), false);
+    assert.deepEqual(sorted(purgeFor(inputs({ routes: [corp] }), inputs({ routes: [route('corp.example', '10.0.0.54', ['office'])] })).subtrees), ['corp.example']);
+    assert.deepEqual(sorted(purgeFor(inputs({ routes: [corp] }), inputs({ routes: [corp] })).subtrees), []);
+    // A labelled route for the root ("." for guests): everything.
+    assert.equal(purges(purgeFor(inputs(), inputs({ routes: [route('', '192.0.2.53', ['guest'])] })), 'anything.test'), true);
+    // Other lines: the labelled routes' zones go.
+    assert.deepEqual(sorted(purgeFor(inputs({ routes: [corp], smartLine: { office: ['10.0.0.0/8'] } }), inputs({ routes: [corp], smartLine: { office: ['10.1.0.0/16'] } })).subtrees), ['corp.example']);
   });
 
   test('another list of stages: everything', () => {

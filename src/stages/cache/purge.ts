@@ -1,12 +1,12 @@
 // What a reload must drop from the cache: the names and subtrees whose answers the new local
-// data (records, zones, rewrite rules, lines) may change. A pure diff of two configurations.
+// data (records, zones, rewrite rules, lines) or routes may change. A pure diff of two configurations.
 
 import { parseIp } from '../../lib/net/address.js';
 import { normalizeName } from '../../lib/dns/name.js';
 import type { RecordEntry, RewriteRule, RuntimeConfig } from '../../config/types.js';
 
 /** The parts of a configuration a cached answer may depend on. */
-export type PurgeInputs = Pick<RuntimeConfig, 'pipeline' | 'records' | 'zones' | 'smartLine' | 'smartLineUnmatched' | 'rewrite'>;
+export type PurgeInputs = Pick<RuntimeConfig, 'pipeline' | 'records' | 'zones' | 'smartLine' | 'smartLineUnmatched' | 'rewrite' | 'routes'>;
 
 export interface Purge {
   /** Everything goes: the stages changed, so no stored answer can be trusted. */
@@ -165,12 +165,31 @@ export function purgeFor(prev: PurgeInputs, next: PurgeInputs): Purge {
     if (n) ruleChanged(n);
   }
 
+  // Routes by zone: one added, removed or changed (its lines, its upstreams) may send a name to
+  // another resolver, or keep a line's clients from the one that answered before (an internal
+  // resolver's answers must not outlive a route that no longer lets guests reach it). The
+  // top-level upstreams are not compared: another resolver for everything is still asked again
+  // once each answer's TTL runs out, as on any resolver change.
+  const routeState = (c: PurgeInputs): Map<string, string> => {
+    const out = new Map<string, string[]>();
+    for (const r of c.routes) {
+      const list = out.get(r.zone) ?? [];
+      list.push(JSON.stringify(r));
+      out.set(r.zone, list);
+    }
+    return new Map([...out].map(([k, v]) => [k, v.sort().join('\n')]));
+  };
+  const ob = routeState(prev);
+  const oa = routeState(next);
+  for (const zone of new Set([...ob.keys(), ...oa.keys()])) if (ob.get(zone) !== oa.get(zone)) subtrees.add(zone === '' ? '.' : zone);
+
   // Other lines, or another rule for clients in none: whatever carries labels may show or hide.
   if (JSON.stringify([prev.smartLine, prev.smartLineUnmatched]) !== JSON.stringify([next.smartLine, next.smartLineUnmatched])) {
     for (const c of [prev, next]) {
       for (const e of c.records) if (e.labels && e.labels.length > 0) ownerChanged(normalizeName(e.name));
       for (const z of c.zones) if (z.labels !== null) subtrees.add(z.origin);
       for (const r of c.rewrite) if (r.labels !== null) ruleChanged(r);
+      for (const r of c.routes) if (r.labels !== null) subtrees.add(r.zone === '' ? '.' : r.zone);
     }
   }
 
