@@ -21,9 +21,9 @@ import { portOf, serve as serveCli, until } from './helpers/serve.js';
 
 const CLI = new URL('../src/cli.js', import.meta.url).pathname;
 
-function cli(args: string[]): Promise<{ status: number; text: string }> {
+function cli(args: string[], env: Record<string, string> = {}): Promise<{ status: number; text: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, ...env } }, (err, stdout, stderr) => {
       resolve({ status: err ? ((err as { code?: number }).code ?? 1) : 0, text: stdout + stderr });
     });
   });
@@ -319,7 +319,7 @@ describe('URL sources', { timeout: 60_000 }, () => {
     }
   });
 
-  test('https: a repository whose certificate Node trusts (a public CA, or NODE_EXTRA_CA_CERTS for a private one) is fetched as http is; an untrusted one is a fetch failure', async () => {
+  test('https: a repository whose certificate Node trusts (a public CA, or NODE_EXTRA_CA_CERTS for a private one) is fetched as http is; an untrusted one, or a redirect to http, is a fetch failure', async () => {
     const cert = makeCert('127.0.0.1', 'IP:127.0.0.1');
     const repo = await Repository.start(0, { key: cert.key, cert: cert.cert });
     repo.put('/records.json', records('192.0.2.9'));
@@ -337,6 +337,17 @@ describe('URL sources', { timeout: 60_000 }, () => {
       } finally {
         s.child.kill('SIGTERM');
         await s.exit;
+      }
+      // Redirected to plain http: refused, whatever the http side serves.
+      const plain = await Repository.start();
+      plain.put('/records.json', records('203.0.113.66'));
+      repo.redirectTo = plain.url('/records.json');
+      try {
+        const checked = await cli(['check', '--config', r.configFile], { NODE_EXTRA_CA_CERTS: cert.caFile });
+        assert.equal(checked.status, 1, checked.text);
+        assert.match(checked.text, /redirected from https to http:\/\/127\.0\.0\.1:\d+\/records\.json: refused/);
+      } finally {
+        await plain.close();
       }
     } finally {
       await repo.close();

@@ -212,6 +212,12 @@ export class SourceSet {
     let copy: Copy;
     try {
       const res = await fetch(url, { headers, redirect: 'follow', signal: AbortSignal.timeout(this.options.timeoutMs) });
+      // A document asked for over https must arrive over https: a redirect to http would let
+      // anyone on that path write the records and lines.
+      if (url.startsWith('https:') && !res.url.startsWith('https:')) {
+        await res.body?.cancel();
+        throw new Error(`redirected from https to ${res.url}: refused, the document must come over https`);
+      }
       if (res.status === 304) {
         await res.body?.cancel();
         this.recovered(url, s);

@@ -25,6 +25,8 @@ export class Repository {
   failWith: number | null = null;
   /** Accept requests and never answer them (a hung repository), until `down()`. */
   hang = false;
+  /** Answer every request with a 302 to this URL instead. */
+  redirectTo: string | null = null;
 
   private constructor(
     private server: Server,
@@ -44,6 +46,11 @@ export class Repository {
       const path = req.url ?? '/';
       if (this.hang) {
         this.requests.push({ path, headers: req.headers, status: 0 });
+        return;
+      }
+      if (this.redirectTo !== null) {
+        this.requests.push({ path, headers: req.headers, status: 302 });
+        res.writeHead(302, { location: this.redirectTo }).end();
         return;
       }
       const doc = this.docs.get(path);
