@@ -1,9 +1,10 @@
 // TCP upstreams over pooled, pipelined connections (src/stages/forward/stream.ts): reuse, replies
-// matched by ID in any order, a connection dying mid-flight, the per-connection cap and idle close.
+// matched by ID in any order, connections the server closes mid-flight (queries re-sent once),
+// failures counted once per connection, the per-connection cap and idle close.
 
 import assert from 'node:assert/strict';
 import { execFile, execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { describe, test } from 'node:test';
 import { Metrics } from '../src/lib/metrics.js';
@@ -11,8 +12,10 @@ import { StreamExchange } from '../src/stages/forward/stream.js';
 import type { Failure, Waiter } from '../src/stages/forward/udp.js';
 import type { UpstreamConfig } from '../src/config/types.js';
 import { buildQuery, resolverFor } from './helpers/client.js';
+import { makeCert } from './helpers/certs.js';
+import { freePort } from './helpers/ports.js';
 import { bounded, startLineDns, type Running } from './helpers/server.js';
-import { numberedAnswer, StreamUpstream, type StreamHandler, type StreamRequest } from './helpers/stream-upstream.js';
+import { closingEvery, numberedAnswer, StreamUpstream, type StreamHandler, type StreamRequest } from './helpers/stream-upstream.js';
 import { TestUpstream } from './helpers/upstream.js';
 
 const LATER = '192.0.2.77';
@@ -99,7 +102,7 @@ describe('TCP upstream: connection reuse and pipelining', { timeout: 60_000 }, (
     );
   });
 
-  test('the server closing the connection mid-flight fails over just those queries; the next query reconnects', async () => {
+  test('a query the server closes every connection on is re-sent once, then fails over with the query in flight beside it; the next query reconnects', async () => {
     let holdRelease: (() => void) | null = null;
     await withTcpRig(
       (req) => {
@@ -117,8 +120,12 @@ describe('TCP upstream: connection reuse and pipelining', { timeout: 60_000 }, (
         assert.deepEqual(await r.resolve4('die.example'), [LATER], 'the query whose connection died did not fail over');
         assert.deepEqual(await held, [LATER], 'a query in flight on the dead connection did not fail over');
         assert.deepEqual(second.requests.map((q) => q.packet.questions![0]!.name).sort(), ['die.example', 'hold.example']);
+        // Both were re-sent once, together, on a new connection, which the server closed too.
+        const names = (conn: number): string[] => up.requests.filter((q) => q.conn === conn).map((q) => q.packet.questions![0]!.name).sort();
+        assert.deepEqual(names(1), ['die.example', 'hold.example']);
+        assert.equal(ld.server.metrics.get('upstream_stream_retries_total'), 2);
         assert.deepEqual(await r.resolve4('q6.after.example'), ['192.0.2.6']);
-        assert.equal(up.connections, 2, 'the query after the close did not open a new connection');
+        assert.equal(up.connections, 3, 'the query after the close did not open a new connection');
         holdRelease?.();
       },
     );
@@ -232,6 +239,177 @@ describe('stream pool: bounds', { timeout: 30_000 }, () => {
       assert.equal(w.failure, 'unusable');
       assert.equal(metrics.get('upstream_stream_frames_ignored_total'), 2);
       await up.allClosed();
+    } finally {
+      ex.close();
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+});
+
+/** A linedns whose only upstream is `up` (a single-upstream route, as DoT often is: no failover hides a failed attempt). */
+async function withOnly(up: StreamUpstream, upstream: Record<string, unknown>, body: (ld: Running) => Promise<void>): Promise<void> {
+  const ld = await startLineDns({
+    config: {
+      upstreams: [{ address: up.address, ...upstream }],
+      pipeline: ['decode', 'forward'],
+      // No probe while the test runs: the connections counted are the queries' own.
+      forward: { timeout: 1500, deadline: 4000, health: { maxFails: 3, checkInterval: 600_000 } },
+    },
+  });
+  try {
+    await body(ld);
+  } finally {
+    await bounded(ld.close(), 'linedns');
+  }
+}
+
+describe('TCP/TLS upstream: connections the server closes (RFC 7766 6.2.4)', { timeout: 60_000 }, () => {
+  const ROUNDS = 6;
+  const CAP = 4;
+  for (const protocol of ['tcp', 'tls'] as const) {
+    // A TLS socket cannot be reset from Node: it is closed instead (close_notify, FIN).
+    const other = protocol === 'tcp' ? 'reset' : 'close';
+    test(`${protocol}: a server that closes each connection after ${CAP} replies (FIN, then ${other} on the next) with queries in flight: every query is answered, the upstream stays up`, async () => {
+      const cert = protocol === 'tls' ? makeCert('dns.test') : null;
+      const up = await StreamUpstream.start(closingEvery(CAP, (conn) => (conn % 2 === 0 ? 'end' : other)), cert === null ? {} : { tls: { key: cert.key, cert: cert.cert } });
+      try {
+        await withOnly(up, cert === null ? { protocol } : { protocol, servername: 'dns.test', ca: cert.caFile }, async (ld) => {
+          const r = resolverFor(ld.port);
+          // Rounds of CAP queries at once: a round finds its connection with k <= CAP replies
+          // left, the rest are re-sent on a new one, which has room for all of them.
+          for (let round = 0; round < ROUNDS; round++) {
+            const got = await Promise.all(Array.from({ length: CAP }, (_, i) => r.resolve4(`q${round * CAP + i + 1}.cap.example`)));
+            got.forEach((a, i) => assert.deepEqual(a, [`192.0.2.${round * CAP + i + 1}`], `round ${round}`));
+          }
+          const m = ld.server.metrics;
+          // Each round after the first met a connection the server closed on one of its queries.
+          assert.ok(m.get('upstream_stream_retries_total') >= ROUNDS - 1, `${m.get('upstream_stream_retries_total')} queries re-sent`);
+          assert.ok(up.connections >= ROUNDS, `${up.connections} connections for ${ROUNDS * CAP} answers at ${CAP} per connection`);
+          assert.equal(m.get('forward_timeouts_total'), 0, 'an attempt failed');
+          assert.equal(m.get('forward_servfail_total'), 0);
+          assert.equal(m.get('forward_upstream_down_total'), 0, 'the upstream was marked down');
+          assert.equal(m.get('upstream_stream_connect_failures_total'), 0);
+        });
+      } finally {
+        await bounded(up.close(), 'the upstream');
+        if (cert !== null) rmSync(cert.dir, { recursive: true, force: true });
+      }
+    });
+  }
+
+  test('a server that closes every connection without answering: each attempt fails after one retry, counted once per connection; marked down only after health.maxFails of them', async () => {
+    const up = await StreamUpstream.start(() => 'close');
+    try {
+      await withOnly(up, { protocol: 'tcp' }, async (ld) => {
+        const r = resolverFor(ld.port);
+        const m = ld.server.metrics;
+        // Three at once share a connection, are re-sent together on a second, and fail: one failure.
+        await Promise.all([1, 2, 3].map((i) => assert.rejects(r.resolve4(`q${i}.closed.example`), { code: 'ESERVFAIL' })));
+        assert.equal(up.connections, 2, 'the queries were not re-sent once, together, on one new connection');
+        assert.equal(m.get('upstream_stream_retries_total'), 3);
+        assert.equal(m.get('forward_servfail_total'), 3);
+        assert.equal(m.get('forward_upstream_down_total'), 0, 'one closed connection under 3 queries marked the upstream down');
+        // Two connections in a row closed before any reply: from now on nothing is re-sent.
+        await assert.rejects(r.resolve4('q4.closed.example'), { code: 'ESERVFAIL' });
+        assert.equal(up.connections, 3);
+        assert.equal(m.get('upstream_stream_retries_total'), 3);
+        assert.equal(m.get('forward_upstream_down_total'), 0, 'marked down after 2 failed connections (maxFails 3)');
+        await assert.rejects(r.resolve4('q5.closed.example'), { code: 'ESERVFAIL' });
+        assert.equal(m.get('forward_upstream_down_total'), 1, 'not marked down after 3 failed connections');
+        assert.equal(m.get('forward_route_down_total'), 0);
+        await assert.rejects(r.resolve4('q6.closed.example'), { code: 'ESERVFAIL' });
+        assert.equal(m.get('forward_route_down_total'), 1, 'a query to the route with its only upstream down was not answered SERVFAIL at once');
+        assert.equal(up.connections, 4);
+      });
+    } finally {
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+});
+
+describe('stream pool: connections that close under queries', { timeout: 30_000 }, () => {
+  // One object per upstream: the exchange keeps a pool per config object.
+  const configs = new Map<number, UpstreamConfig>();
+  const config = (port: number): UpstreamConfig => {
+    let c = configs.get(port);
+    if (c === undefined) configs.set(port, (c = { host: '127.0.0.1', port, protocol: 'tcp' }));
+    return c;
+  };
+
+  test('a refused connection: nothing re-sent; one query reports the error, the others "dropped"', async () => {
+    const metrics = new Metrics();
+    const ex = new StreamExchange(metrics, null);
+    try {
+      const port = await freePort();
+      const ws = [1, 2, 3].map(() => new Collect());
+      ws.forEach((w, i) => ex.send(config(port), buildQuery({ name: `q${i + 1}.refused.example` }), 5000, w));
+      await until('the queries failed', () => ws.every((w) => w.got !== undefined));
+      assert.deepEqual(ws.map((w) => [w.got, w.failure]), [[null, 'error'], [null, 'dropped'], [null, 'dropped']]);
+      assert.equal(metrics.get('upstream_stream_retries_total'), 0);
+      assert.equal(metrics.get('upstream_stream_connections_total'), 1);
+      assert.equal(metrics.get('upstream_stream_connect_failures_total'), 1);
+    } finally {
+      ex.close();
+    }
+  });
+
+  test('closed before any reply: re-sent once on one new connection; a second silent close fails them (one error, the rest dropped), a third re-sends nothing', async () => {
+    const up = await StreamUpstream.start(() => 'close');
+    const metrics = new Metrics();
+    const ex = new StreamExchange(metrics, null);
+    try {
+      const ws = [1, 2, 3].map(() => new Collect());
+      ws.forEach((w, i) => ex.send(config(up.port), buildQuery({ name: `q${i + 1}.silent.example` }), 5000, w));
+      await until('the queries failed', () => ws.every((w) => w.got !== undefined));
+      assert.deepEqual(ws.map((w) => [w.got, w.failure]), [[null, 'error'], [null, 'dropped'], [null, 'dropped']]);
+      assert.equal(metrics.get('upstream_stream_retries_total'), 3);
+      assert.equal(up.connections, 2);
+      const last = new Collect();
+      ex.send(config(up.port), buildQuery({ name: 'q4.silent.example' }), 5000, last);
+      await until('the fourth query failed', () => last.got !== undefined);
+      assert.equal(last.failure, 'error');
+      assert.equal(metrics.get('upstream_stream_retries_total'), 3);
+      assert.equal(up.connections, 3);
+    } finally {
+      ex.close();
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+
+  test('a re-sent query keeps the time it had: it times out on the new connection, not later, and is not re-sent twice', async () => {
+    // The first connection is closed as soon as a query arrives, the second never answers.
+    const up = await StreamUpstream.start((req) => (req.conn === 0 ? 'close' : null));
+    const metrics = new Metrics();
+    const ex = new StreamExchange(metrics, null);
+    try {
+      const w = new Collect();
+      ex.send(config(up.port), buildQuery({ name: 'q1.kept.example' }), 300, w);
+      await until('the query ended', () => w.got !== undefined);
+      assert.equal(w.got, null);
+      assert.equal(w.failure, 'timeout');
+      assert.equal(metrics.get('upstream_stream_retries_total'), 1);
+      assert.deepEqual(up.requests.map((r) => r.conn), [0, 1]);
+    } finally {
+      ex.close();
+      await bounded(up.close(), 'the upstream');
+    }
+  });
+
+  test('after a connection that answered, a close re-sends again: the count of silent closes starts over at each reply', async () => {
+    // Each connection answers one query and closes on the next: every close follows a reply.
+    const up = await StreamUpstream.start(closingEvery(1, 'close'));
+    const metrics = new Metrics();
+    const ex = new StreamExchange(metrics, null);
+    try {
+      for (let i = 1; i <= 6; i++) {
+        const w = new Collect();
+        ex.send(config(up.port), buildQuery({ name: `q${i}.again.example` }), 5000, w);
+        await until(`query ${i}`, () => w.got !== undefined);
+        assert.ok(w.got?.includes(Buffer.from(`q${i}`)), `query ${i} failed (${w.failure})`);
+      }
+      // Query 1 opened a connection; each later one found it used up, was re-sent and answered.
+      assert.equal(metrics.get('upstream_stream_retries_total'), 5);
+      assert.equal(up.connections, 6);
     } finally {
       ex.close();
       await bounded(up.close(), 'the upstream');

@@ -1,5 +1,6 @@
 // A loopback DNS server over TCP or TLS (port 0) that counts connections and lets each test
-// script replies per query: answer, hold and answer later (in any order), or close the connection.
+// script replies per query: answer, hold and answer later (in any order), or close the connection
+// (at once, gracefully with a FIN, or with a reset).
 
 import net from 'node:net';
 import tls from 'node:tls';
@@ -13,8 +14,12 @@ export interface StreamRequest {
   socket: net.Socket;
 }
 
-/** A reply to encode (ID and question filled in), raw bytes, null for none, or 'close' to end the connection. */
-export type StreamReply = Partial<Packet> | Buffer | null | 'close';
+/**
+ * A reply to encode (ID and question filled in), raw bytes, null for none, or the connection's
+ * end: 'close' destroys it at once, 'end' sends a FIN after the replies already written, 'reset'
+ * sends a RST (TCP only: Node cannot reset a TLS socket). Queries read after 'end' get no reply.
+ */
+export type StreamReply = Partial<Packet> | Buffer | null | 'close' | 'end' | 'reset';
 export type StreamHandler = (req: StreamRequest) => StreamReply | Promise<StreamReply>;
 
 /** Answers A queries for `qN.<anything>` with 192.0.2.N (N < 256), anything else with 192.0.2.250. */
@@ -22,6 +27,21 @@ export function numberedAnswer(req: StreamRequest): Partial<Packet> {
   const q = req.packet.questions![0]!;
   const m = /^q(\d+)\./.exec(q.name);
   return { answers: [{ name: q.name, type: 'A', ttl: 60, data: `192.0.2.${m ? Number(m[1]) % 256 : 250}` }] };
+}
+
+/**
+ * A server that answers `n` queries per connection (numberedAnswer) and ends the connection as
+ * the next one arrives (`how`, or per connection as `how(conn)` says), leaving that query and
+ * any sent after it unanswered: a server's cap on queries per connection.
+ */
+export function closingEvery(n: number, how: 'end' | 'reset' | 'close' | ((conn: number) => 'end' | 'reset' | 'close')): StreamHandler {
+  const seen: number[] = [];
+  return (req) => {
+    const k = (seen[req.conn] = (seen[req.conn] ?? 0) + 1);
+    if (k <= n) return numberedAnswer(req);
+    if (k === n + 1) return typeof how === 'function' ? how(req.conn) : how;
+    return null;
+  };
 }
 
 export class StreamUpstream {
@@ -77,7 +97,9 @@ export class StreamUpstream {
         this.requests.push(req);
         void Promise.resolve(this.handler(req)).then((r) => {
           if (r === 'close') return void socket.destroy();
-          if (r === null || socket.destroyed) return;
+          if (r === 'end') return void socket.end();
+          if (r === 'reset') return void socket.resetAndDestroy();
+          if (r === null || socket.destroyed || socket.writableEnded) return;
           const out = Buffer.isBuffer(r) ? r : encodeReply(packet, r);
           const framed = Buffer.alloc(out.length + 2);
           framed.writeUInt16BE(out.length, 0);

@@ -535,8 +535,9 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       const ctx = this.ctx;
       // An ICMP unreachable can be forged off-path by anyone who hits the socket's address and
       // port pair (no DNS ID needed): were it counted, maxFails forgeries would mark a healthy
-      // upstream down. A really dead one costs a millisecond per query this way.
-      if (got === null) return this.failed(failure !== 'unreachable', failure);
+      // upstream down. A really dead one costs a millisecond per query this way. 'dropped': a
+      // TCP/TLS connection failed under several queries; another of them counts that failure.
+      if (got === null) return this.failed(failure !== 'unreachable' && failure !== 'dropped', failure);
       if (got.scan.flags & Flag.TC) {
         if (this.useTcp) return this.failed();
         tcpRetries.value++;

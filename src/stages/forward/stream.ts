@@ -1,5 +1,6 @@
 // Stream transports to upstreams (TCP, and DNS over TLS, RFC 7858): per upstream a small pool of
-// persistent connections, each carrying many queries at once, replies matched by ID (RFC 7766).
+// persistent connections, each carrying many queries at once, replies matched by ID (RFC 7766);
+// what was in flight on a connection the server closes is re-sent once on a new one.
 
 import { createHash, type X509Certificate } from 'node:crypto';
 import net from 'node:net';
@@ -33,10 +34,15 @@ export const DEFAULT_STREAM_OPTIONS: StreamOptions = { maxConnections: 4, maxInF
 const LOG_EVERY_MS = 60_000;
 
 interface Entry {
-  readonly conn: Connection;
-  readonly id: number;
+  /** The connection it is in flight on (another one once re-sent). */
+  conn: Connection;
+  id: number;
   readonly waiter: Waiter<unknown>;
-  readonly sentAt: number;
+  /** The query as written, kept so that it can be re-sent (with a new ID) if its connection closes. */
+  readonly framed: Buffer;
+  sentAt: number;
+  /** Re-sent once already: the next close under it fails it. */
+  retried: boolean;
   timer: NodeJS.Timeout | null;
 }
 
@@ -66,6 +72,7 @@ interface Counters {
   pinFailures: Counter;
   unknown: Counter;
   unusable: Counter;
+  retried: Counter;
 }
 
 /**
@@ -95,6 +102,11 @@ export class StreamPool {
   private loggedAt = -Infinity;
   private quiet = 0;
   private closed = false;
+  /**
+   * Connections in a row that carried queries and closed before the server sent a byte: at the
+   * second, what was in flight is not re-sent (a server that closes every connection is failing).
+   */
+  private silentCloses = 0;
   readonly label: string;
 
   constructor(
@@ -117,24 +129,45 @@ export class StreamPool {
       waiter.done(null, 'error');
       return;
     }
-    let id = randomU16();
-    // At most maxInFlight IDs are taken out of 65,536: a free one is found in a few draws.
-    for (let i = 0; c.pending.has(id); i++) {
-      if (i >= 64) {
-        waiter.done(null, 'error');
-        return;
-      }
-      id = randomU16();
+    const id = freeId(c);
+    if (id < 0) {
+      waiter.done(null, 'error');
+      return;
     }
     query.writeUInt16BE(id, 0);
-    const e: Entry = { conn: c, id, waiter: waiter as Waiter<unknown>, sentAt: performance.now(), timer: null };
+    const e: Entry = { conn: c, id, waiter: waiter as Waiter<unknown>, framed: frame(query), sentAt: performance.now(), retried: false, timer: null };
     e.timer = setTimeout(onTimeout, timeoutMs, e);
-    c.pending.set(id, e);
+    this.put(c, e);
+  }
+
+  private put(c: Connection, e: Entry): void {
+    c.pending.set(e.id, e);
     c.sent++;
     if (c.sent > 1) this.counters.reused.value++;
-    const framed = frame(query);
-    if (c.queue !== null) c.queue.push(framed);
-    else c.socket.write(framed);
+    if (c.queue !== null) c.queue.push(e.framed);
+    else c.socket.write(e.framed);
+  }
+
+  /**
+   * Puts `e`, whose connection closed under it, on `to` (a connection opened for the re-sent
+   * queries of that close) or, when that is null or full, on a new one; the timer it has keeps
+   * running, so the attempt ends when it would have. The connection used, or null when none had room.
+   */
+  private resend(e: Entry, to: Connection | null): Connection | null {
+    // A new connection rather than another open one: a restarting server closes those too.
+    let c = to !== null && !to.closed && !to.draining && to.pending.size < this.opts.maxInFlight ? to : null;
+    if (c === null) c = this.conns.length < this.opts.maxConnections ? this.open() : this.pick();
+    if (c === null) return null;
+    const id = freeId(c);
+    if (id < 0) return null;
+    e.conn = c;
+    e.id = id;
+    e.retried = true;
+    e.sentAt = performance.now();
+    e.framed.writeUInt16BE(id, 2);
+    this.counters.retried.value++;
+    this.put(c, e);
+    return c;
   }
 
   /** The first connection with room (filling one before opening the next), or a new one. */
@@ -220,6 +253,7 @@ export class StreamPool {
 
   private read(c: Connection, chunk: Buffer): void {
     c.lastRead = performance.now();
+    this.silentCloses = 0;
     let buf = c.partial === null ? chunk : Buffer.concat([c.partial, chunk]);
     c.partial = null;
     let at = 0;
@@ -272,11 +306,24 @@ export class StreamPool {
     this.drop(c, 'error');
   }
 
-  /** Closes the connection and fails what was in flight on it (only that: the Jobs fail over). */
+  /**
+   * Closes the connection. What was in flight on it is re-sent on a new connection when the
+   * server closed or reset it (RFC 7766 6.2.4: a server may close one at any time, for an idle
+   * limit, a restart or a cap on queries per connection), once per query and within its time.
+   * Not re-sent, failed instead (the Jobs fail over): queries already re-sent once, those of a
+   * connection that never became usable (refused, TLS verification, pin), of the second
+   * connection in a row closed before any reply, of one out of step with us, or of a closed pool.
+   * The failure is reported with the first failed query and 'dropped' with the others, so the
+   * Job counts one failed connection once against the upstream, not once per query on it.
+   */
   private drop(c: Connection, failure: Failure): void {
     if (c.closed) return;
     c.closed = true;
     if (c.lastRead === 0 && c.sent > 0) this.counters.failed.value++;
+    // queue is null once the connection was ready (TLS: verified) and queries went out on it.
+    const usable = c.queue === null;
+    if (usable && c.lastRead === 0 && c.sent > 0) this.silentCloses++;
+    const retry = failure === 'error' && usable && !this.closed && this.silentCloses < 2;
     if (c.idle !== null) clearTimeout(c.idle);
     c.socket.destroy();
     const i = this.conns.indexOf(c);
@@ -284,10 +331,20 @@ export class StreamPool {
     if (c.pending.size === 0) return;
     const entries = [...c.pending.values()];
     c.pending.clear();
+    let to: Connection | null = null;
+    let reported = false;
     for (const e of entries) {
+      if (retry && !e.retried && e.timer !== null) {
+        const next = this.resend(e, to);
+        if (next !== null) {
+          to = next;
+          continue;
+        }
+      }
       if (e.timer !== null) clearTimeout(e.timer);
       e.timer = null;
-      e.waiter.done(null, failure);
+      e.waiter.done(null, reported ? 'dropped' : failure);
+      reported = true;
     }
   }
 
@@ -308,6 +365,17 @@ export class StreamPool {
     this.closed = true;
     for (const c of [...this.conns]) this.drop(c, 'error');
   }
+}
+
+/** An ID no query in flight on `c` has, or -1. */
+function freeId(c: Connection): number {
+  let id = randomU16();
+  // At most maxInFlight IDs are taken out of 65,536: a free one is found in a few draws.
+  for (let i = 0; c.pending.has(id); i++) {
+    if (i >= 64) return -1;
+    id = randomU16();
+  }
+  return id;
 }
 
 /** Whether two upstream entries name the same server the same way (a reload keeps its state and pools then). */
@@ -337,6 +405,7 @@ export class StreamExchange {
       pinFailures: metrics.counter('upstream_tls_pin_failures_total', 'TLS connections closed because the server key matched no pin'),
       unknown: metrics.counter('upstream_stream_frames_ignored_total', 'TCP/TLS frames with no query of that ID in flight (late, or not ours)'),
       unusable: metrics.counter('upstream_stream_frames_unusable_total', 'TCP/TLS frames with a pending ID that failed the reply checks'),
+      retried: metrics.counter('upstream_stream_retries_total', 'TCP/TLS queries re-sent on a new connection: the server closed theirs before answering (RFC 7766 6.2.4)'),
     };
   }
 

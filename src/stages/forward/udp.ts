@@ -13,9 +13,11 @@ export type Accept<T> = (reply: Buffer) => T | null;
 
 /**
  * Why an attempt failed. 'unreachable' is an ICMP unreachable (or a routing error) on a connected
- * socket: anyone off-path who hits the socket's address and port pair can forge one.
+ * socket: anyone off-path who hits the socket's address and port pair can forge one. 'dropped':
+ * a TCP/TLS connection failed under several queries, and another of them reports it (with
+ * 'error' or 'unusable'), so that one failed connection counts once against its upstream.
  */
-export type Failure = 'timeout' | 'unusable' | 'unreachable' | 'error';
+export type Failure = 'timeout' | 'unusable' | 'unreachable' | 'error' | 'dropped';
 
 /**
  * One query's side of an exchange: `accept` judges the reply from the right address, port and
