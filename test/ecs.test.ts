@@ -441,33 +441,56 @@ test('an expired longer-scoped entry does not hide a fresh shared one: the fresh
   assert.equal(ld.server.metrics.get('cache_stale_served_total'), 0);
 });
 
-test('scoped answers do not evict shared ones (RFC 7871 11.3): at most 16 per variant, the oldest make room, and the chain drops scoped first', async (t) => {
-  const { ld, up } = await startWithUpstream(t, (req) => {
-    const q = req.packet.questions![0]!;
-    if (q.type === 'TXT') return { answers: [{ name: q.name, type: 'TXT', ttl: 300, data: 'shared' }] };
-    return subnetAnswerer(() => 24)(req);
-  }, { config: { answerMemo: false, forward: { clientSubnet: ON } } });
-  const name = 'spoofed.cdn.example';
-  const txt = rawQuery(name, 16, { id: 7, opt: { options: [] } });
-  await ask(ld.port, txt);
-  // A from 20 /24s in each of the 4 DO/CD variants: 80 scoped answers asked for a 32-variant name.
-  const variants = [
-    { flags: 0x0100, opt: 0 },
-    { flags: 0x0100, opt: 0x8000 },
-    { flags: 0x0110, opt: 0 },
-    { flags: 0x0110, opt: 0x8000 },
-  ];
-  for (const v of variants) {
-    for (let third = 1; third <= 20; third++) await ask(ld.port, rawQuery(name, 1, { id: third, flags: v.flags, opt: { flags: v.opt, options: [] } }), `127.0.${third}.5`);
+/** Records of types other than A, for the shared answers of sharedButA. */
+const OTHER_RECORDS: Record<number, { type: string; data: unknown }> = {
+  16: { type: 'TXT', data: 'shared' },
+  15: { type: 'MX', data: { preference: 10, exchange: 'mx.example' } },
+  2: { type: 'NS', data: 'ns.example' },
+  12: { type: 'PTR', data: 'ptr.example' },
+  13: { type: 'HINFO', data: { cpu: 'x', os: 'y' } },
+  33: { type: 'SRV', data: { priority: 1, weight: 1, port: 53, target: 'srv.example' } },
+  257: { type: 'CAA', data: { flags: 0, tag: 'issue', value: 'ca.example' } },
+  28: { type: 'AAAA', data: '2001:db8::1' },
+};
+
+/** An upstream: shared answers (no ECS echoed) for the types of OTHER_RECORDS, A scoped /24 as subnetAnswerer. */
+const sharedButA: UpstreamHandler = (req) => {
+  const q = req.packet.questions![0]!;
+  const other = Object.values(OTHER_RECORDS).find((r) => r.type === q.type);
+  if (other !== undefined) return { answers: [{ name: q.name, ttl: 300, ...other } as unknown as dnsPacket.Answer] };
+  return subnetAnswerer(() => 24)(req);
+};
+
+test('scoped answers are capped at 16 per name and variant (RFC 7871 11.3): the oldest make room', async (t) => {
+  const { ld, up } = await startWithUpstream(t, sharedButA, { config: { answerMemo: false, forward: { clientSubnet: ON } } });
+  const name = 'many.cdn.example';
+  for (let third = 1; third <= 20; third++) await ask(ld.port, queryWith(name), `127.0.${third}.5`);
+  assert.equal(up.requests.length, 20);
+  await ask(ld.port, queryWith(name), '127.0.20.9');
+  await ask(ld.port, queryWith(name), '127.0.5.9');
+  assert.equal(up.requests.length, 20, 'the 16 newest /24s are kept');
+  await ask(ld.port, queryWith(name), '127.0.4.9');
+  assert.equal(up.requests.length, 21, 'the 4 oldest made room');
+});
+
+test('a full chain drops scoped answers first: spoofed sources cannot push out the shared answers of a name', async (t) => {
+  const { ld, up } = await startWithUpstream(t, sharedButA, { config: { answerMemo: false, forward: { clientSubnet: ON } } });
+  const name = 'full.cdn.example';
+  // 31 shared variants: 8 types (not A) in 4 DO/CD combinations, less one.
+  const shared: Buffer[] = [];
+  for (const type of Object.keys(OTHER_RECORDS).map(Number)) {
+    for (const [flags, dnssecOk] of [[0x0100, 0], [0x0100, 0x8000], [0x0110, 0], [0x0110, 0x8000]] as const) shared.push(rawQuery(name, type, { id: shared.length, flags, opt: { flags: dnssecOk, options: [] } }));
   }
-  const before = up.requests.length;
-  assert.equal(before, 81);
-  await ask(ld.port, txt);
-  assert.equal(up.requests.length, before, 'the shared TXT answer is still cached');
-  // The newest of the last variant are kept, its 4 oldest made room.
-  const last = variants[3]!;
-  await ask(ld.port, rawQuery(name, 1, { id: 1, flags: last.flags, opt: { flags: last.opt, options: [] } }), '127.0.20.5');
-  assert.equal(up.requests.length, before, 'the newest scoped answer is kept');
-  await ask(ld.port, rawQuery(name, 1, { id: 1, flags: last.flags, opt: { flags: last.opt, options: [] } }), '127.0.1.5');
-  assert.equal(up.requests.length, before + 1, 'the oldest made room');
+  shared.pop();
+  for (const q of shared) await ask(ld.port, q);
+  assert.equal(up.requests.length, 31);
+  // Scoped A answers from 6 /24s: the chain is full after the first.
+  for (let third = 1; third <= 6; third++) await ask(ld.port, queryWith(name), `127.0.${third}.5`);
+  assert.equal(up.requests.length, 37);
+  for (const q of shared) await ask(ld.port, q);
+  assert.equal(up.requests.length, 37, 'every shared answer still cached');
+  await ask(ld.port, queryWith(name), '127.0.6.9');
+  assert.equal(up.requests.length, 37, 'the newest scoped answer took the place of the older ones');
+  await ask(ld.port, queryWith(name), '127.0.1.9');
+  assert.equal(up.requests.length, 38, 'an older one made room');
 });
