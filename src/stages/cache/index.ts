@@ -126,11 +126,11 @@ function viewOf(ctx: QueryContext): number {
 
 /**
  * The cache is keyed by the lower-cased name (a string the decode stage already built and the
- * records stage already hashed), then by `variant()`, then by view; class IN only. Upstream
- * queries carry no client subnet or cookie, so the view is the only client-specific part: an
- * answer is stored under the client's view id when it depended on the view (a local answer from
- * labelled data, or an upstream answer for a name with local data hidden from this view), and
- * shared otherwise. A lookup classifies the client only when the name holds a view-keyed entry.
+ * records stage already hashed), then by `variant()`, then by view and Client Subnet scope; class
+ * IN only. An answer is stored under the client's view id when it depended on the view (a local
+ * answer from labelled data, or an upstream answer for a name with local data hidden from this
+ * view), under a subnet key when the upstream scoped it, and shared otherwise. A lookup
+ * classifies the client only when the name holds a view-keyed entry.
  */
 export function variant(q: ParsedQuery): number {
   return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
