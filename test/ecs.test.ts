@@ -369,6 +369,24 @@ test('a stale shared answer refreshed with a scope: the client learns the scope 
   assert.deepEqual(ecsOf(refreshed), { family: 1, source: 32, scope: 24, ip: '10.1.7.9' });
 });
 
+test('a stale answer that varied by view, refreshed: the reply scope is still the bits that chose the view', async (t) => {
+  // clientSubnet off: the upstream gets no ECS and answers for everyone; the view made the
+  // answer an upstream one (the office-only record is hidden from the lab).
+  const { ld, up } = await startWithUpstream(t, generations((n) => (n === 0 ? 1 : 300), () => 0), {
+    config: { answerMemo: false, trustEcsFrom: ['127.0.0.1/32'], pipeline: ['decode', { cache: { staleRefreshInterval: 0 } }, 'records', 'smartline', 'forward'] },
+    smartLine: LINES,
+    records: [{ name: 'secret.example', type: 'A', rdata: '192.0.2.7', labels: ['office'] }],
+  });
+  const lab = { source: 32, address: [10, 9, 9, 1] };
+  const stored = await secondStarts();
+  assert.deepEqual(ecsOf(await ask(ld.port, queryWith('secret.example', lab))), { family: 1, source: 32, scope: 24, ip: '10.9.9.1' });
+  await secondStarts(stored + 1);
+  const refreshed = await ask(ld.port, queryWith('secret.example', lab));
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(answerOf(refreshed), ['198.51.101.0']);
+  assert.deepEqual(ecsOf(refreshed), { family: 1, source: 32, scope: 24, ip: '10.9.9.1' }, 'the view-deciding bits, from the refresh');
+});
+
 test("prefetch of a trusted client's scoped answer asks for that client's subnet, and the refreshed entry serves the next hits", async (t) => {
   // TTL 2 and 90 %: due from the entry's second second on; one hit is enough. The refreshed
   // answer lives 300 s, so hits on it start no prefetch of their own.
