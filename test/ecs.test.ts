@@ -9,6 +9,7 @@ import { ecsOption, mustParse, rawQuery } from './helpers/packets.js';
 import { findBinary, runTool } from './helpers/peers.js';
 import { startWithUpstream } from './helpers/server.js';
 import { encodeReply, type Packet, type UpstreamHandler } from './helpers/upstream.js';
+import { eventually, secondStarts } from './helpers/seconds.js';
 
 interface Ecs {
   family: number;
@@ -312,4 +313,202 @@ test('an upstream that refuses queries with a Client Subnet is asked again witho
   const b = await ask(ld.port, queryWith('picky.example'), '127.0.9.1');
   assert.deepEqual(answerOf(b), ['198.51.100.0']);
   assert.equal(up.requests.length, 2, 'shared: answered from the cache');
+});
+
+/**
+ * An upstream for refresh tests: A 198.51.<100 + n>.<third octet of the ECS sent>, n counting its
+ * queries from 0, with TTL `ttl(n)` and the ECS echoed with scope `scope(n)`.
+ */
+function generations(ttl: (n: number) => number, scope: (n: number) => number): UpstreamHandler {
+  let n = 0;
+  return ({ packet }) => {
+    const q = packet.questions![0]!;
+    const sent = ecsOf(packet);
+    const third = sent ? Number(sent.ip.split('.')[2] ?? 0) || 0 : 0;
+    const g = n++;
+    const answers = [{ name: q.name, type: 'A' as const, ttl: ttl(g), data: `198.51.${100 + g}.${third}` }];
+    if (!sent) return { answers };
+    const option = { code: 'CLIENT_SUBNET', family: sent.family, sourcePrefixLength: sent.source, scopePrefixLength: scope(g), ip: sent.ip };
+    return { answers, additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 1232, options: [option] } as unknown as dnsPacket.Answer] };
+  };
+}
+
+/** A trusting linedns (127.0.0.1 is a proxy whose clients' ECS we believe) with `cache` options. */
+const trusting = (cache: Record<string, unknown>) => ({
+  config: { answerMemo: false, trustEcsFrom: ['127.0.0.1/32'], forward: { clientSubnet: ON }, pipeline: ['decode', { cache }, 'smartline', 'forward'] },
+});
+
+const PROXIED = { source: 32, address: [10, 1, 7, 9] };
+
+test("serve-stale refresh of a trusted client's scoped answer: the client's subnet goes upstream, the reply tells its scope, and the refresh replaces the entry", async (t) => {
+  const { ld, up } = await startWithUpstream(t, generations((n) => (n === 0 ? 1 : 300), () => 24), trusting({ staleRefreshInterval: 0 }));
+  const stored = await secondStarts();
+  const first = await ask(ld.port, queryWith('stale.cdn.example', PROXIED));
+  assert.deepEqual(answerOf(first), ['198.51.100.7']);
+  await secondStarts(stored + 1); // expired (TTL 1): the next lookup refreshes it on a fork
+  const refreshed = await ask(ld.port, queryWith('stale.cdn.example', PROXIED));
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(ecsOf(up.requests[1]!.packet), { family: 1, source: 24, scope: 0, ip: '10.1.7.0' }, "the refresh asks for the client's /24, not the proxy's");
+  assert.deepEqual(answerOf(refreshed), ['198.51.101.7']);
+  assert.deepEqual(ecsOf(refreshed), { family: 1, source: 32, scope: 24, ip: '10.1.7.9' }, "the refresh answer's scope");
+  const hit = await ask(ld.port, queryWith('stale.cdn.example', PROXIED));
+  assert.equal(up.requests.length, 2, 'stored under the client subnet it was asked for: a hit');
+  assert.deepEqual(answerOf(hit), ['198.51.101.7']);
+  assert.deepEqual(ecsOf(hit), { family: 1, source: 32, scope: 24, ip: '10.1.7.9' });
+});
+
+test('a stale shared answer refreshed with a scope: the client learns the scope from the refresh', async (t) => {
+  // The first answer is for everyone (scope 0), its refresh only for the client's /24.
+  const { ld, up } = await startWithUpstream(t, generations((n) => (n === 0 ? 1 : 300), (n) => (n === 0 ? 0 : 24)), trusting({ staleRefreshInterval: 0 }));
+  const stored = await secondStarts();
+  assert.deepEqual(ecsOf(await ask(ld.port, queryWith('scope.cdn.example', PROXIED))), { family: 1, source: 32, scope: 0, ip: '10.1.7.9' });
+  await secondStarts(stored + 1);
+  const refreshed = await ask(ld.port, queryWith('scope.cdn.example', PROXIED));
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(answerOf(refreshed), ['198.51.101.7']);
+  assert.deepEqual(ecsOf(refreshed), { family: 1, source: 32, scope: 24, ip: '10.1.7.9' });
+});
+
+test('a stale answer that varied by view, refreshed: the reply scope is still the bits that chose the view', async (t) => {
+  // clientSubnet off: the upstream gets no ECS and answers for everyone; the view made the
+  // answer an upstream one (the office-only record is hidden from the lab).
+  const { ld, up } = await startWithUpstream(t, generations((n) => (n === 0 ? 1 : 300), () => 0), {
+    config: { answerMemo: false, trustEcsFrom: ['127.0.0.1/32'], pipeline: ['decode', { cache: { staleRefreshInterval: 0 } }, 'records', 'smartline', 'forward'] },
+    smartLine: LINES,
+    records: [{ name: 'secret.example', type: 'A', rdata: '192.0.2.7', labels: ['office'] }],
+  });
+  const lab = { source: 32, address: [10, 9, 9, 1] };
+  const stored = await secondStarts();
+  assert.deepEqual(ecsOf(await ask(ld.port, queryWith('secret.example', lab))), { family: 1, source: 32, scope: 24, ip: '10.9.9.1' });
+  await secondStarts(stored + 1);
+  const refreshed = await ask(ld.port, queryWith('secret.example', lab));
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(answerOf(refreshed), ['198.51.101.0']);
+  assert.deepEqual(ecsOf(refreshed), { family: 1, source: 32, scope: 24, ip: '10.9.9.1' }, 'the view-deciding bits, from the refresh');
+});
+
+test("prefetch of a trusted client's scoped answer asks for that client's subnet, and the refreshed entry serves the next hits", async (t) => {
+  // TTL 2 and 90 %: due from the entry's second second on; one hit is enough. The refreshed
+  // answer lives 300 s, so hits on it start no prefetch of their own.
+  const { ld, up } = await startWithUpstream(t, generations((n) => (n === 0 ? 2 : 300), () => 24), trusting({ prefetch: 1, prefetchPercent: 90 }));
+  const stored = await secondStarts();
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('hot.cdn.example', PROXIED))), ['198.51.100.7']);
+  await secondStarts(stored + 1);
+  // Another client of the proxy in the same /24 hits the entry and starts the prefetch.
+  const hit = await ask(ld.port, queryWith('hot.cdn.example', { source: 32, address: [10, 1, 7, 200] }));
+  assert.deepEqual(answerOf(hit), ['198.51.100.7']);
+  assert.deepEqual(ecsOf(hit), { family: 1, source: 32, scope: 24, ip: '10.1.7.200' });
+  await eventually(() => ld.server.metrics.get('cache_stores_total') === 2, 'the prefetched answer stored');
+  assert.equal(up.requests.length, 2);
+  assert.deepEqual(ecsOf(up.requests[1]!.packet), { family: 1, source: 24, scope: 0, ip: '10.1.7.0' }, "the entry's /24 asked for, not the proxy's");
+  const after = await ask(ld.port, queryWith('hot.cdn.example', PROXIED));
+  assert.deepEqual(answerOf(after), ['198.51.101.7'], 'the refreshed answer replaced the entry');
+  assert.equal(up.requests.length, 2, 'a hit on the refreshed entry: no further prefetch');
+  // A client of another /24 never matched the entry: its own miss, for its own subnet.
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('hot.cdn.example', { source: 32, address: [10, 1, 8, 1] }))), ['198.51.102.8']);
+  assert.equal(ld.server.metrics.get('cache_prefetches_total'), 1);
+});
+
+test('longest-prefix match (RFC 7871 7.3.2): a shared answer stored later, fresh or expired, does not shadow the /24 entries', async (t) => {
+  // /24 answers live 300 s; the opt-out's (scope 0, shared) 1 s.
+  const { ld, up } = await startWithUpstream(t, generations(() => 300, () => 24), {
+    config: { answerMemo: false, trustEcsFrom: ['127.0.0.1/32'], forward: { clientSubnet: ON } },
+  });
+  // An upstream answering an opt-out (/0) with scope 0 and TTL 1.
+  const optOut = generations(() => 1, () => 0);
+  const scoped = generations(() => 300, () => 24);
+  up.handler = (req) => (ecsOf(req.packet)?.source === 0 ? optOut(req) : scoped(req));
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example', PROXIED))), ['198.51.100.7']);
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example'), '127.0.3.5')), ['198.51.101.3']);
+  const stored = await secondStarts();
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example', { source: 0, address: [] }), '127.0.0.9')), ['198.51.100.0']);
+  assert.equal(up.requests.length, 3);
+  const proxied = await ask(ld.port, queryWith('lpm.cdn.example', PROXIED));
+  assert.deepEqual(answerOf(proxied), ['198.51.100.7'], "the client's /24 entry, not the shared one");
+  assert.deepEqual(ecsOf(proxied), { family: 1, source: 32, scope: 24, ip: '10.1.7.9' });
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example'), '127.0.3.5')), ['198.51.101.3']);
+  // A client no /24 entry matches gets the shared answer.
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example'), '127.0.4.5')), ['198.51.100.0']);
+  assert.equal(up.requests.length, 3, 'all from the cache');
+  await secondStarts(stored + 1); // the shared one expired: it must not hide the fresh /24 ones
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example', PROXIED))), ['198.51.100.7']);
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('lpm.cdn.example'), '127.0.3.5')), ['198.51.101.3']);
+  assert.equal(up.requests.length, 3, 'no refresh of the expired shared entry');
+  assert.equal(ld.server.metrics.get('cache_stale_served_total'), 0);
+});
+
+test('an expired longer-scoped entry does not hide a fresh shared one: the fresh answer, no refresh', async (t) => {
+  const { ld, up } = await startWithUpstream(t, generations(() => 1, () => 24), {
+    config: { answerMemo: false, trustEcsFrom: ['127.0.0.1/32'], forward: { clientSubnet: ON } },
+  });
+  const shared = generations(() => 300, () => 0);
+  const scoped = generations(() => 1, () => 24);
+  up.handler = (req) => {
+    const q = req.packet.questions![0]!;
+    if (q.type === 'TXT') return { answers: [{ name: q.name, type: 'TXT', ttl: 300, data: 'other variant' }] };
+    return ecsOf(req.packet)?.source === 0 ? shared(req) : scoped(req);
+  };
+  const stored = await secondStarts();
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('fresh.cdn.example', PROXIED))), ['198.51.100.7']);
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('fresh.cdn.example', { source: 0, address: [] }), '127.0.0.9')), ['198.51.100.0']);
+  // Another variant of the name stored after them, whatever order that leaves the chain in.
+  await ask(ld.port, rawQuery('fresh.cdn.example', 16, { id: 7, opt: { options: [] } }));
+  await secondStarts(stored + 1);
+  assert.deepEqual(answerOf(await ask(ld.port, queryWith('fresh.cdn.example', PROXIED))), ['198.51.100.0']);
+  assert.equal(up.requests.length, 3, 'the fresh shared answer, no refresh of the expired /24');
+  assert.equal(ld.server.metrics.get('cache_stale_served_total'), 0);
+});
+
+/** Records of types other than A, for the shared answers of sharedButA. */
+const OTHER_RECORDS: Record<number, { type: string; data: unknown }> = {
+  16: { type: 'TXT', data: 'shared' },
+  15: { type: 'MX', data: { preference: 10, exchange: 'mx.example' } },
+  2: { type: 'NS', data: 'ns.example' },
+  12: { type: 'PTR', data: 'ptr.example' },
+  13: { type: 'HINFO', data: { cpu: 'x', os: 'y' } },
+  33: { type: 'SRV', data: { priority: 1, weight: 1, port: 53, target: 'srv.example' } },
+  257: { type: 'CAA', data: { flags: 0, tag: 'issue', value: 'ca.example' } },
+  28: { type: 'AAAA', data: '2001:db8::1' },
+};
+
+/** An upstream: shared answers (no ECS echoed) for the types of OTHER_RECORDS, A scoped /24 as subnetAnswerer. */
+const sharedButA: UpstreamHandler = (req) => {
+  const q = req.packet.questions![0]!;
+  const other = Object.values(OTHER_RECORDS).find((r) => r.type === q.type);
+  if (other !== undefined) return { answers: [{ name: q.name, ttl: 300, ...other } as unknown as dnsPacket.Answer] };
+  return subnetAnswerer(() => 24)(req);
+};
+
+test('scoped answers are capped at 16 per name and variant (RFC 7871 11.3): the oldest make room', async (t) => {
+  const { ld, up } = await startWithUpstream(t, sharedButA, { config: { answerMemo: false, forward: { clientSubnet: ON } } });
+  const name = 'many.cdn.example';
+  for (let third = 1; third <= 20; third++) await ask(ld.port, queryWith(name), `127.0.${third}.5`);
+  assert.equal(up.requests.length, 20);
+  await ask(ld.port, queryWith(name), '127.0.20.9');
+  await ask(ld.port, queryWith(name), '127.0.5.9');
+  assert.equal(up.requests.length, 20, 'the 16 newest /24s are kept');
+  await ask(ld.port, queryWith(name), '127.0.4.9');
+  assert.equal(up.requests.length, 21, 'the 4 oldest made room');
+});
+
+test('a full chain drops scoped answers first: spoofed sources cannot push out the shared answers of a name', async (t) => {
+  const { ld, up } = await startWithUpstream(t, sharedButA, { config: { answerMemo: false, forward: { clientSubnet: ON } } });
+  const name = 'full.cdn.example';
+  // 31 shared variants: 8 types (not A) in 4 DO/CD combinations, less one.
+  const shared: Buffer[] = [];
+  for (const type of Object.keys(OTHER_RECORDS).map(Number)) {
+    for (const [flags, dnssecOk] of [[0x0100, 0], [0x0100, 0x8000], [0x0110, 0], [0x0110, 0x8000]] as const) shared.push(rawQuery(name, type, { id: shared.length, flags, opt: { flags: dnssecOk, options: [] } }));
+  }
+  shared.pop();
+  for (const q of shared) await ask(ld.port, q);
+  assert.equal(up.requests.length, 31);
+  // Scoped A answers from 6 /24s: the chain is full after the first.
+  for (let third = 1; third <= 6; third++) await ask(ld.port, queryWith(name), `127.0.${third}.5`);
+  assert.equal(up.requests.length, 37);
+  for (const q of shared) await ask(ld.port, q);
+  assert.equal(up.requests.length, 37, 'every shared answer still cached');
+  await ask(ld.port, queryWith(name), '127.0.6.9');
+  assert.equal(up.requests.length, 37, 'the newest scoped answer took the place of the older ones');
+  await ask(ld.port, queryWith(name), '127.0.1.9');
+  assert.equal(up.requests.length, 38, 'an older one made room');
 });

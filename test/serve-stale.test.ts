@@ -243,6 +243,44 @@ test('--workers 2: each worker serves its own stale entries; none breaks', T, as
   }
 });
 
+/**
+ * A user stage after the cache that, while `globalThis.linednsTestPoison` is true, leaves a
+ * cacheable answer the cache cannot store (no template): store() throws in the cache's refresh
+ * callbacks, where no engine catches it.
+ */
+const POISON = 'export default () => ({ name: "poison", async handle(ctx, next) { await next(); if (globalThis.linednsTestPoison === true && ctx.response !== null) ctx.set("cacheable", { local: false, template: null, response: ctx.response }); } });\n';
+const poisoned = globalThis as { linednsTestPoison?: boolean };
+
+for (const [what, cache] of [
+  ['a refresh the client waits for', { staleRefreshInterval: 0 }],
+  ['a background refresh (staleClientTimeout 0)', { staleRefreshInterval: 0, staleClientTimeout: 0 }],
+  ['a prefetch', { prefetch: 1, prefetchPercent: 90 }],
+] as const) {
+  test(`${what} that throws while storing is counted and logged, not an unhandled rejection; the client is answered`, T, async () => {
+    const s = new Script();
+    const prefetching = 'prefetch' in cache;
+    s.ttl = prefetching ? 2 : 1;
+    const files = { config: { answerMemo: false, forward: { timeout: 200, deadline: 400 }, pipeline: ['decode', { cache }, './poison.js', 'forward'] }, extra: { 'poison.js': POISON } };
+    await withUpstream(s.handler, files, async (ld, up) => {
+      const metric = (n: string): number => ld.server.metrics.get(n);
+      const stored = await secondStarts();
+      assert.equal(addressOf(await ask(ld.port, 'poison.example', '127.0.0.1')), '203.0.113.1');
+      await secondStarts(stored + 1); // expired (TTL 1), or due for a prefetch (TTL 2)
+      poisoned.linednsTestPoison = true;
+      try {
+        s.address = '203.0.113.2';
+        const r = await ask(ld.port, 'poison.example', '127.0.0.1');
+        assert.equal(r.rcode, 0);
+        assert.equal(addressOf(r), '203.0.113.1', prefetching ? 'the cached answer' : 'the stale answer, as the refresh could not be kept');
+        await eventually(() => metric('cache_refresh_errors_total') === 1, 'the throw counted');
+        assert.equal(up.requests.length, 2, 'the refresh was sent');
+      } finally {
+        poisoned.linednsTestPoison = false;
+      }
+    });
+  });
+}
+
 test('ctx.fork() and next(fork): the later stages run on the copy; the client context is left as it was', async () => {
   const raw = rawQuery('fork.example', 1, { id: 9 });
   const ctx = new QueryContext(raw, { address: '127.0.0.1', port: 1, family: 'IPv4' }, 'udp', performance.now());

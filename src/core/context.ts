@@ -277,8 +277,9 @@ export class QueryContext {
   /**
    * A detached copy of this query for work that may outlive its reply (the cache refreshing an
    * answer in the background): the same client, transport, arrival time, question (its octets
-   * copied, as the client's buffer is the transport's), view, app settings (offline, the upstream
-   * answerer) and the slots filled so far (a shallow copy: they are the earlier stages' input to
+   * copied, as the client's buffer is the transport's), view (and with it what the classifier
+   * decided about the client's ECS), app settings (offline, the upstream answerer) and the slots
+   * filled so far (a shallow copy: they are the earlier stages' input to
    * the later ones), with no response, drop reason, hooks or reusable mark, and its own trace
    * when this one is tracing. Run the stages after the caller on it with `next(fork)`: nothing
    * they do reaches this context, which may have answered and left meanwhile. Costs a context,
@@ -289,6 +290,11 @@ export class QueryContext {
     f.query = this.query === null ? null : { ...this.query };
     f.classifier = this.classifier;
     f.lineSet = this.lineSet;
+    // What the classification decided travels with the view it made: a fork whose lineSet came
+    // already classified never runs the classifier, and without these would not trust the ECS
+    // the client's view was chosen by (forward would send the socket address upstream instead).
+    f.ecsClassified = this.ecsClassified;
+    f.ecsViewScope = this.ecsViewScope;
     f.slots = this.slots === null ? null : { ...this.slots };
     f.offline = this.offline;
     f.upstreamAnswerer = this.upstreamAnswerer;

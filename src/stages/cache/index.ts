@@ -126,11 +126,11 @@ function viewOf(ctx: QueryContext): number {
 
 /**
  * The cache is keyed by the lower-cased name (a string the decode stage already built and the
- * records stage already hashed), then by `variant()`, then by view; class IN only. Upstream
- * queries carry no client subnet or cookie, so the view is the only client-specific part: an
- * answer is stored under the client's view id when it depended on the view (a local answer from
- * labelled data, or an upstream answer for a name with local data hidden from this view), and
- * shared otherwise. A lookup classifies the client only when the name holds a view-keyed entry.
+ * records stage already hashed), then by `variant()`, then by view and Client Subnet scope; class
+ * IN only. An answer is stored under the client's view id when it depended on the view (a local
+ * answer from labelled data, or an upstream answer for a name with local data hidden from this
+ * view), under a subnet key when the upstream scoped it, and shared otherwise. A lookup
+ * classifies the client only when the name holds a view-keyed entry.
  */
 export function variant(q: ParsedQuery): number {
   return q.qtype | (q.edns?.dnssecOk ? 0x10000 : 0) | (q.flags & Flag.CD ? 0x20000 : 0);
@@ -166,8 +166,28 @@ export function cacheLifetime(t: ScannedTemplate, cfg: CacheOptions): { lifetime
   return { lifetime: 0, clamped: false };
 }
 
-/** Answers kept per name (type, DO, CD variants) at most. */
+/** Answers kept per name (type, DO, CD variants, views, Client Subnet scopes) at most. */
 const MAX_VARIANTS = 32;
+/**
+ * Client Subnet scoped answers kept per name and variant at most (RFC 7871 11.3): sources are
+ * spoofable, so scoped entries make room among themselves and never push the shared ones out.
+ */
+const MAX_SCOPED = 16;
+
+/** The order of a chain: the longer Client Subnet scope first (unscoped count as -1, below /0). */
+function scopeRank(e: Entry): number {
+  return e.subnet === null ? -1 : subnetKeyPrefix(e.subnet);
+}
+
+const longestScopeFirst = (a: Entry, b: Entry): number => scopeRank(b) - scopeRank(a);
+
+/** Of `all` (the new entry first), the index of the oldest one `which` accepts, or -1. */
+function oldest(all: readonly Entry[], which: (e: Entry) => boolean): number {
+  let at = -1;
+  // From the end: the chain is newest first, so among equal storedAt the later is older.
+  for (let i = all.length - 1; i >= 0; i--) if (which(all[i]!) && (at < 0 || all[i]!.storedAt < all[at]!.storedAt)) at = i;
+  return at;
+}
 
 function chainLength(e: Entry): number {
   let n = 0;
@@ -194,6 +214,17 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
   const staleServed = env.metrics.counter('cache_stale_served_total', 'expired answers served because their refresh failed or was late (RFC 8767)');
   const prefetches = env.metrics.counter('cache_prefetches_total', 'refreshes started before an often asked answer expired');
   const evictions = env.metrics.counter('cache_evictions_total', 'answers dropped to make room (least recently used first)');
+  const refreshErrors = env.metrics.counter('cache_refresh_errors_total', 'background refreshes whose storing or answering threw (logged at most once a second)');
+  let lastRefreshLog = 0;
+  /** A background refresh threw where no engine catches it: counted, and logged at most once a second. */
+  function refreshThrew(err: unknown, fork: QueryContext): void {
+    refreshErrors.value++;
+    const now = Date.now();
+    if (now - lastRefreshLog > 1000) {
+      lastRefreshLog = now;
+      env.logger.error({ err, stage: 'cache', client: fork.client.address, name: fork.query?.name }, 'cache: a background refresh failed');
+    }
+  }
   // Counted in answers, as maxEntries is; replacements, flushes and reloads are not evictions.
   const onDispose = (e: Entry, _key: string, reason: LRUCache.DisposeReason): void => {
     if (reason === 'evict') evictions.value += chainLength(e);
@@ -239,24 +270,47 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     const subnet = entry.subnet;
     // Looked up again even when the lookup before forwarding found nothing: clients ask A and
     // AAAA at once, and the sibling stored meanwhile must stay in the chain.
-    let rest = lru.get(name) ?? null;
+    const rest = lru.get(name) ?? null;
     // Drop the variant being replaced and any expired one (past staleTtl, for serve-stale) from
-    // the chain. At most MAX_VARIANTS per name, so a client cycling through qtypes cannot make
-    // chains long.
-    let kept: Entry | null = null;
-    let n = 1;
-    for (let c = rest; c !== null && n < MAX_VARIANTS; c = c.next) {
+    // the chain. The store path (a miss) may allocate: the lookup is what stays lean.
+    const all: Entry[] = [entry];
+    let scoped = subnet === null ? 0 : 1;
+    for (let c = rest; c !== null; c = c.next) {
       if ((c.code !== code || c.view !== view || c.subnet !== subnet) && (c.expiresAt > now || (now - c.expiresAt < cfg.staleTtl && mayServeStale(c)))) {
-        const copy: Entry = { ...c, next: kept };
-        // A refresh under way, or a recheck window, holds for the copy too.
-        const r = refreshes.get(c);
-        if (r !== undefined) refreshes.set(copy, r);
-        kept = copy;
-        n++;
+        all.push(c);
+        if (c.subnet !== null && c.code === code) scoped++;
       }
     }
-    entry.next = kept;
-    lru.set(name, entry); // set again so the LRU re-weighs the chain
+    // At most MAX_SCOPED scoped answers of this variant: the oldest make room (the new one last).
+    if (subnet !== null) {
+      for (; scoped > MAX_SCOPED; scoped--) all.splice(oldest(all, (c) => c.subnet !== null && c.code === code), 1);
+    }
+    // At most MAX_VARIANTS per name, so a client cycling through qtypes or spoofing sources cannot
+    // make chains long; scoped answers go first (the new one too), then the oldest shared ones.
+    while (all.length > MAX_VARIANTS) {
+      let at = oldest(all, (c) => c.subnet !== null);
+      if (at < 0) at = oldest(all, (c) => c !== entry);
+      all.splice(at, 1);
+    }
+    if (all[0] !== entry) return; // a scoped answer that found no room: not stored
+    // Longest scope first (stable: newest first among equals), so the lookup's first fresh
+    // match is the longest-prefix one (RFC 7871 7.3.2) without scanning the whole chain.
+    all.sort(longestScopeFirst);
+    let kept: Entry | null = null;
+    for (let i = all.length - 1; i >= 0; i--) {
+      const c = all[i]!;
+      if (c === entry) {
+        c.next = kept;
+        kept = c;
+        continue;
+      }
+      const copy: Entry = { ...c, next: kept };
+      // A refresh under way, or a recheck window, holds for the copy too.
+      const r = refreshes.get(c);
+      if (r !== undefined) refreshes.set(copy, r);
+      kept = copy;
+    }
+    lru.set(name, kept!); // set again so the LRU re-weighs the chain
     entries.value = lru.calculatedSize;
   }
 
@@ -312,14 +366,30 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     try {
       r = next(fork);
     } catch {
-      return refreshed(fork, e, code, true);
+      return settled(fork, e, code, true);
     }
-    if (!r) return refreshed(fork, e, code, false);
+    if (!r) return settled(fork, e, code, false);
     r.then(
-      () => refreshed(fork, e, code, false),
-      () => refreshed(fork, e, code, true),
+      () => settled(fork, e, code, false),
+      () => settled(fork, e, code, true),
     );
     return null;
+  }
+
+  /**
+   * refreshed() where nothing would catch its throw (a background refresh; a promise callback,
+   * where it would be an unhandled rejection): counted and logged instead; false (not answered).
+   */
+  function settled(fork: QueryContext, e: Entry, code: number, threw: boolean): boolean {
+    try {
+      return refreshed(fork, e, code, threw);
+    } catch (err) {
+      refreshThrew(err, fork);
+      const r = refreshOf(e);
+      r.running = false;
+      r.recheckAt = wholeSeconds(performance.now()) + cfg.staleRefreshInterval;
+      return false;
+    }
   }
 
   /** An often asked entry near its end: refreshed in the background, the client already answered. */
@@ -359,8 +429,13 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     } catch {
       response = null;
     }
-    if (response === null) answerStale(ctx, e, 'the refresh answer was dropped');
-    else ctx.respond(fork.answeredBy, response);
+    if (response === null) return answerStale(ctx, e, 'the refresh answer was dropped');
+    // What the answer depended on travels with it: the scope the fork learnt (its own ECS, as
+    // the fork trusts what the client's classification trusted) and whether it varied by view,
+    // which decode's reply hook on the client's context turns into the reply's scope.
+    if (fork.ecsScope > ctx.ecsScope) ctx.ecsScope = fork.ecsScope;
+    if (fork.get('variesByView') === true) ctx.set('variesByView', true);
+    ctx.respond(fork.answeredBy, response);
   }
 
   /**
@@ -391,7 +466,7 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     }
     if (!r) return answerFromFork(ctx, fork, e, refreshed(fork, e, code, false));
     const running = r;
-    return new Promise<void>((resolve) => {
+    return new Promise<void>((resolve, reject) => {
       let answered = false;
       const timer = setTimeout(() => {
         if (answered) return;
@@ -402,12 +477,17 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
         resolve();
       }, cfg.staleClientTimeout);
       const land = (threw: boolean): void => {
-        const ok = refreshed(fork, e, code, threw);
+        const ok = settled(fork, e, code, threw);
         if (answered) return;
         answered = true;
         clearTimeout(timer);
-        answerFromFork(ctx, fork, e, ok);
-        resolve();
+        // A throw here is the client's own query failing: the engine answers SERVFAIL for it.
+        try {
+          answerFromFork(ctx, fork, e, ok);
+          resolve();
+        } catch (err) {
+          reject(err);
+        }
       };
       running.then(
         () => land(false),
@@ -425,6 +505,11 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
       let view = UNCLASSIFIED;
       // The client's subnet, worked out at the first entry kept per Client Subnet scope.
       let subnet: ClientSubnet | null | undefined;
+      const now = wholeSeconds(ctx.receivedAt);
+      // Chains hold the longest Client Subnet scope first (put()): the first fresh entry that
+      // matches is the longest-prefix match (RFC 7871 7.3.2). An expired one is kept aside, to be
+      // served stale only when no fresh one matches.
+      let stale: Entry | null = null;
       for (let e: Entry | null = lru.get(q.name) ?? null; e !== null; e = e.next) {
         if (e.code !== code) continue;
         if (e.view !== SHARED) {
@@ -435,7 +520,6 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
           if (subnet === undefined) subnet = subnetOf(ctx);
           if (subnet === null || !subnetMatches(e.subnet, subnet)) continue;
         }
-        const now = wholeSeconds(ctx.receivedAt);
         if (now < e.expiresAt) {
           if (ctx.tracing) ctx.note(`cache: hit (${e.view === SHARED ? 'shared' : `view of lines [${ctx.lines?.lines.join(', ') ?? ''}]`}${e.subnet === null ? '' : `, client subnet scope /${subnetKeyPrefix(e.subnet)}`}, ${e.local ? 'local' : `stored ${now - e.storedAt} s ago, ${e.expiresAt - now} s left`})`);
           hits.value++;
@@ -448,8 +532,9 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
           if (every !== 0 && ++e.hits >= every && (e.expiresAt - now) * 100 <= (e.expiresAt - e.storedAt) * cfg.prefetchPercent && idle(e, now)) prefetch(ctx, e, next, code, now);
           return;
         }
-        if (now - e.expiresAt < cfg.staleTtl && mayServeStale(e)) return expired(ctx, e, next, code, now);
+        if (stale === null && now - e.expiresAt < cfg.staleTtl && mayServeStale(e)) stale = e;
       }
+      if (stale !== null) return expired(ctx, stale, next, code, now);
       misses.value++;
       if (ctx.tracing) ctx.note('cache: miss');
       const r = next();
