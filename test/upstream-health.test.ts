@@ -124,7 +124,8 @@ test('an upstream killed under load is marked down, gets no client query while d
 test('queries already waiting for an upstream when it is marked down move on to the next one then, not at their own timeout', async (t) => {
   // deadline = timeout: a query that waits out its timeout on the dead upstream has no time left
   // for the second one (SERVFAIL); one moved on when the upstream is marked down has half of it.
-  const r = await rig(t, [() => null, simpleHandler('192.0.2.2')], { forward: { timeout: 1000, deadline: 1000, health: { maxFails: 3, checkInterval: 5000 } } });
+  // minTimeout = timeout: every attempt waits the whole timeout, as before adaptive timeouts.
+  const r = await rig(t, [() => null, simpleHandler('192.0.2.2')], { forward: { timeout: 1000, minTimeout: 1000, deadline: 1000, health: { maxFails: 3, checkInterval: 5000 } } });
   const first = wave(r, 'first', 3);
   await new Promise((res) => setTimeout(res, 500));
   assert.equal(clientQueries(r.ups[0]!), 3, 'the first three are waiting on the silent upstream');
