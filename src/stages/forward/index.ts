@@ -11,6 +11,7 @@ import { formatHostPort, formatIp } from '../../lib/net/address.js';
 import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, ecsOptionSize, readReplyEcs, subnetKey, truncateSubnet, writeEcsOption } from '../../lib/dns/ecs.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
+import { EdeCode, withEdeOption } from '../../lib/dns/edns-options.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
 import { sameUpstream, StreamExchange } from './stream.js';
 import { randomU16 } from './random.js';
@@ -96,6 +97,11 @@ export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean, su
     if (subnet !== null) writeEcsOption(out, o + 11, subnet.family, subnet.sourcePrefix, 0, subnet.address);
   }
   return out;
+}
+
+/** The reply hook of a SERVFAIL with every upstream of the route down: EDE 22 (RFC 8914 4.23). */
+function noReachableAuthority(_ctx: QueryContext, wire: Buffer): Buffer {
+  return withEdeOption(wire, EdeCode.NO_REACHABLE_AUTHORITY);
 }
 
 interface Accepted {
@@ -436,6 +442,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
           if (this.asked === 0) {
             allDown.value++;
             this.ctx.note(`forward: every upstream of route ${this.route.name} is marked down or loops back: SERVFAIL at once`);
+            if (this.ctx.query!.edns) this.ctx.onReply(noReachableAuthority);
           }
           this.ctx.respondError('forward', Rcode.SERVFAIL);
           this.finish();
