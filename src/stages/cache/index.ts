@@ -109,6 +109,7 @@ const NO_VIEW = -2;
 const NEVER = 2 ** 31;
 /** Not classified yet in this lookup (no view-keyed entry seen so far). */
 const UNCLASSIFIED = -3;
+
 /** A stale answer's reply hook: the OPT linedns writes gets EDE 3, Stale Answer. */
 function staleAnswerEde(_ctx: QueryContext, wire: Buffer): Buffer {
   return withEdeOption(wire, EdeCode.STALE_ANSWER);

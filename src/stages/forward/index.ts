@@ -497,9 +497,10 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       this.cased = cfg.randomizeCase;
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
-      const timeout = Math.min(this.attemptTimeout(state), remaining);
+      const wait = this.attemptTimeout(state);
+      const timeout = Math.min(wait, remaining);
       this.sentRto = Math.max(cfg.minTimeout, state.rto);
-      if (this.ctx.tracing && timeout < cfg.timeout) this.ctx.note(`forward: waiting ${Math.round(timeout)} ms for ${state.address} (its RTO ${Math.round(state.rto)} ms; timeout ${cfg.timeout})`);
+      if (this.ctx.tracing && wait < cfg.timeout) this.ctx.note(`forward: waiting at most ${Math.round(wait)} ms for ${state.address} (its RTO ${Math.round(state.rto)} ms; timeout ${cfg.timeout})`);
       this.sentAt = performance.now();
       state.sent++;
       linkWaiting(state, this);
@@ -716,10 +717,11 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         { name: 'upstream_failures_total', help: 'attempts that gave no usable answer (timeout, unusable reply, error)', type: 'counter', samples: per((u) => u.failures) },
         {
           name: 'upstream_timeout_seconds',
-          help: 'how long a first attempt to this upstream waits now when another upstream could follow: its RTO, from minTimeout to timeout',
+          help: 'how long a first UDP attempt to this upstream waits now when another upstream could follow: its RTO, from minTimeout to timeout (timeout over TCP and TLS)',
           type: 'gauge',
           aggregate: 'max',
-          samples: per((u) => attemptTimeout(u, cfg.minTimeout, cfg.timeout) / 1000),
+          // TCP and TLS attempts always wait `timeout` (Job.attemptTimeout).
+          samples: states.map((s) => ({ labels: upstreamLabels(s.route, s.u), value: (s.u.config.protocol !== 'udp' || s.route.forceTcp ? cfg.timeout : attemptTimeout(s.u, cfg.minTimeout, cfg.timeout)) / 1000 })),
         },
         { name: 'upstream_up', help: '0 while the upstream is marked down or loops back to linedns', type: 'gauge', aggregate: 'min', samples: per((u) => (isUp(u) ? 1 : 0)) },
         {
