@@ -88,7 +88,9 @@ test('a fast upstream turned slow is waited for longer after each timeout, and a
   const changing: UpstreamHandler = (req) => (delay === 0 ? answer(req) : new Promise((res) => setTimeout(() => res(answer(req) as never), delay)));
   const r = await rig(t, [changing, simpleHandler('192.0.2.2')], { timeout: 2000, minTimeout: 50, deadline: 3000, health: { maxFails: 5 } });
   for (let i = 0; i < 10; i++) assert.equal(answeredBy(await ask(r, `fast${i}.rto.test`, 3500)), '192.0.2.1');
-  assert.equal(r.upstreamMetric('upstream_timeout_seconds', r.ups[0]!.address), 0.05, 'measured fast: the RTO is at minTimeout');
+  // Measured fast: the RTO is at (or, on a loaded machine, near) minTimeout, well below 300 ms.
+  const fast = r.upstreamMetric('upstream_timeout_seconds', r.ups[0]!.address);
+  assert.ok(fast >= 0.05 && fast < 0.2, `RTO ${fast} s`);
   delay = 300;
   const by: (string | undefined)[] = [];
   for (let i = 0; i < 8; i++) by.push(answeredBy(await ask(r, `turned${i}.rto.test`, 3500)));
