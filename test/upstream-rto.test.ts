@@ -1,5 +1,5 @@
 // Adaptive per-attempt timeouts on real sockets: failover from a silent upstream after about its
-// RTO rather than forward.timeout, a slow upstream kept answering by backoff, and the RTO's growth and cap.
+// RTO rather than forward.timeout, a slow upstream kept answering by backoff, the RTO's growth and cap; and its arithmetic.
 
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +12,9 @@ import { udpExchange } from './helpers/client.js';
 import { aRecords, mustParse, rawQuery, type CheckedMessage } from './helpers/packets.js';
 import { bounded, writeConfig } from './helpers/server.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler } from './helpers/upstream.js';
+import { attemptTimeout, backOff, INITIAL_RTO_MS, newUpstreamState, recordAnswer } from '../src/stages/forward/upstreams.js';
+import type { UdpUpstream } from '../src/stages/forward/udp.js';
+import type { UpstreamConfig } from '../src/config/types.js';
 
 interface Rig {
   server: LineDnsServer;
@@ -113,4 +116,31 @@ test('the RTO of a silent upstream doubles on timeouts (once per burst) and stop
     seen.push(rto());
   }
   assert.deepEqual(seen, [0.752, 1, 1, 1], 'doubled, then capped at timeout');
+});
+
+test('RTO arithmetic: first sample, later samples, Karn, backoff once per RTO sent with, the cap, an answer meanwhile wins', () => {
+  const u = newUpstreamState({ host: '127.0.0.1', port: 53, protocol: 'udp' } as UpstreamConfig, '127.0.0.1:53', null as unknown as UdpUpstream);
+  assert.deepEqual([u.srtt, u.rttvar, u.rto], [0, 0, INITIAL_RTO_MS]);
+  assert.equal(attemptTimeout(u, 200, 2000), 376);
+  recordAnswer(u, 100, true);
+  assert.deepEqual([u.srtt, u.rttvar, u.rto], [100, 50, 300], 'RFC 6298 2.2: srtt R, rttvar R/2');
+  recordAnswer(u, 500, false);
+  assert.deepEqual([u.srtt, u.rttvar, u.rto, u.answered], [100, 50, 300, 2], "Karn: a retry's answer is counted, not sampled");
+  recordAnswer(u, 20, true);
+  assert.equal(u.rttvar, 50 + 0.25 * (80 - 50));
+  assert.equal(u.srtt, 100 + 0.3 * (20 - 100));
+  assert.equal(u.rto, u.srtt + 4 * u.rttvar);
+  backOff(u, 400, 200, 2000); // sent when it was 400, now lower (an answer meanwhile): that wins
+  assert.equal(u.rto, u.srtt + 4 * u.rttvar);
+  u.rto = 400;
+  backOff(u, 400, 200, 2000);
+  backOff(u, 400, 200, 2000); // the same burst: still 800
+  assert.equal(u.rto, 800);
+  backOff(u, 800, 200, 1000);
+  assert.equal(u.rto, 1000, 'capped');
+  assert.equal(attemptTimeout(u, 200, 700), 700, 'never past timeout');
+  u.rto = 5;
+  assert.equal(attemptTimeout(u, 200, 2000), 200, 'never below minTimeout');
+  backOff(u, 200, 200, 2000); // a timeout at the floor doubles from the floor
+  assert.equal(u.rto, 400);
 });
