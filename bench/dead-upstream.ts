@@ -152,7 +152,7 @@ export function deadUpstreamMarkdown(r: DeadUpstreamResult): string {
   const out: string[] = [];
   const how = r.kind === 'silent' ? 'a loopback port that reads queries and never answers' : 'a loopback port nothing listens on (ICMP port unreachable)';
   out.push(
-    `Each server forwards to [${how}, nsd], in that order, with its defaults otherwise (linedns: policy sequential, 2 s timeout, marked down after 3 failures, probed every 0.5 s; Unbound: its infrastructure cache's RTT and back-off). ${r.rows[0]?.rate ?? '-'} qps of unique names (every one a cache miss) for ${r.seconds} s, after a ${r.warmupSeconds} s warm-up at the same rate; one server at a time. Latencies over 100 ms are binned together by the harness (dnsperf reports none); lost = no answer within dnsperf's 2 s.`,
+    `Each server forwards to [${how}, nsd], in that order, with its defaults otherwise (linedns: policy sequential, each attempt waiting the upstream's RTO (376 ms untried, doubled per timeout, at least 200 ms, at most the 2 s timeout), marked down after 3 failures, probed every 0.5 s; Unbound: its infrastructure cache's RTT and back-off). ${r.rows[0]?.rate ?? '-'} qps of unique names (every one a cache miss) for ${r.seconds} s, after a ${r.warmupSeconds} s warm-up at the same rate; one server at a time. Latencies over 100 ms are binned together by the harness (dnsperf reports none); lost = no answer within dnsperf's 2 s.`,
   );
   out.push('');
   out.push('| server | p50 ms | p99 ms | p99.9 ms | lost / sent | rcodes | warm-up lost / sent | the dead upstream received (of which `. NS` probes) |');

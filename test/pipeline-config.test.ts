@@ -33,6 +33,7 @@ test('options on a pipeline entry: defaults from the schema, the entry over the 
   assert.deepEqual(stageOptions<CacheOptions>(config, 'cache'), { maxEntries: 5, minTtl: 0, maxTtl: 86400, negativeTtl: 900, staleTtl: 86400, staleClientTimeout: 1800, staleRefreshInterval: 30, prefetch: 0, prefetchPercent: 10 });
   assert.deepEqual(stageOptions<ForwardOptions>(config, 'forward'), {
     timeout: 300,
+    minTimeout: 200,
     deadline: 900,
     maxOutstanding: 10000,
     randomizeCase: false,

@@ -8,11 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { compose } from '../src/core/compose.js';
 import { QueryContext } from '../src/core/context.js';
 import { parseQuery, type ParsedQuery } from '../src/lib/dns/query.js';
-import { rawQuery, type CheckedMessage } from './helpers/packets.js';
+import { ecsOption, rawQuery, type CheckedMessage } from './helpers/packets.js';
 import { withUpstream, writeConfig, type Running } from './helpers/server.js';
 import { portOf, serve } from './helpers/serve.js';
 import { simpleHandler, TestUpstream, type UpstreamHandler, type UpstreamReply } from './helpers/upstream.js';
 import { ask } from './helpers/split.js';
+import { findBinary, runTool } from './helpers/peers.js';
 import { eventually, secondStarts } from './helpers/seconds.js';
 
 const T = { timeout: 30_000 };
@@ -50,6 +51,46 @@ const addressOf = (m: CheckedMessage): string => {
 };
 
 const answerTtls = (m: CheckedMessage): number[] => m.records.filter((r) => r.type !== 41).map((r) => r.ttl);
+
+/** The options of the reply's OPT record as [code, data] pairs, read independently of src/. */
+function optOptions(m: CheckedMessage): [number, Buffer][] {
+  assert.ok(m.opt, 'an OPT record in the reply');
+  const out: [number, Buffer][] = [];
+  const d = m.opt.rdata;
+  for (let o = 0; o + 4 <= d.length; ) {
+    const len = d.readUInt16BE(o + 2);
+    assert.ok(o + 4 + len <= d.length, 'an option inside its OPT');
+    out.push([d.readUInt16BE(o), d.subarray(o + 4, o + 4 + len)]);
+    o += 4 + len;
+  }
+  return out;
+}
+
+const DIG = findBinary('dig');
+
+test('a stale answer carries Extended DNS Error 3 (Stale Answer) when the client sent EDNS, beside its ECS; a fresh one none', T, async () => {
+  await withScript({ staleClientTimeout: 0 }, async (ld, _up, s) => {
+    const stored = await secondStarts();
+    const fresh = await ask(ld.port, 'ede.example', '127.0.0.1', {});
+    assert.deepEqual(optOptions(fresh), [], 'a fresh answer: no option');
+    await secondStarts(stored + 1);
+    s.mode = 'silent';
+    const stale = await ask(ld.port, 'ede.example', '127.0.0.1', {});
+    assert.deepEqual(answerTtls(stale), [30], 'stale');
+    assert.deepEqual(optOptions(stale), [[15, Buffer.from([0, 3])]], 'EDE INFO-CODE 3, no EXTRA-TEXT');
+    const plain = await ask(ld.port, 'ede.example', '127.0.0.1');
+    assert.deepEqual([answerTtls(plain), plain.opt], [[30], null], 'no EDNS from the client: no OPT, so no EDE');
+    // With a Client Subnet from the client both options go on linedns's one OPT, ECS last (decode's hook runs outermost).
+    const withEcs = await ask(ld.port, 'ede.example', '127.0.0.1', { options: [ecsOption(1, 24, 0, [10, 1, 2])] });
+    assert.deepEqual(optOptions(withEcs).map(([code]) => code), [15, 8]);
+    if (DIG !== null) {
+      const r = await runTool(DIG, ['@127.0.0.1', '-p', String(ld.port), '+tries=1', '+time=3', 'ede.example', 'A']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, /; EDE: 3 \(Stale Answer\)/);
+      assert.match(r.stdout, /ede\.example\.\s+30\s+IN\s+A\s+203\.0\.113\.1/);
+    }
+  });
+});
 
 test('an expired answer whose upstream went silent is served stale with TTL 30; the upstream back gives a fresh one', T, async () => {
   await withScript({ staleRefreshInterval: 0 }, async (ld, up, s) => {

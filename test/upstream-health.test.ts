@@ -124,7 +124,8 @@ test('an upstream killed under load is marked down, gets no client query while d
 test('queries already waiting for an upstream when it is marked down move on to the next one then, not at their own timeout', async (t) => {
   // deadline = timeout: a query that waits out its timeout on the dead upstream has no time left
   // for the second one (SERVFAIL); one moved on when the upstream is marked down has half of it.
-  const r = await rig(t, [() => null, simpleHandler('192.0.2.2')], { forward: { timeout: 1000, deadline: 1000, health: { maxFails: 3, checkInterval: 5000 } } });
+  // minTimeout = timeout: every attempt waits the whole timeout, as before adaptive timeouts.
+  const r = await rig(t, [() => null, simpleHandler('192.0.2.2')], { forward: { timeout: 1000, minTimeout: 1000, deadline: 1000, health: { maxFails: 3, checkInterval: 5000 } } });
   const first = wave(r, 'first', 3);
   await new Promise((res) => setTimeout(res, 500));
   assert.equal(clientQueries(r.ups[0]!), 3, 'the first three are waiting on the silent upstream');
@@ -146,6 +147,11 @@ test('with every upstream of its route down a query gets SERVFAIL at once, nothi
   for (const m of await wave(r, 'servfail', 30)) assert.equal(m.rcode, Rcode.SERVFAIL);
   assert.equal(clientQueries(u), sent, 'queries were sent to the only upstream, marked down');
   assert.equal(r.metric('forward_route_down_total'), 30);
+  // To a client that sent EDNS the SERVFAIL says why: Extended DNS Error 22, No Reachable Authority.
+  const withEdns = mustParse(await udpExchange(r.server.port, rawQuery('ede.test', 1, { id: 77, opt: {} }), { timeoutMs: 5000 }));
+  assert.equal(withEdns.rcode, Rcode.SERVFAIL);
+  assert.deepEqual(withEdns.opt?.rdata, Buffer.from([0, 15, 0, 2, 0, 22]), 'the OPT carries EDE 22 and nothing else');
+  assert.equal((await ask(r, 'no-edns.test')).opt, null, 'no EDNS from the client: no OPT');
   assert.ok(await eventually(() => probesTo(u).length >= 1, 3000));
   assert.ok(probesTo(u).every((q) => q.packet.questions?.[0]?.name === 'health.check' && q.packet.questions[0].type === 'A'));
   only.alive = true;

@@ -16,6 +16,7 @@ import { simpleHandler, TestUpstream, type UpstreamHandler } from '../helpers/up
 const ANSWER = '203.0.113.1';
 const DEFAULTS: ForwardOptions = {
   timeout: 2000,
+  minTimeout: 200,
   deadline: 4500,
   maxOutstanding: 10000,
   randomizeCase: false,
@@ -125,7 +126,8 @@ test("forward: the last upstream's REFUSED reaches the client as SERVFAIL, not a
 const clientQueries = (u: TestUpstream): number => u.requests.filter((q) => q.packet.questions?.[0]?.name !== '' && q.packet.questions?.[0]?.name !== '.').length;
 
 test('forward: after three failed attempts in a row an upstream is marked down, so answers come at once', async (t) => {
-  const r = await rig(t, [() => null, simpleHandler(ANSWER)], { pipeline: ['decode', { forward: { timeout: 600, deadline: 3000 } }] });
+  // minTimeout = timeout: each attempt to the silent one waits 600 ms (adaptive timeouts: upstream-rto.test.ts).
+  const r = await rig(t, [() => null, simpleHandler(ANSWER)], { pipeline: ['decode', { forward: { timeout: 600, minTimeout: 600, deadline: 3000 } }] });
   for (let i = 0; i < 3; i++) {
     const { m, ms } = await ask(r, `slow${i}.test`);
     assert.deepEqual(aRecords(m), [`slow${i}.test ${ANSWER}`]);

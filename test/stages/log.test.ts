@@ -28,6 +28,7 @@ interface Line {
   lines?: string[];
   upstream?: string;
   upstreamMs?: number;
+  stale?: string;
   tc: boolean;
   us: number;
   size: number;
@@ -90,6 +91,27 @@ test('one line per reply: local, memo hit, upstream with its latency, NXDOMAIN, 
     assert.deepEqual([by(5).tc, by(5).answers], [true, 0]);
     assert.deepEqual([by(6).transport, by(6).tc, by(6).answers], ['tcp', false, 1]);
     assert.deepEqual([by(7).lines, by(7).by], [['internal'], 'smartline']);
+  });
+});
+
+test('a stale answer from the cache is logged with why it was stale; a fresh one without the field', async () => {
+  const files: TestFiles = {
+    config: { answerMemo: false, pipeline: [{ log: { file: 'queries.log' } }, 'decode', { cache: { staleClientTimeout: 0 } }, { forward: { timeout: 200, deadline: 400 } }] },
+  };
+  await withLog(files, async (ld, up, lines) => {
+    up.handler = simpleHandler('203.0.113.1', 1);
+    await startOfSecond();
+    await udpExchange(ld.port, rawQuery('old.example', 1, { id: 1 }));
+    // Past its 1 s TTL (whole seconds) and with the upstream silent: served stale.
+    await startOfSecond();
+    await startOfSecond();
+    up.handler = () => null;
+    await udpExchange(ld.port, rawQuery('old.example', 1, { id: 2 }));
+    assert.equal(ld.server.metrics.get('cache_stale_served_total'), 1);
+    const got = await lines();
+    const by = (id: number): Line => got.find((l) => l.id === id)!;
+    assert.deepEqual([by(1).by, by(1).stale], ['forward', undefined]);
+    assert.deepEqual([by(2).by, by(2).rcode, by(2).stale], ['cache', 'NOERROR', 'staleClientTimeout is 0: refreshing in the background']);
   });
 });
 

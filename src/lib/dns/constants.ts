@@ -59,7 +59,7 @@ export const Flag = {
 export const OPCODE_MASK = 0x7800;
 export const RCODE_MASK = 0x000f;
 
-export const EdnsOption = { ECS: 8, COOKIE: 10, PADDING: 12 } as const;
+export const EdnsOption = { ECS: 8, COOKIE: 10, PADDING: 12, EDE: 15 } as const;
 
 const TYPE_NAMES: Record<string, number> = { ...QType };
 const TYPE_BY_NUMBER = new Map<number, string>(Object.entries(QType).map(([k, v]) => [v, k]));

@@ -2,8 +2,9 @@
 // the one we add to replies, and the cache's per-scope keys. Nothing here runs for a query without ECS.
 
 import { parseIp } from '../net/address.js';
-import { EdnsOption, HEADER_SIZE, QType } from './constants.js';
-import { scanMessage, type MessageScan } from './message.js';
+import { EdnsOption } from './constants.js';
+import { growOpt, optRdLengthAt } from './edns-options.js';
+import type { MessageScan } from './message.js';
 import type { ClientSubnet } from './query.js';
 
 /** `forward.clientSubnet` when on: the source prefix sent upstream per family (RFC 7871 11.1: 24 and 56). */
@@ -137,32 +138,15 @@ export function subnetMatches(key: string, subnet: ClientSubnet): boolean {
   return true;
 }
 
-/** Length of an OPT record with no options, as linedns writes it last in every reply. */
-const BARE_OPT = 11;
-
 /**
  * The reply with an ECS option added to its OPT record: the client's family, source prefix and
- * address, and `scope` (RFC 7871 7.2.1). linedns writes its OPT last and without options, so the
- * usual case is one copy; an OPT elsewhere (a user stage's reply) is found by a scan, and a reply
- * whose OPT is not its last record, or that has none, is returned as it is.
+ * address, and `scope` (RFC 7871 7.2.1); as it is when it has no OPT last (edns-options.ts).
  */
 export function withEcsOption(reply: Buffer, ecs: ClientSubnet, scope: number): Buffer {
-  const n = reply.length;
-  // Where the OPT's RDLENGTH sits; its RDATA ends the reply.
-  let rdlenAt: number;
-  if (n >= HEADER_SIZE + BARE_OPT && (reply[10]! | reply[11]!) !== 0 && reply[n - 11] === 0 && ((reply[n - 10]! << 8) | reply[n - 9]!) === QType.OPT && reply[n - 2] === 0 && reply[n - 1] === 0) {
-    rdlenAt = n - 2;
-  } else {
-    const scan = scanMessage(reply);
-    if (typeof scan === 'string' || scan.opt < 0 || scan.opt !== scan.records.length - 1) return reply;
-    const r = scan.records[scan.opt]!;
-    if (r.rdStart + r.rdLength !== n || r.rdLength + ecsOptionSize(ecs.sourcePrefix) > 0xffff) return reply;
-    rdlenAt = r.rdStart - 2;
-  }
   const size = ecsOptionSize(ecs.sourcePrefix);
-  const out = Buffer.allocUnsafe(n + size);
-  out.set(reply, 0);
-  writeEcsOption(out, n, ecs.family, ecs.sourcePrefix, scope, ecs.address);
-  out.writeUInt16BE(out.readUInt16BE(rdlenAt) + size, rdlenAt);
+  const at = optRdLengthAt(reply, size);
+  if (at < 0) return reply;
+  const out = growOpt(reply, at, size);
+  writeEcsOption(out, reply.length, ecs.family, ecs.sourcePrefix, scope, ecs.address);
   return out;
 }

@@ -10,6 +10,7 @@ import { Flag, QClass, QType, Rcode } from '../../lib/dns/constants.js';
 import { Section } from '../../lib/dns/message.js';
 import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, subnetKeyPrefix, subnetMatches } from '../../lib/dns/ecs.js';
+import { EdeCode, withEdeOption } from '../../lib/dns/edns-options.js';
 import { clampTemplateTtls, minSectionTtl, renderTemplate, renderWire, templateTtl, type ScannedTemplate, type WireTemplate } from '../../lib/dns/template.js';
 import { wholeSeconds } from '../../lib/clock.js';
 import { performance } from 'node:perf_hooks';
@@ -109,6 +110,12 @@ const NO_VIEW = -2;
 const NEVER = 2 ** 31;
 /** Not classified yet in this lookup (no view-keyed entry seen so far). */
 const UNCLASSIFIED = -3;
+
+/** A stale answer's reply hook: the OPT linedns writes gets EDE 3, Stale Answer. */
+function staleAnswerEde(_ctx: QueryContext, wire: Buffer): Buffer {
+  return withEdeOption(wire, EdeCode.STALE_ANSWER);
+}
+
 /** The TTL of every record of a stale answer (RFC 8767 section 4 recommends 30 s). */
 const STALE_TTL = 30;
 
@@ -399,13 +406,17 @@ function createCacheStage(options: CacheOptions, env: StageEnv): Stage<CacheOpti
     refreshInBackground(ctx.fork(), e, next, code);
   }
 
-  /** Answers with the expired entry `e`, every TTL 30 (OPT aside: it is not in the template). */
+  /**
+   * Answers with the expired entry `e`, every TTL 30 (OPT aside: it is not in the template), and
+   * to a client that sent EDNS an Extended DNS Error "Stale Answer" (RFC 8914 4.4, RFC 8767 6).
+   */
   function answerStale(ctx: QueryContext, e: Entry, why: string): void {
     const out = renderWire(e.wire, e.ttlOffsets, ctx.raw, ctx.query!, 0);
     for (let i = 0; i < e.ttlOffsets.length; i++) out.writeUInt32BE(STALE_TTL, e.ttlOffsets[i]!);
     staleServed.value++;
     ctx.set('stale', why);
     if (ctx.query!.edns?.ecs) scopeOfHit(ctx, e);
+    if (ctx.query!.edns) ctx.onReply(staleAnswerEde);
     if (ctx.tracing) ctx.note(`cache: stale answer, TTL ${STALE_TTL} (expired ${wholeSeconds(ctx.receivedAt) - e.expiresAt} s ago): ${why}`);
     // Not reusable: the answer memo must not repeat it once a refresh may have landed.
     ctx.respond('cache', out);

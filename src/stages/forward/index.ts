@@ -11,6 +11,7 @@ import { formatHostPort, formatIp } from '../../lib/net/address.js';
 import type { ClientSubnet, ParsedQuery } from '../../lib/dns/query.js';
 import { clientSubnet, ecsOptionSize, readReplyEcs, subnetKey, truncateSubnet, writeEcsOption } from '../../lib/dns/ecs.js';
 import { scrubReply } from '../../lib/dns/scrub.js';
+import { EdeCode, withEdeOption } from '../../lib/dns/edns-options.js';
 import { renderTemplate, templateFromScan, type ScannedTemplate } from '../../lib/dns/template.js';
 import { sameUpstream, StreamExchange } from './stream.js';
 import { randomU16 } from './random.js';
@@ -20,7 +21,7 @@ import type { QueryContext } from '../../core/context.js';
 import type { Stage, StageDefinition, StageEnv, StageMetric } from '../../core/stage.js';
 import { forwardOptions, type ForwardOptions } from './options.js';
 import { RouteTable, routeName, type Route } from './routes.js';
-import { abandonWaiting, firstIndex, isUp, LATENCY_BUCKETS, linkWaiting, newUpstreamState, orderAt, recordAnswer, smooth, unlinkWaiting, type UpstreamState, type Waiting } from './upstreams.js';
+import { abandonWaiting, attemptTimeout, backOff, firstIndex, isUp, LATENCY_BUCKETS, linkWaiting, newUpstreamState, orderAt, recordAnswer, smooth, unlinkWaiting, type UpstreamState, type Waiting } from './upstreams.js';
 
 /** Which upstream gave the answer and how long its last attempt took: for the query log and explain. */
 export interface UpstreamAnswer {
@@ -96,6 +97,11 @@ export function upstreamQuery(raw: Buffer, q: ParsedQuery, withEdns: boolean, su
     if (subnet !== null) writeEcsOption(out, o + 11, subnet.family, subnet.sourcePrefix, 0, subnet.address);
   }
   return out;
+}
+
+/** The reply hook of a SERVFAIL with every upstream of the route down: EDE 22 (RFC 8914 4.23). */
+function noReachableAuthority(_ctx: QueryContext, wire: Buffer): Buffer {
+  return withEdeOption(wire, EdeCode.NO_REACHABLE_AUTHORITY);
 }
 
 interface Accepted {
@@ -386,6 +392,8 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
     private query: Buffer | null = null;
     private cased = false;
     private sentAt = 0;
+    /** The upstream's RTO (at least minTimeout) when the attempt in flight was sent: a timeout doubles that one (backOff). */
+    private sentRto = 0;
     /** The Client Subnet sent upstream (clientSubnet on): made on the first attempt; null when none. */
     private subnet: ClientSubnet | null | undefined = undefined;
 
@@ -434,6 +442,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
           if (this.asked === 0) {
             allDown.value++;
             this.ctx.note(`forward: every upstream of route ${this.route.name} is marked down or loops back: SERVFAIL at once`);
+            if (this.ctx.query!.edns) this.ctx.onReply(noReachableAuthority);
           }
           this.ctx.respondError('forward', Rcode.SERVFAIL);
           this.finish();
@@ -488,12 +497,33 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       this.cased = cfg.randomizeCase;
       if (this.cased) randomizeCase(query, q.questionEnd - 4);
       this.query = query;
-      const timeout = Math.min(cfg.timeout, remaining);
+      const wait = this.attemptTimeout(state);
+      const timeout = Math.min(wait, remaining);
+      this.sentRto = Math.max(cfg.minTimeout, state.rto);
+      if (this.ctx.tracing && wait < cfg.timeout) this.ctx.note(`forward: waiting at most ${Math.round(wait)} ms for ${state.address} (its RTO ${Math.round(state.rto)} ms; timeout ${cfg.timeout})`);
       this.sentAt = performance.now();
       state.sent++;
       linkWaiting(state, this);
       if (this.useTcp) streams.send(u, query, timeout, this);
       else udp.send(state.lane, query, timeout, this);
+    }
+
+    /**
+     * How long this attempt waits (before the deadline cuts it). The first UDP attempt to an
+     * upstream with another one of the route up after it waits the upstream's RTO (minTimeout to
+     * timeout): failing over after about its usual answer time rather than `timeout` is what
+     * keeps queries alive while a dead upstream has not been marked down yet. The others wait
+     * `timeout`: the last upstream left has nothing to fail over to, so a short wait would only
+     * turn a slow answer into SERVFAIL; a retry follows a reply, so the upstream is alive; and a
+     * TCP or TLS attempt may have to open its connection first (one to three RTTs more).
+     */
+    private attemptTimeout(u: UpstreamState): number {
+      if (this.attempt !== 1 || this.useTcp) return cfg.timeout;
+      const list = this.route.upstreams;
+      for (let k = this.k + 1; k < list.length; k++) {
+        if (isUp(list[orderAt(this.route.policy, list.length, this.first, k)]!)) return attemptTimeout(u, cfg.minTimeout, cfg.timeout);
+      }
+      return cfg.timeout;
     }
 
     accept(reply: Buffer): Accepted | null {
@@ -575,7 +605,7 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       ctx.set('cacheable', { local: false, template: t, response, subnet: this.scoped(got.scope) });
       const ms = performance.now() - this.sentAt;
       ctx.set('upstream', { address: u.address, ms });
-      recordAnswer(u, ms);
+      recordAnswer(u, ms, this.attempt === 1);
       this.finish();
     }
 
@@ -603,6 +633,9 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
       if (countIt) {
         // The fastest policy must learn that a failing upstream is slow, not untried.
         smooth(u, performance.now() - this.sentAt);
+        // No RTT sample (Karn): a timeout backs the RTO off, so a slow but live upstream whose
+        // answers came after it is waited for longer next time rather than starved.
+        if (failure === 'timeout') backOff(u, this.sentRto, cfg.minTimeout, cfg.timeout);
         if (++u.consecutiveFailures >= cfg.health.maxFails && !u.down) markDown(u, `${u.consecutiveFailures} failures in a row`, failure);
       }
       this.nextUpstream();
@@ -683,6 +716,14 @@ function createForwardStage(options: ForwardOptions, env: StageEnv): Stage<Forwa
         { name: 'upstream_answers_total', help: 'usable answers from this upstream', type: 'counter', samples: per((u) => u.answered) },
         { name: 'upstream_answer_seconds_total', help: 'summed latency of the usable answers (divide by upstream_answers_total for the mean)', type: 'counter', samples: per((u) => u.answerMs / 1000) },
         { name: 'upstream_failures_total', help: 'attempts that gave no usable answer (timeout, unusable reply, error)', type: 'counter', samples: per((u) => u.failures) },
+        {
+          name: 'upstream_timeout_seconds',
+          help: 'how long a first UDP attempt to this upstream waits now when another upstream could follow: its RTO, from minTimeout to timeout (timeout over TCP and TLS)',
+          type: 'gauge',
+          aggregate: 'max',
+          // TCP and TLS attempts always wait `timeout` (Job.attemptTimeout).
+          samples: states.map((s) => ({ labels: upstreamLabels(s.route, s.u), value: (s.u.config.protocol !== 'udp' || s.route.forceTcp ? cfg.timeout : attemptTimeout(s.u, cfg.minTimeout, cfg.timeout)) / 1000 })),
+        },
         { name: 'upstream_up', help: '0 while the upstream is marked down or loops back to linedns', type: 'gauge', aggregate: 'min', samples: per((u) => (isUp(u) ? 1 : 0)) },
         {
           name: 'upstream_answer_duration_seconds',

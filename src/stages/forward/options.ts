@@ -19,8 +19,10 @@ export interface HealthOptions {
 }
 
 export interface ForwardOptions {
-  /** Milliseconds to wait for one upstream. */
+  /** Milliseconds to wait for one upstream at most: the cap of each attempt's adaptive timeout. */
   readonly timeout: number;
+  /** The shortest adaptive timeout (ms): an RTO measured below it is raised to it. */
+  readonly minTimeout: number;
   /** Milliseconds before SERVFAIL, across all upstreams. */
   readonly deadline: number;
   readonly maxOutstanding: number;
@@ -43,6 +45,13 @@ export const PRIVATE_SUBNET_PREFIXES: SubnetPrefixes = { ipv4: 24, ipv6: 56 };
 
 export const DEFAULT_HEALTH: HealthOptions = { maxFails: 3, checkInterval: 500, probeName: '.', probeType: 'NS' };
 
+/**
+ * The floor of the adaptive per-attempt timeout. Unbound's 50 ms floor is for authorities, whose
+ * RTT is the network's; linedns's upstreams are recursors, whose answers to uncached names take
+ * their own resolution time (tens to a few hundred ms) beyond a measured RTT of a millisecond.
+ */
+export const DEFAULT_MIN_TIMEOUT = 200;
+
 /** Source ports per upstream: 1024 x 65,536 IDs = 2^26 tries for an off-path forger (docs/security.md). */
 export const DEFAULT_SOURCE_PORTS = 1024;
 
@@ -51,7 +60,20 @@ export const forwardOptions: OptionsSpec<ForwardOptions> = {
     type: 'object',
     additionalProperties: false,
     properties: {
-      timeout: { description: 'Milliseconds to wait for one upstream.', type: 'integer', minimum: 10, maximum: 60000, default: 2000 },
+      timeout: {
+        description: "Milliseconds to wait for one upstream at most. An attempt that has another upstream to fail over to waits the upstream's measured RTO instead (376 ms untried, doubled by each timeout), never longer than this.",
+        type: 'integer',
+        minimum: 10,
+        maximum: 60000,
+        default: 2000,
+      },
+      minTimeout: {
+        description: "The shortest adaptive timeout in milliseconds: an upstream's RTO measured below it is raised to it, so a recursor resolving an uncached name is not failed over from at once.",
+        type: 'integer',
+        minimum: 10,
+        maximum: 60000,
+        default: DEFAULT_MIN_TIMEOUT,
+      },
       deadline: { description: 'Milliseconds before SERVFAIL, across all upstreams.', type: 'integer', minimum: 10, maximum: 120000, default: 4500 },
       maxOutstanding: { description: 'Upstream queries in flight at most; beyond it SERVFAIL.', type: 'integer', minimum: 1, maximum: 1000000, default: 10000 },
       randomizeCase: { description: 'DNS 0x20: random letter case in upstream questions, checked exactly on the reply.', type: 'boolean', default: false },

@@ -1,5 +1,5 @@
 // One upstream of one route as the forward stage keeps it: health (down marks), counters and a
-// latency histogram for /metrics, and the smoothed RTT the "fastest" policy picks by.
+// latency histogram for /metrics, and its measured RTT: the "fastest" policy and each attempt's timeout follow it.
 
 import type { UdpUpstream } from './udp.js';
 import type { UpstreamConfig, UpstreamPolicy } from '../../config/types.js';
@@ -10,6 +10,13 @@ const BUCKET_MS: readonly number[] = LATENCY_BUCKETS.map((s) => s * 1000);
 
 /** Weight of the newest sample in the smoothed RTT (CoreDNS and dnsdist smooth likewise). */
 const RTT_WEIGHT = 0.3;
+/** Weight of the newest deviation in the RTT variance (RFC 6298's beta). */
+const RTTVAR_WEIGHT = 0.25;
+/**
+ * The retransmission timeout (ms) of an upstream never measured: Unbound's, 0 + 4 x 94 ms
+ * (UNKNOWN_SERVER_NICENESS), long enough for a far resolver, short enough to fail over fast.
+ */
+export const INITIAL_RTO_MS = 376;
 
 /**
  * A query waiting for an upstream's answer, linked into that upstream's list through its own
@@ -41,6 +48,13 @@ export interface UpstreamState {
   looped: boolean;
   /** Smoothed RTT in ms of its usable answers (and failed attempts); 0 while untried. */
   srtt: number;
+  /** Mean deviation of the RTT samples in ms (RFC 6298 RTTVAR); 0 until the first sample. */
+  rttvar: number;
+  /**
+   * Retransmission timeout in ms (RFC 6298 RTO): srtt + 4 x rttvar after each RTT sample,
+   * INITIAL_RTO_MS before the first, doubled by timeouts (backOff); bounded by forward's options where used.
+   */
+  rto: number;
   /** For /metrics: attempts sent, usable answers and their summed latency, failed attempts. */
   sent: number;
   answered: number;
@@ -62,6 +76,8 @@ export function newUpstreamState(config: UpstreamConfig, address: string, lane: 
     probing: false,
     looped: false,
     srtt: 0,
+    rttvar: 0,
+    rto: INITIAL_RTO_MS,
     sent: 0,
     answered: 0,
     answerMs: 0,
@@ -70,14 +86,45 @@ export function newUpstreamState(config: UpstreamConfig, address: string, lane: 
   };
 }
 
-/** A usable answer after `ms`: counted, bucketed and smoothed; no allocation. */
-export function recordAnswer(u: UpstreamState, ms: number): void {
+/**
+ * A usable answer after `ms`: counted and bucketed; no allocation. `sample` says whether `ms` is
+ * an RTT sample (the answer to the first attempt of the query to `u`; Karn's rule: not one to a
+ * retry, whose time includes a TCP handshake or follows another reply), which then updates srtt,
+ * rttvar and the RTO as RFC 6298 section 2 does.
+ */
+export function recordAnswer(u: UpstreamState, ms: number, sample: boolean): void {
   u.answered++;
   u.answerMs += ms;
   let b = 0;
   while (b < BUCKET_MS.length && ms > BUCKET_MS[b]!) b++;
   u.buckets[b]!++;
-  smooth(u, ms);
+  if (!sample) return;
+  if (u.rttvar === 0) {
+    // The first sample (or a variance decayed to nothing, where restarting is harmless).
+    u.srtt = Math.max(ms, 0.001);
+    u.rttvar = u.srtt / 2;
+  } else {
+    u.rttvar += RTTVAR_WEIGHT * (Math.abs(u.srtt - ms) - u.rttvar);
+    smooth(u, ms);
+  }
+  u.rto = u.srtt + 4 * u.rttvar;
+}
+
+/**
+ * An attempt sent while `u`'s RTO was `sentRto` (raised to `min` already) timed out: the RTO
+ * doubles (RFC 6298 5.5), up to `cap`. As Unbound's rtt_lost does, it is the RTO the attempt was
+ * sent with that doubles, not the current one, so a burst of queries timing out together doubles
+ * it once rather than once each; and an answer that brought it down meanwhile wins.
+ */
+export function backOff(u: UpstreamState, sentRto: number, min: number, cap: number): void {
+  if (Math.max(u.rto, min) < sentRto) return;
+  const doubled = Math.min(sentRto * 2, cap);
+  if (u.rto < doubled) u.rto = doubled;
+}
+
+/** The timeout of an attempt to `u` now: its RTO, no shorter than `min`, no longer than `max`. */
+export function attemptTimeout(u: UpstreamState, min: number, max: number): number {
+  return Math.min(max, Math.max(min, u.rto));
 }
 
 /** Feeds one sample into the smoothed RTT (a failed attempt feeds the time it cost). */

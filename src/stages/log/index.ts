@@ -63,6 +63,9 @@ function createLogStage(options: LogOptions, env: StageEnv): Stage<LogOptions> {
     const rewrite = ctx?.get('rewrite');
     if (rewrite !== undefined) line += `,"rewrite":${JSON.stringify(rewrite.to)}`;
     if (upstream !== undefined) line += `,"upstream":"${upstream.address}","upstreamMs":${Math.round(upstream.ms * 1000) / 1000}`;
+    // The cache answered with an expired entry (serve-stale): why, as the cache put it.
+    const stale = ctx?.get('stale');
+    if (stale !== undefined) line += `,"stale":${JSON.stringify(stale)}`;
     line += `,"tc":${r.truncated},"us":${r.durationUs},"size":${r.size}}\n`;
     writer.write(line);
     written.value++;
@@ -105,7 +108,7 @@ function createLogStage(options: LogOptions, env: StageEnv): Stage<LogOptions> {
 
 export const logStage: StageDefinition<LogOptions> = {
   name: 'log',
-  summary: 'one JSON line per reply (client, name, type, rcode, answering stage, lines, upstream, timing), memo hits included',
+  summary: 'one JSON line per reply (client, name, type, rcode, answering stage, lines, upstream, stale, timing), memo hits included',
   options: logOptions,
   memoSafe: true,
   create: createLogStage,
