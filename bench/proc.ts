@@ -26,6 +26,8 @@ const live = new Set<Started>();
 export interface StartOptions {
   /** Receives stdout instead of the log (dnsperf -v writes a line per query). */
   onStdout?: (chunk: Buffer) => void;
+  /** The child's environment; default: this process's. */
+  env?: NodeJS.ProcessEnv;
 }
 
 /**
@@ -33,7 +35,7 @@ export interface StartOptions {
  * memory), so a server that refuses its config can be diagnosed from the error raised.
  */
 export function start(name: string, cmd: string, args: string[], logFile: string | null, opts: StartOptions = {}): Started {
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
   if (child.pid === undefined) throw new Error(`${name}: cannot start ${cmd}`);
   const log: WriteStream | null = logFile === null ? null : createWriteStream(logFile);
   let kept = '';
