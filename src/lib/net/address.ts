@@ -123,6 +123,16 @@ export function parseIp(s: string): Uint8Array | null {
   return mapped ? full.slice(12) : full;
 }
 
+/** The in-addr.arpa / ip6.arpa name of an address (for PTR records), or null for a non-address. */
+export function reverseName(address: string): string | null {
+  const bytes = parseIp(address);
+  if (bytes === null) return null;
+  if (bytes.length === 4) return `${bytes[3]}.${bytes[2]}.${bytes[1]}.${bytes[0]}.in-addr.arpa`;
+  const nibbles: string[] = [];
+  for (let i = 15; i >= 0; i--) nibbles.push((bytes[i]! & 0xf).toString(16), (bytes[i]! >> 4).toString(16));
+  return `${nibbles.join('.')}.ip6.arpa`;
+}
+
 /** Parses "10.0.0.0/8", "2001:db8::/32" or a bare address (a host route). Returns a reason on error. */
 export function parseCidr(text: string): Cidr | string {
   const s = text.trim();

@@ -1,7 +1,7 @@
 // What a reload must drop from the cache: the names and subtrees whose answers the new local
 // data (records, zones, rewrite rules, lines) or routes may change. A pure diff of two configurations.
 
-import { parseIp } from '../../lib/net/address.js';
+import { reverseName } from '../../lib/net/address.js';
 import { normalizeName } from '../../lib/dns/name.js';
 import type { RecordEntry, RewriteRule, RuntimeConfig } from '../../config/types.js';
 
@@ -29,15 +29,6 @@ export function purges(purge: Purge, name: string): boolean {
     if (dot < 0) return false;
     n = n.slice(dot + 1);
   }
-}
-
-function reverseName(address: string): string | null {
-  const bytes = parseIp(address);
-  if (bytes === null) return null;
-  if (bytes.length === 4) return `${bytes[3]}.${bytes[2]}.${bytes[1]}.${bytes[0]}.in-addr.arpa`;
-  const nibbles: string[] = [];
-  for (let i = 15; i >= 0; i--) nibbles.push((bytes[i]! & 0xf).toString(16), (bytes[i]! >> 4).toString(16));
-  return `${nibbles.join('.')}.ip6.arpa`;
 }
 
 /** The name one label up ("." above a top-level name); null above the root. */

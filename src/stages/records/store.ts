@@ -3,7 +3,7 @@
 
 import { QType, Rcode, typeFromName, typeName } from '../../lib/dns/constants.js';
 import { isSubdomain, normalizeName, parentName } from '../../lib/dns/name.js';
-import { parseIp } from '../../lib/net/address.js';
+import { reverseName } from '../../lib/net/address.js';
 import { NameFilter } from './filter.js';
 import type { LineSet } from '../../core/views.js';
 import type { RecordEntry } from '../../config/types.js';
@@ -105,16 +105,6 @@ function rdataFor(type: number, rdata: unknown): unknown {
     default:
       return rdata;
   }
-}
-
-/** in-addr.arpa / ip6.arpa name of an address. */
-export function reverseName(address: string): string | null {
-  const bytes = parseIp(address);
-  if (bytes === null) return null;
-  if (bytes.length === 4) return `${bytes[3]}.${bytes[2]}.${bytes[1]}.${bytes[0]}.in-addr.arpa`;
-  const nibbles: string[] = [];
-  for (let i = 15; i >= 0; i--) nibbles.push((bytes[i]! & 0xf).toString(16), (bytes[i]! >> 4).toString(16));
-  return `${nibbles.join('.')}.ip6.arpa`;
 }
 
 export class RecordStore {
