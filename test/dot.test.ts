@@ -14,11 +14,11 @@ import { freePort } from './helpers/ports.js';
 import { loadConfig } from '../src/app/config.js';
 import { bounded, startLineDns, writeConfig, type Running } from './helpers/server.js';
 import { numberedAnswer, StreamUpstream } from './helpers/stream-upstream.js';
-import { makeCert, type Cert } from './helpers/certs.js';
+import { makeCert, NO_OPENSSL, type Cert } from './helpers/certs.js';
 
 const run = promisify(execFile);
 
-describe('DNS over TLS upstream', { timeout: 60_000 }, () => {
+describe('DNS over TLS upstream', { timeout: 60_000, skip: NO_OPENSSL }, () => {
   let cert: Cert;
   let other: Cert;
   let up: StreamUpstream;
@@ -130,7 +130,7 @@ test('config: a "tls" upstream without a port gets 853, and its settings reach t
  * TLS on another, answering only its local zone: "." is refused, so it never asks anyone else.
  */
 const UNBOUND = findBinary('unbound');
-test('interop: Unbound serving DNS over TLS, verified by servername, CA and pin; dig to linedns', { skip: UNBOUND === null ? 'unbound not installed' : false, timeout: 30_000 }, async () => {
+test('interop: Unbound serving DNS over TLS, verified by servername, CA and pin; dig to linedns', { skip: UNBOUND === null ? 'unbound not installed' : NO_OPENSSL, timeout: 30_000 }, async () => {
   const cert = makeCert('dot.unbound.test');
   const key = join(cert.dir, 'key.pem');
   const plain = await freePort();

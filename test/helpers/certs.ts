@@ -5,6 +5,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { findBinary } from './peers.js';
+
+/** Tests that need a certificate skip with this reason when the openssl CLI is missing. */
+export const NO_OPENSSL: string | false = findBinary('openssl') === null ? 'openssl not installed (Debian: apt-get install openssl)' : false;
 
 export interface Cert {
   dir: string;
